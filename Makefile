@@ -1,0 +1,74 @@
+# fedstream: the two commands a new user needs are `make demo` and `make test`; both set up
+# what they need (project virtualenv, Maven artifacts) and are idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+LIB := infra/local/.lib
+STACK := infra/local/stack.sh
+
+.PHONY: help setup venv jars demo test test-unit lint stack-up stack-down stack-status bench clean lock
+
+help:
+	@echo "make demo          set up, start the local broker, run fedstream end to end"
+	@echo "make test          set up, run every test (unit, job, integration)"
+	@echo "make lint          ruff + mypy"
+	@echo "make stack-up      start the local Kafka broker and Flink cluster (stack-down, stack-status)"
+	@echo "make bench         run the benchmarks, write bench/results/"
+
+setup: venv jars
+
+# The virtualenv is rebuilt when the lock file changes. The .pth puts the source folders of
+# the `fedstream` namespace on sys.path (the repo is used in place, like an editable install).
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements/lock.txt requirements/constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: fedstream needs Python 3.11"; exit 1; }
+	@echo "== python virtualenv in $(VENV) (first run downloads torch, several GB; later runs are instant)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/lock.txt
+	printf '%s\n' "$(CURDIR)/schemas" "$(CURDIR)/pipelines" "$(CURDIR)/jobs" "$(CURDIR)/edge" \
+	  > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/fedstream-dev.pth"
+	$(PY) -m pip check
+	touch $@
+
+# Kafka broker + tools, the Flink Kafka connector and avro-tools, from Maven Central.
+jars: $(LIB)/.resolved
+$(LIB)/.resolved: infra/local/pom.xml
+	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (and Java 17)"; exit 1; }
+	@echo "== resolving Kafka, the Flink Kafka connector and avro-tools from Maven Central"
+	cd infra/local && mvn -q -B package
+	touch $@
+
+# Re-resolve the pins from requirements/direct.txt (then commit requirements/lock.txt).
+lock: venv
+	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/direct.txt
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements/lock.txt
+
+demo: setup
+	$(PY) -m fedstream.jobs.demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy schemas/fedstream pipelines/fedstream jobs/fedstream edge/fedstream tests bench
+
+stack-up: setup
+	$(STACK) up
+stack-down:
+	$(STACK) down
+stack-status:
+	$(STACK) status
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	-$(STACK) down
+	rm -rf infra/local/.run

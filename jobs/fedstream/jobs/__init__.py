@@ -1,0 +1,1 @@
+"""Flink job entry points, their configuration and the command line (wiring only)."""
