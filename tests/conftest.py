@@ -12,39 +12,11 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-KAFKA_SH = REPO / "infra" / "local" / "kafka.sh"
-FLINK_SH = REPO / "infra" / "local" / "flink.sh"
-
-
-@dataclass(frozen=True)
-class Broker:
-    bootstrap: str
-    env: dict[str, str]
-    log_dir: Path
-
-
-@dataclass(frozen=True)
-class FlinkCluster:
-    rest_url: str
-    env: dict[str, str]
-    log_dir: Path
-
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """`flink <args>` against this cluster, as an operator would type it."""
-        return subprocess.run(
-            [str(FLINK_SH), "cli", *args],
-            env=self.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+from tests.support.stack import FLINK_SH, KAFKA_SH, Broker, FlinkCluster
 
 
 def _script(script: Path, command: str, env: dict[str, str], timeout: float = 180) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from conftest import Broker, FlinkCluster
+from tests.support.stack import Broker, FlinkCluster
 
 JOB = "jobs/fedstream/jobs/topic_copy.py"
 
@@ -22,8 +22,15 @@ def test_flink_run_py_copies_a_topic_through_the_connector(
     producer.close()
 
     done = flink_cluster.run(
-        "run", "-py", JOB, "--bootstrap", kafka_broker.bootstrap, "--source", source,
-        "--sink", sink,
+        "run",
+        "-py",
+        JOB,
+        "--bootstrap",
+        kafka_broker.bootstrap,
+        "--source",
+        source,
+        "--sink",
+        sink,
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nlogs: {flink_cluster.log_dir}"
     assert "has finished" in done.stdout

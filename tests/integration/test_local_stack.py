@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 
-from conftest import KAFKA_SH, Broker
+from tests.support.stack import KAFKA_SH, Broker
 
 
 def _kafka(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

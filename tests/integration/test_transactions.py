@@ -10,7 +10,7 @@ import uuid
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from conftest import Broker
+from tests.support.stack import Broker
 
 
 def _read_all(bootstrap: str, topic: str, isolation: str) -> list[bytes]:

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from pyflink.common import Configuration, Types, WatermarkStrategy
+from pyflink.common.serialization import SimpleStringSchema
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
@@ -23,7 +24,6 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSink,
     KafkaSource,
 )
-from pyflink.common.serialization import SimpleStringSchema
 
 from fedstream.jobs.runtime import connector_jar, jar_url
 

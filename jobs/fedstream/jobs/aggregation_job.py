@@ -1,0 +1,252 @@
+"""The aggregation job: fl.updates + fl.control -> per-model windows -> fl.models / fl.dlq.
+
+    Kafka (read_committed)          key_by(model_id)                   KafkaSink EXACTLY_ONCE
+    fl.updates ┐                                                      ┌─> fl.models (releases)
+               ├─ route (decode) ──> aggregate (keyed state, timers) ─┤
+    fl.control ┘        └──────────── undecodable ────────────────────┴─> fl.dlq (dead letters)
+
+The source is the Kafka connector's table source in `raw` format, converted to a DataStream:
+it is the same KafkaSource underneath, and it also hands over each record's topic, partition
+and offset, which a DeadLetter must carry. Records become visible downstream only when the
+checkpoint that covers them completes (two-phase commit of the sink's transactions), so the
+release latency floor is the checkpoint interval.
+
+Runs unchanged in a local mini-cluster (`fedstream-job run`) and on a cluster
+(`flink run -py jobs/fedstream/jobs/aggregation_job.py -- --config ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Configuration, Types
+from pyflink.common.serialization import ByteArraySchema
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream.connectors.base import DeliveryGuarantee
+from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+from pyflink.table import StreamTableEnvironment
+
+from fedstream.jobs.config import JobConfig, load
+from fedstream.jobs.runtime import connector_jar, jar_url
+
+JOB_NAME = "fedstream-aggregation"
+BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+
+
+def flink_configuration(
+    config: JobConfig, *, local: bool, restore_from: str | None = None
+) -> Configuration:
+    """The Flink settings the job needs, from our config (PyFlink 2.2 has no setters)."""
+    conf = Configuration()
+    conf.set_string("pipeline.jars", jar_url(connector_jar()))
+    conf.set_string("pipeline.name", JOB_NAME)
+    conf.set_string("parallelism.default", str(config.runtime.parallelism))
+    conf.set_string("state.backend.type", config.checkpoint.backend)
+    conf.set_string("execution.checkpointing.dir", config.checkpoint.dir)
+    conf.set_string("execution.checkpointing.interval", f"{config.checkpoint.interval_ms}ms")
+    conf.set_string("execution.checkpointing.mode", config.checkpoint.mode)
+    conf.set_string(
+        "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
+    )
+    conf.set_string("execution.checkpointing.num-retained", "3")
+    # Bounded restarts: with checkpointing on, the default retries forever and a job that
+    # keeps failing would loop silently (FIELD-NOTES.md).
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", str(config.runtime.restart_attempts))
+    conf.set_string("restart-strategy.fixed-delay.delay", f"{config.runtime.restart_delay_ms}ms")
+    conf.set_string("python.execution-mode", config.runtime.python_execution_mode)
+    # Big records: a bundle of 400 KB updates must not exhaust the task heap.
+    conf.set_string("python.fn-execution.bundle.size", "100")
+    if local:
+        # In a mini-cluster the workers are this very interpreter's environment; thread mode
+        # finds pemja only through python.pythonpath.
+        conf.set_string("python.executable", sys.executable)
+        conf.set_string("python.client.executable", sys.executable)
+        conf.set_string("python.pythonpath", sysconfig.get_paths()["purelib"])
+    # Ship our own code to the Python workers the way PyFlink documents (python.files, the
+    # config form of `flink run -pyfs`): each folder is put on the workers' sys.path, where
+    # the three halves of the `fedstream` namespace package meet again.
+    conf.set_string("python.files", ",".join(str(p) for p in source_folders()))
+    if restore_from:
+        conf.set_string("execution.state-recovery.path", restore_from)
+    return conf
+
+
+def source_folders() -> list[Path]:
+    """The folders holding the job's code (schemas/, pipelines/, jobs/ of the repo)."""
+    import fedstream.pipelines
+    import fedstream.schemas
+
+    here = Path(__file__).resolve().parents[2]  # jobs/
+    return [
+        Path(fedstream.schemas.__file__).resolve().parents[2],
+        Path(fedstream.pipelines.__file__).resolve().parents[2],
+        here,
+    ]
+
+
+def _source_ddl(config: JobConfig) -> str:
+    k, t = config.kafka, config.topics
+    return f"""
+        CREATE TEMPORARY TABLE fedstream_input (
+          `value` BYTES,
+          `topic` STRING METADATA VIRTUAL,
+          `partition` INT METADATA VIRTUAL,
+          `offset` BIGINT METADATA VIRTUAL
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{t.updates};{t.control}',
+          'properties.bootstrap.servers' = '{k.bootstrap}',
+          'properties.group.id' = '{k.group_id}',
+          'properties.isolation.level' = 'read_committed',
+          'properties.max.partition.fetch.bytes' = '{t.updates_max_message_bytes}',
+          'scan.startup.mode' = 'earliest-offset',
+          'format' = 'raw'
+        )"""
+
+
+def _sink(config: JobConfig, topic: str, role: str) -> KafkaSink:
+    k = config.kafka
+    return (
+        KafkaSink.builder()
+        .set_bootstrap_servers(k.bootstrap)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(topic)
+            .set_value_serialization_schema(ByteArraySchema())
+            .build()
+        )
+        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+        # stable across restarts: Flink aborts the lingering transactions of this prefix
+        .set_transactional_id_prefix(f"{k.transactional_id_prefix}-{role}")
+        .set_property("transaction.timeout.ms", str(k.transaction_timeout_ms))
+        .set_property("max.request.size", str(config.topics.models_max_message_bytes + 65536))
+        .build()
+    )
+
+
+def build(env: StreamExecutionEnvironment, config: JobConfig) -> None:
+    """Wire source -> route -> aggregate -> sinks. Every operator has a stable uid."""
+    # Imported here so `--help` and config errors don't pay for loading the core.
+    from fedstream.pipelines.flink_functions import (
+        EMITTED,
+        KIND_DEAD,
+        ROUTED,
+        AggregateFunction,
+        RouteFunction,
+    )
+
+    t_env = StreamTableEnvironment.create(env)
+    t_env.execute_sql(_source_ddl(config))
+    rows: DataStream = t_env.to_data_stream(t_env.from_path("fedstream_input"))
+    routed = (
+        rows.map(RouteFunction(config.topics.updates, config.topics.control), output_type=ROUTED)
+        .uid("route")
+        .name("decode and route")
+    )
+    dead_on_arrival = (
+        routed.filter(lambda r: r[1] == KIND_DEAD)
+        .uid("undecodable")
+        .name("undecodable")
+        .map(lambda r: r[2], output_type=BYTES)
+        .uid("undecodable-value")
+        .name("dead letter")
+    )
+    emitted = (
+        routed.filter(lambda r: r[1] != KIND_DEAD)
+        .uid("decodable")
+        .name("decodable")
+        .key_by(lambda r: r[0], key_type=Types.STRING())
+        .process(
+            AggregateFunction(
+                config.topics.models_max_message_bytes, config.runtime.dedupe_versions
+            ),
+            output_type=EMITTED,
+        )
+        .uid("aggregate")
+        .name("aggregate per model")
+    )
+    releases = (
+        emitted.filter(lambda r: r[0] == "release")
+        .uid("releases")
+        .name("releases")
+        .map(lambda r: r[1], output_type=BYTES)
+        .uid("release-value")
+        .name("release value")
+    )
+    rejected = (
+        emitted.filter(lambda r: r[0] != "release")
+        .uid("rejected")
+        .name("rejected")
+        .map(lambda r: r[1], output_type=BYTES)
+        .uid("rejected-value")
+        .name("rejected value")
+    )
+    releases.sink_to(_sink(config, config.topics.models, "models")).uid("models-sink").name(
+        "fl.models"
+    )
+    dead_on_arrival.union(rejected).sink_to(_sink(config, config.topics.dlq, "dlq")).uid(
+        "dlq-sink"
+    ).name("fl.dlq")
+
+
+def latest_checkpoint(checkpoint_dir: str) -> str | None:
+    """The newest completed checkpoint (`chk-N` with `_metadata`) under a file:// dir."""
+    if not checkpoint_dir.startswith("file://"):
+        raise ValueError("--resume-from latest needs a file:// checkpoint dir; pass a path")
+    root = Path(checkpoint_dir.removeprefix("file://"))
+    found = [p.parent for p in root.glob("*/chk-*/_metadata")]
+    if not found:
+        return None
+    return str(max(found, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1]))))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects section.key=value, got {pair!r}")
+        out[key] = int(raw) if raw.lstrip("-").isdigit() else raw
+    return out
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="aggregation_job", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="TOML config (default jobs/config/local.toml)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set kafka.bootstrap=host:9092 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume-from",
+        metavar="PATH|latest",
+        help="restore state from a checkpoint directory (chk-N), or the newest one",
+    )
+    parser.add_argument("--local", action="store_true", help="run in an in-process mini-cluster")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(argv)
+    config = load(args.config, parse_overrides(args.set))
+    restore = args.resume_from
+    if restore == "latest":
+        restore = latest_checkpoint(config.checkpoint.dir)
+        print(f"fedstream: resuming from {restore or 'nothing (no checkpoint yet)'}", flush=True)
+    env = StreamExecutionEnvironment.get_execution_environment(
+        flink_configuration(config, local=args.local, restore_from=restore)
+    )
+    build(env, config)
+    env.execute(JOB_NAME)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,59 @@
+"""Build a ModelRegistration from an ONNX file, without torch (the job side never has it).
+
+A registration tells the job everything about a model: the ONNX template whose
+initializers are replaced at each release, which initializers are trainable (their order
+defines the flat parameter vector), their initial values, and the aggregation settings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedstream.pipelines.config import AggregationConfig
+from fedstream.pipelines.onnx_release import read_initializers
+from fedstream.schemas import ParameterLayout, aggregation_to_avro, encode, pack
+
+
+def trainable_names(onnx_bytes: bytes) -> list[str]:
+    """Floating-point initializers with at least one element, in graph order."""
+    found = read_initializers(onnx_bytes)
+    return [n for n, a in found.items() if np.issubdtype(a.dtype, np.floating) and a.size > 0]
+
+
+def registration_record(
+    model_id: str,
+    onnx_bytes: bytes,
+    parameter_names: Sequence[str] | None = None,
+    aggregation: AggregationConfig | Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ModelRegistration record (validated by the codec when encoded)."""
+    names = list(parameter_names) if parameter_names else trainable_names(onnx_bytes)
+    arrays = read_initializers(onnx_bytes, names)
+    layout = ParameterLayout([(n, arrays[n].shape) for n in names])
+    if isinstance(aggregation, AggregationConfig):
+        settings = aggregation.to_dict()
+    else:
+        settings = AggregationConfig.from_dict(dict(aggregation or {})).to_dict()
+    return {
+        "model_id": model_id,
+        "onnx_template": onnx_bytes,
+        "parameters": layout.to_registration(),
+        "initial_parameters": pack(layout.flatten(arrays), "FP32"),
+        "aggregation": aggregation_to_avro(settings),
+        "created_at": int(time.time() * 1000),
+    }
+
+
+def registration_bytes(
+    model_id: str,
+    onnx_bytes: bytes,
+    parameter_names: Sequence[str] | None = None,
+    aggregation: AggregationConfig | Mapping[str, Any] | None = None,
+) -> bytes:
+    """The encoded ModelRegistration, ready to produce to the control topic."""
+    record = registration_record(model_id, onnx_bytes, parameter_names, aggregation)
+    return encode("ModelRegistration", record)

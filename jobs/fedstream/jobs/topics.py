@@ -1,0 +1,54 @@
+"""Create the job's topics with their partitions and size limits (idempotent).
+
+The local broker has `auto.create.topics.enable=false` (a typo must fail, not create a
+topic), so topics are created deliberately, from the same config the job reads. In
+production the Terraform modules own them; this is for the local stack, tests and demo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from fedstream.jobs.config import JobConfig
+
+
+def topic_specs(config: JobConfig) -> list[NewTopic]:
+    """fl.updates is partitioned for device throughput; fl.models, fl.control and fl.dlq
+    have one partition so every consumer sees a model's releases in version order (the
+    sink writes them without a key)."""
+    t = config.topics
+    big = {"max.message.bytes": str(max(t.models_max_message_bytes, t.updates_max_message_bytes))}
+    return [
+        NewTopic(
+            t.updates,
+            t.partitions,
+            1,
+            topic_configs={"max.message.bytes": str(t.updates_max_message_bytes)},
+        ),
+        NewTopic(t.control, 1, 1, topic_configs=big),
+        NewTopic(
+            t.models,
+            1,
+            1,
+            topic_configs={"max.message.bytes": str(t.models_max_message_bytes + 65536)},
+        ),
+        NewTopic(t.dlq, 1, 1, topic_configs=big),
+    ]
+
+
+def ensure_topics(config: JobConfig) -> list[str]:
+    """Create the topics that don't exist yet; returns the names created."""
+    admin = KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap, request_timeout_ms=30000)
+    try:
+        existing = set(admin.list_topics())
+        missing = [spec for spec in topic_specs(config) if spec.name not in existing]
+        if missing:
+            # created concurrently by someone else: that is what we wanted
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(missing)
+        return [spec.name for spec in missing]
+    finally:
+        admin.close()

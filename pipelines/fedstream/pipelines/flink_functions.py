@@ -1,0 +1,182 @@
+"""The PyFlink functions of the aggregation job: thin shells around `model_process`.
+
+`RouteFunction` decodes each Kafka record just enough to key it by model (dead-lettering
+what cannot be decoded); `AggregateFunction` holds one model's state in Flink keyed state
+and runs `ModelProcess` on each record and timer.
+
+Keyed state uses our own versioned binary formats (registration: the Avro record itself;
+model and window: `ModelState`/`Accumulator.to_bytes`) inside `PICKLED_BYTE_ARRAY` value
+states — pickling a `bytes` object is stable across job versions, unlike pickling our
+classes, and `PRIMITIVE_ARRAY(BYTE)` value states crash on first read in thread mode
+(FIELD-NOTES.md). The dedupe set is a `MapState[str, int]`, one entry per remembered id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pyflink.common import Row, Types
+from pyflink.datastream import KeyedProcessFunction, MapFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+
+from fedstream.pipelines.model_process import (
+    DictSeenIds,
+    Envelope,
+    ModelProcess,
+    Output,
+    RegisteredModel,
+    route,
+)
+
+KIND_UPDATE, KIND_REGISTRATION, KIND_DEAD = "update", "registration", "dead"
+
+BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+#: (model_id, kind, value, topic, partition, offset): the routed input of AggregateFunction.
+ROUTED = Types.ROW_NAMED(
+    ["model_id", "kind", "value", "topic", "partition", "offset"],
+    [Types.STRING(), Types.STRING(), BYTES, Types.STRING(), Types.INT(), Types.LONG()],
+)
+#: (kind, value): what AggregateFunction emits, "release" or "dead_letter" records.
+EMITTED = Types.ROW_NAMED(["kind", "value"], [Types.STRING(), BYTES])
+
+
+class RouteFunction(MapFunction):  # type: ignore[misc]
+    """Kafka row (value, topic, partition, offset) -> ROUTED row; undecodable -> "dead"."""
+
+    def __init__(self, updates_topic: str, control_topic: str) -> None:
+        self._updates = updates_topic
+        self._control = control_topic
+
+    def map(self, value: Row) -> Row:
+        envelope = Envelope(bytes(value[0] or b""), value[1], int(value[2]), int(value[3]))
+        routed = route(envelope, self._updates, self._control)
+        if routed.dead is not None:
+            return Row("", KIND_DEAD, routed.dead.value, envelope.topic, 0, 0)
+        kind = KIND_UPDATE if envelope.topic == self._updates else KIND_REGISTRATION
+        return Row(
+            routed.model_id,
+            kind,
+            envelope.value,
+            envelope.topic,
+            envelope.partition,
+            envelope.offset,
+        )
+
+
+class _MapStateView:
+    """`MutableMapping`-like view of a Flink MapState for `DictSeenIds`."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+
+    def __contains__(self, key: object) -> bool:
+        return bool(self._state.contains(key))
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self._state.put(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._state.remove(key)
+
+    def items(self) -> Iterable[tuple[str, int]]:
+        return list(self._state.items())
+
+
+class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
+    """Per-model aggregation: registration, validation, windows (timers), releases."""
+
+    def __init__(self, models_topic_max_bytes: int, dedupe_versions: int) -> None:
+        self._max_bytes = models_topic_max_bytes
+        self._dedupe_versions = dedupe_versions
+        self._registrations: dict[str, RegisteredModel] = {}
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._registration = runtime_context.get_state(
+            ValueStateDescriptor("registration", Types.PICKLED_BYTE_ARRAY())
+        )
+        self._model = runtime_context.get_state(
+            ValueStateDescriptor("model", Types.PICKLED_BYTE_ARRAY())
+        )
+        self._buffer = runtime_context.get_state(
+            ValueStateDescriptor("window", Types.PICKLED_BYTE_ARRAY())
+        )
+        self._timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
+        self._seen = runtime_context.get_map_state(
+            MapStateDescriptor("seen_update_ids", Types.STRING(), Types.LONG())
+        )
+        metrics = runtime_context.get_metrics_group().add_group("fedstream")
+        self._accepted = metrics.counter("updates_accepted")
+        self._releases = metrics.counter("releases")
+        self._rejected: dict[str, Any] = {}
+        self._metrics = metrics
+        self._staleness = metrics.distribution("update_staleness")
+        self._fill_ms = metrics.distribution("window_fill_ms")
+
+    # -- state ------------------------------------------------------------------------
+    def _load(self, model_id: str) -> ModelProcess:
+        registration: RegisteredModel | None = self._registrations.get(model_id)
+        raw = self._registration.value()
+        if registration is None and raw is not None:
+            registration, _ = RegisteredModel.from_bytes(raw)
+            self._registrations[model_id] = registration
+        return ModelProcess.restore(
+            models_topic_max_bytes=self._max_bytes,
+            dedupe_versions=self._dedupe_versions,
+            registration=registration if raw is not None else None,
+            state=self._model.value(),
+            buffer=self._buffer.value(),
+            seen=DictSeenIds(_MapStateView(self._seen)),  # type: ignore[arg-type]
+        )
+
+    def _save(self, process: ModelProcess, ctx: Any) -> None:
+        if process.registration is not None and self._registration.value() is None:
+            self._registration.update(process.registration.registration)
+            self._registrations[process.registration.model_id] = process.registration
+        state, buffer = process.state_bytes()
+        if state is not None:
+            self._model.update(state)
+            self._buffer.update(buffer)
+        deadline = process.deadline()
+        if deadline is not None:
+            millis = int(deadline * 1000)
+            if self._timer.value() != millis:
+                ctx.timer_service().register_processing_time_timer(millis)
+                self._timer.update(millis)
+
+    # -- events -----------------------------------------------------------------------
+    def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
+        model_id, kind = value[0], value[1]
+        envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
+        process = self._load(model_id)
+        now = ctx.timer_service().current_processing_time() / 1000.0
+        if kind == KIND_REGISTRATION:
+            outputs = process.on_registration(envelope)
+        else:
+            outputs = process.on_update(envelope, now)
+            if process.last_staleness is not None:  # set only when the update was absorbed
+                self._accepted.inc()
+                self._staleness.update(process.last_staleness)
+        self._save(process, ctx)
+        yield from self._emit(outputs, process)
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
+        self._timer.clear()
+        process = self._load(ctx.get_current_key())
+        now = timestamp / 1000.0
+        outputs = process.on_timer(now)
+        self._save(process, ctx)
+        yield from self._emit(outputs, process)
+
+    def _emit(self, outputs: list[Output], process: ModelProcess) -> Iterator[Row]:
+        for output in outputs:
+            if output.kind == "release":
+                self._releases.inc()
+            else:
+                reason = output.reason.lower()
+                if reason not in self._rejected:
+                    self._rejected[reason] = self._metrics.counter(f"rejected_{reason}")
+                self._rejected[reason].inc()
+            yield Row(output.kind, output.value)
+        if process.last_fill_seconds is not None and any(o.kind == "release" for o in outputs):
+            self._fill_ms.update(int(process.last_fill_seconds * 1000))

@@ -1,0 +1,382 @@
+"""Everything the streaming job does for one model, as plain Python over bytes.
+
+The PyFlink function (`flink_functions.py`) is a thin shell: it loads this object's state
+from Flink keyed state, hands it one input record (or a timer), writes the state back and
+emits what comes out. Keeping the logic here means the job's behaviour (dead-letter
+reasons, dedupe, window closing, release chunking) is tested without a cluster, and an
+offline replay of a release's lineage runs the very same code.
+
+State per model, and why each piece is bounded:
+- the registration record (ONNX template, parameter layout, aggregation settings): fixed;
+- the model state (params, version, optimizer moments): 1x params (+1x momentum, +2x Adam/Yogi);
+- the open window: 1x params for the mean reducer (running sum), K x params for the robust
+  reducers (they need every buffered delta), nothing for FedAsync;
+- the update_ids absorbed in the last `dedupe_versions` releases (`SeenIds`): an update
+  whose base version is older than that horizon is refused as `stale`, so a re-sent update
+  is always either found there (`duplicate`) or refused; the set never grows with the
+  number of updates processed, only with the window size times the horizon.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedstream.pipelines.accumulator import Accumulator
+from fedstream.pipelines.aggregator import Aggregator, ClosedWindow
+from fedstream.pipelines.config import AggregationConfig
+from fedstream.pipelines.model_state import ModelState
+from fedstream.pipelines.update import ClientUpdate
+from fedstream.schemas import (
+    CodecError,
+    DeadLetterReason,
+    ParameterLayout,
+    aggregation_from_avro,
+    decode,
+    encode,
+    make_dead_letter,
+    release_chunks,
+    unpack,
+)
+
+__all__ = [
+    "DictSeenIds",
+    "Envelope",
+    "ModelProcess",
+    "Output",
+    "RegisteredModel",
+    "Routed",
+    "SeenIds",
+    "route",
+]
+
+UPDATE = "GradientUpdate"
+REGISTRATION = "ModelRegistration"
+# Room for the ModelRelease fields other than the ONNX chunk and the lineage ids.
+_RELEASE_OVERHEAD = 4096
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One input record with its Kafka coordinates (they go into any DeadLetter)."""
+
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record to produce: `kind` is "release" or "dead_letter", `key` the Kafka key."""
+
+    kind: str
+    key: bytes
+    value: bytes
+    reason: str = ""  # the dead-letter reason code, for metrics
+
+
+def dead_letter(
+    envelope: Envelope,
+    reason: CodecError | DeadLetterReason | str,
+    detail: str | None = None,
+    *,
+    model_id: str | None = None,
+    update_id: str | None = None,
+) -> Output:
+    record = make_dead_letter(
+        envelope.value,
+        source_topic=envelope.topic,
+        source_partition=envelope.partition,
+        source_offset=envelope.offset,
+        error=reason,
+        detail=detail,
+        created_at=now_ms(),
+        model_id=model_id,
+        update_id=update_id,
+    )
+    value = encode("DeadLetter", record)
+    return Output("dead_letter", (model_id or "").encode(), value, record["reason"])
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """The stateless first step: which model a record is for, or its dead letter."""
+
+    model_id: str | None
+    dead: Output | None
+
+
+def route(envelope: Envelope, updates_topic: str, control_topic: str) -> Routed:
+    """Decode just enough to key the record by model; anything undecodable is dead here.
+
+    Updates belong on the updates topic and registrations on the control topic; a record
+    of another type (or on the wrong topic) is dead-lettered as WRONG_RECORD_TYPE.
+    """
+    expected = UPDATE if envelope.topic == updates_topic else REGISTRATION
+    if envelope.topic not in (updates_topic, control_topic):
+        return Routed(None, dead_letter(envelope, "OTHER", f"unexpected topic {envelope.topic}"))
+    try:
+        decoded = decode(envelope.value, expected=expected)
+    except CodecError as error:
+        return Routed(None, dead_letter(envelope, error))
+    model_id = str(decoded.record["model_id"])
+    if not model_id:
+        return Routed(None, dead_letter(envelope, "OTHER", "empty model_id"))
+    return Routed(model_id, None)
+
+
+class SeenIds(Protocol):
+    """The dedupe set: update_id -> version of the model when it was absorbed."""
+
+    def __contains__(self, update_id: object) -> bool: ...
+
+    def add(self, update_id: str, version: int) -> None: ...
+
+    def prune(self, older_than: int) -> None: ...
+
+
+@dataclass
+class DictSeenIds:
+    """`SeenIds` over any mutable mapping (a dict in tests, Flink MapState in the job)."""
+
+    entries: MutableMapping[str, int] = field(default_factory=dict)
+
+    def __contains__(self, update_id: object) -> bool:
+        return update_id in self.entries
+
+    def add(self, update_id: str, version: int) -> None:
+        self.entries[update_id] = version
+
+    def prune(self, older_than: int) -> None:
+        stale = [k for k, v in self.entries.items() if v < older_than]
+        for key in stale:
+            del self.entries[key]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A validated registration: what the job needs to aggregate and release a model."""
+
+    model_id: str
+    config: AggregationConfig
+    layout: ParameterLayout
+    template: bytes
+    registration: bytes  # the original record: the durable, versioned form kept in state
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> tuple[RegisteredModel, np.ndarray[Any, Any]]:
+        """Decode and check a registration; raises ValueError/CodecError with the reason."""
+        record = decode(value, expected=REGISTRATION).record
+        layout = ParameterLayout.from_registration(record["parameters"])
+        initial = unpack(
+            record["initial_parameters"], expected_shape=[layout.size], require_finite=True
+        )
+        config = AggregationConfig.from_dict(aggregation_from_avro(record["aggregation"]))
+        template = bytes(record["onnx_template"])
+        from fedstream.pipelines.onnx_release import read_initializers
+
+        present = read_initializers(template, layout.names)
+        for name, shape in layout:
+            if tuple(present[name].shape) != shape:
+                raise ValueError(
+                    f"parameter {name!r} has shape {shape} but the ONNX template's "
+                    f"initializer has {tuple(present[name].shape)}"
+                )
+        model = cls(str(record["model_id"]), config, layout, template, bytes(value))
+        return model, np.ascontiguousarray(initial, dtype=np.float32).reshape(-1)
+
+
+@dataclass
+class ModelProcess:
+    """One model's job logic. The caller persists `registration`, `state`, `buffer`, `seen`.
+
+    Times (`now`) are seconds of processing time; `deadline()` says when a timer must fire.
+    """
+
+    models_topic_max_bytes: int
+    dedupe_versions: int
+    registration: RegisteredModel | None = None
+    aggregator: Aggregator | None = None
+    seen: SeenIds = field(default_factory=DictSeenIds)
+    #: for metrics: staleness of the last accepted update, fill time of the last window
+    last_staleness: int | None = None
+    last_fill_seconds: float | None = None
+
+    # -- state in and out -------------------------------------------------------------
+    @classmethod
+    def restore(
+        cls,
+        *,
+        models_topic_max_bytes: int,
+        dedupe_versions: int,
+        registration: RegisteredModel | None,
+        state: bytes | None,
+        buffer: bytes | None,
+        seen: SeenIds,
+    ) -> ModelProcess:
+        process = cls(models_topic_max_bytes, dedupe_versions, registration, None, seen)
+        if registration is not None and state is not None:
+            process.aggregator = Aggregator(
+                registration.config,
+                ModelState.from_bytes(state),
+                Accumulator.from_bytes(buffer) if buffer is not None else None,
+            )
+        return process
+
+    # -- events -----------------------------------------------------------------------
+    def on_registration(self, envelope: Envelope) -> list[Output]:
+        if self.registration is not None:
+            if self.registration.registration == envelope.value:
+                return []  # the same registration re-sent (producer retry): nothing to do
+            return [
+                dead_letter(
+                    envelope,
+                    "BAD_REGISTRATION",
+                    f"model {self.registration.model_id!r} is already registered "
+                    f"(version {self.version}); register a new model_id instead",
+                    model_id=self.registration.model_id,
+                )
+            ]
+        try:
+            model, initial = RegisteredModel.from_bytes(envelope.value)
+        except CodecError as error:
+            return [dead_letter(envelope, "BAD_REGISTRATION", f"{error.reason}: {error.detail}")]
+        except ValueError as error:  # OnnxTemplateError is a ValueError
+            return [dead_letter(envelope, "BAD_REGISTRATION", str(error))]
+        self.registration = model
+        self.aggregator = Aggregator(model.config, ModelState(initial, 0))
+        return self._release(None)
+
+    def on_update(self, envelope: Envelope, now: float) -> list[Output]:
+        try:
+            record = decode(envelope.value, expected=UPDATE).record
+        except CodecError as error:  # route() decoded it once already; keep this total
+            return [dead_letter(envelope, error)]
+        model_id, update_id = str(record["model_id"]), str(record["update_id"])
+
+        def refuse(reason: CodecError | str, detail: str | None = None) -> list[Output]:
+            return [dead_letter(envelope, reason, detail, model_id=model_id, update_id=update_id)]
+
+        if self.registration is None or self.aggregator is None:
+            return refuse("UNKNOWN_MODEL", f"model {model_id!r} is not registered")
+        if update_id in self.seen:
+            return refuse("DUPLICATE", f"update {update_id!r} was already absorbed")
+        lag = self.version - int(record["base_version"])
+        if lag > self.dedupe_versions:
+            return refuse(
+                "STALE",
+                f"staleness {lag} exceeds the dedupe horizon of {self.dedupe_versions} "
+                "versions (a re-send that old could not be recognised)",
+            )
+        try:
+            delta = unpack(
+                record["delta"], expected_shape=[self.registration.layout.size], require_finite=True
+            )
+        except CodecError as error:
+            return refuse(error)
+        update = ClientUpdate(
+            update_id=update_id,
+            base_version=int(record["base_version"]),
+            num_samples=int(record["num_samples"]),
+            delta=delta.reshape(-1),
+            device_id=str(record["device_id"]),
+        )
+        rejection = self.aggregator.try_add(update, now)
+        if rejection is not None:
+            return refuse(rejection.reason.value.upper(), rejection.detail)
+        self.seen.add(update_id, self.version)
+        self.last_staleness = lag
+        if self.aggregator.should_close(now):
+            return self._close(now)
+        return []
+
+    def on_timer(self, now: float) -> list[Output]:
+        if self.aggregator is not None and self.aggregator.should_close(now):
+            return self._close(now)
+        return []
+
+    # -- queries ----------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return -1 if self.aggregator is None else self.aggregator.state.version
+
+    def deadline(self) -> float | None:
+        return None if self.aggregator is None else self.aggregator.deadline()
+
+    def state_bytes(self) -> tuple[bytes | None, bytes | None]:
+        """(model state, open window) in their versioned binary formats."""
+        if self.aggregator is None:
+            return None, None
+        return self.aggregator.state.to_bytes(), self.aggregator.buffer.to_bytes()
+
+    # -- releases ---------------------------------------------------------------------
+    def _close(self, now: float) -> list[Output]:
+        assert self.aggregator is not None
+        total_weight = self.aggregator.buffer.total_weight
+        first = self.aggregator.buffer.first_added_at
+        self.last_fill_seconds = None if first is None else max(0.0, now - first)
+        closed = self.aggregator.close()
+        self.seen.prune(older_than=closed.state.version - self.dedupe_versions)
+        return self._release(closed, total_weight)
+
+    def _release(self, closed: ClosedWindow | None, total_weight: float = 0.0) -> list[Output]:
+        model, aggregator = self.registration, self.aggregator
+        assert model is not None and aggregator is not None
+        state = aggregator.state
+        weights = model.layout.unflatten(state.params)
+        from fedstream.pipelines.onnx_release import materialize
+
+        onnx_bytes = materialize(model.template, weights)
+        lineage = _lineage(closed, state.version, total_weight)
+        room = self.models_topic_max_bytes - _RELEASE_OVERHEAD
+        room -= sum(len(u) + 8 for u in lineage["update_ids"])
+        records = release_chunks(
+            model_id=model.model_id,
+            version=state.version,
+            onnx=onnx_bytes,
+            lineage=lineage,  # type: ignore[arg-type]
+            created_at=now_ms(),
+            max_chunk_bytes=max(room, 1024),
+        )
+        key = model.model_id.encode()
+        return [Output("release", key, encode("ModelRelease", r)) for r in records]
+
+
+def _lineage(closed: ClosedWindow | None, version: int, total_weight: float) -> dict[str, Any]:
+    if closed is None:
+        return {
+            "parent_version": None,
+            "update_ids": [],
+            "device_ids": [],
+            "num_updates": 0,
+            "num_samples": 0,
+            "staleness_min": 0,
+            "staleness_max": 0,
+            "staleness_mean": 0.0,
+            "total_weight": 0.0,
+        }
+    lineage = closed.lineage
+    return {
+        "parent_version": version - 1,
+        "update_ids": list(lineage.update_ids),
+        "device_ids": [],
+        "num_updates": lineage.count,
+        "num_samples": lineage.total_samples,
+        "staleness_min": lineage.staleness_min,
+        "staleness_max": lineage.staleness_max,
+        "staleness_mean": lineage.staleness_mean,
+        "total_weight": float(total_weight),
+    }
+
+
+def iter_outputs(outputs: list[Output], kind: str) -> Iterator[Output]:
+    return (o for o in outputs if o.kind == kind)
