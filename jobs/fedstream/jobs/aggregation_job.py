@@ -129,8 +129,16 @@ def _sink(config: JobConfig, topic: str, role: str) -> KafkaSink:
     )
 
 
-def build(env: StreamExecutionEnvironment, config: JobConfig) -> None:
-    """Wire source -> route -> aggregate -> sinks. Every operator has a stable uid."""
+#: What the source hands to `topology`: a Kafka record's value and coordinates.
+INPUT_ROW = Types.ROW_NAMED(
+    ["value", "topic", "partition", "offset"], [BYTES, Types.STRING(), Types.INT(), Types.LONG()]
+)
+
+
+def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStream]:
+    """Route and aggregate `rows` (INPUT_ROW): returns (releases, dead letters), each a
+    stream of encoded records. Sources and sinks stay outside, so the job tier of the tests
+    runs exactly this on in-memory input. Every operator has a stable uid."""
     # Imported here so `--help` and config errors don't pay for loading the core.
     from fedstream.pipelines.flink_functions import (
         EMITTED,
@@ -140,21 +148,15 @@ def build(env: StreamExecutionEnvironment, config: JobConfig) -> None:
         RouteFunction,
     )
 
-    t_env = StreamTableEnvironment.create(env)
-    t_env.execute_sql(_source_ddl(config))
-    rows: DataStream = t_env.to_data_stream(t_env.from_path("fedstream_input"))
     routed = (
         rows.map(RouteFunction(config.topics.updates, config.topics.control), output_type=ROUTED)
         .uid("route")
         .name("decode and route")
     )
     dead_on_arrival = (
-        routed.filter(lambda r: r[1] == KIND_DEAD)
+        routed.flat_map(lambda r: [r[2]] if r[1] == KIND_DEAD else [], output_type=BYTES)
         .uid("undecodable")
         .name("undecodable")
-        .map(lambda r: r[2], output_type=BYTES)
-        .uid("undecodable-value")
-        .name("dead letter")
     )
     emitted = (
         routed.filter(lambda r: r[1] != KIND_DEAD)
@@ -171,27 +173,30 @@ def build(env: StreamExecutionEnvironment, config: JobConfig) -> None:
         .name("aggregate per model")
     )
     releases = (
-        emitted.filter(lambda r: r[0] == "release")
+        emitted.flat_map(lambda r: [r[1]] if r[0] == "release" else [], output_type=BYTES)
         .uid("releases")
         .name("releases")
-        .map(lambda r: r[1], output_type=BYTES)
-        .uid("release-value")
-        .name("release value")
     )
     rejected = (
-        emitted.filter(lambda r: r[0] != "release")
+        emitted.flat_map(lambda r: [r[1]] if r[0] != "release" else [], output_type=BYTES)
         .uid("rejected")
         .name("rejected")
-        .map(lambda r: r[1], output_type=BYTES)
-        .uid("rejected-value")
-        .name("rejected value")
     )
+    return releases, dead_on_arrival.union(rejected)
+
+
+def build(env: StreamExecutionEnvironment, config: JobConfig) -> None:
+    """Kafka source -> topology -> KafkaSinks (EXACTLY_ONCE)."""
+    t_env = StreamTableEnvironment.create(env)
+    t_env.execute_sql(_source_ddl(config))
+    rows: DataStream = t_env.to_data_stream(t_env.from_path("fedstream_input"))
+    releases, dead_letters = topology(rows, config)
     releases.sink_to(_sink(config, config.topics.models, "models")).uid("models-sink").name(
-        "fl.models"
+        config.topics.models
     )
-    dead_on_arrival.union(rejected).sink_to(_sink(config, config.topics.dlq, "dlq")).uid(
-        "dlq-sink"
-    ).name("fl.dlq")
+    dead_letters.sink_to(_sink(config, config.topics.dlq, "dlq")).uid("dlq-sink").name(
+        config.topics.dlq
+    )
 
 
 def latest_checkpoint(checkpoint_dir: str) -> str | None:
@@ -231,12 +236,22 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         help="restore state from a checkpoint directory (chk-N), or the newest one",
     )
     parser.add_argument("--local", action="store_true", help="run in an in-process mini-cluster")
+    parser.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="create missing topics first (the local stack; production topics come from Terraform)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = arguments(argv)
     config = load(args.config, parse_overrides(args.set))
+    if args.create_topics:
+        from fedstream.jobs.topics import ensure_topics
+
+        created = ensure_topics(config)
+        print(f"fedstream: topics created: {', '.join(created) or 'none (all exist)'}", flush=True)
     restore = args.resume_from
     if restore == "latest":
         restore = latest_checkpoint(config.checkpoint.dir)
