@@ -7,8 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
+from fedstream.jobs.kafka_read import read_topic
 from fedstream.schemas import assemble_release, decode
 
 
@@ -20,23 +19,9 @@ class Release:
     lineage: dict[str, Any]
 
 
-def read_all(bootstrap: str, topic: str, timeout_ms: int = 2000) -> list[bytes]:
+def read_all(bootstrap: str, topic: str) -> list[bytes]:
     """Every committed record of a topic (read_committed), in offset order per partition."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        consumer_timeout_ms=timeout_ms,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=32 * 1024 * 1024,
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        return [message.value for message in consumer]
-    finally:
-        consumer.close()
+    return read_topic(bootstrap, topic)
 
 
 def releases(bootstrap: str, topic: str) -> list[Release]:

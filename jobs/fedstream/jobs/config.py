@@ -74,6 +74,12 @@ class JobConfig:
             section, _, key = dotted.partition(".")
             if section not in sections or key not in sections[section]:
                 raise ConfigError(f"unknown configuration key {dotted!r}")
+            current = sections[section][key]
+            if isinstance(current, int) and isinstance(value, str):
+                try:  # overrides typed on a command line arrive as text
+                    value = int(value)
+                except ValueError:
+                    raise ConfigError(f"{dotted} must be an integer, got {value!r}") from None
             sections[section][key] = value
         return from_dict(sections)
 

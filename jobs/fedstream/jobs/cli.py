@@ -1,0 +1,226 @@
+"""`fedstream`: operate the aggregation job from a shell.
+
+    fedstream topics                     create the job's topics (local stack / dev)
+    fedstream register --model-id M --onnx model.onnx [--window-count K] [...]
+    fedstream run [--resume-from latest] run the job in a local mini-cluster (foreground)
+    fedstream submit                     submit the job to a Flink cluster (`flink run -py`)
+    fedstream releases --model-id M      versions of a model: time, contributors, staleness
+    fedstream dead-letters               what was refused, and why
+
+Every command reads the same config file as the job (`--config`, default
+jobs/config/local.toml) and accepts `--set section.key=value` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedstream.jobs.config import JobConfig, load
+
+REPO = Path(__file__).resolve().parents[3]
+JOB_FILE = Path(__file__).resolve().parent / "aggregation_job.py"
+
+
+def _config(args: argparse.Namespace) -> JobConfig:
+    from fedstream.jobs.aggregation_job import parse_overrides
+
+    return load(args.config, parse_overrides(args.set))
+
+
+def _time(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from fedstream.jobs.topics import ensure_topics
+
+    config = _config(args)
+    created = ensure_topics(config)
+    print(f"topics at {config.kafka.bootstrap}: created {', '.join(created) or 'none (all exist)'}")
+    return 0
+
+
+def _aggregation(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = json.loads(args.aggregation.read_text()) if args.aggregation else {}
+    if args.window_count is not None or args.window_seconds is not None:
+        settings["window"] = {"count": args.window_count, "seconds": args.window_seconds}
+    if args.mode:
+        settings["mode"] = args.mode
+    if args.max_staleness is not None:
+        settings["max_staleness"] = args.max_staleness
+    return settings
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+
+    from fedstream.jobs.registration import registration_bytes
+
+    config = _config(args)
+    names = args.params.split(",") if args.params else None
+    value = registration_bytes(args.model_id, args.onnx.read_bytes(), names, _aggregation(args))
+    if len(value) > config.topics.updates_max_message_bytes:
+        print(
+            f"registration is {len(value)} bytes, over the control topic's limit", file=sys.stderr
+        )
+        return 1
+    producer = KafkaProducer(
+        bootstrap_servers=config.kafka.bootstrap, acks="all", max_request_size=len(value) + 65536
+    )
+    try:
+        producer.send(config.topics.control, value).get(timeout=30)
+    finally:
+        producer.close()
+    print(f"registered {args.model_id!r} ({len(value)} bytes) on {config.topics.control}")
+    return 0
+
+
+def _job_args(args: argparse.Namespace) -> list[str]:
+    out = ["--config", str(args.config)] if args.config else []
+    for pair in args.set:
+        out += ["--set", pair]
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedstream.jobs.aggregation_job import main as job_main
+
+    extra = ["--resume-from", args.resume_from] if args.resume_from else []
+    job_main(["--local", "--create-topics", *_job_args(args), *extra])
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """`flink run -py` with our code shipped as -pyfs (what PyFlink documents)."""
+    from fedstream.jobs.aggregation_job import source_folders
+
+    flink = [str(args.flink)] if args.flink else [str(REPO / "infra/local/flink.sh"), "cli"]
+    command = [
+        *flink,
+        "run",
+        "--detached",
+        "--python",
+        str(JOB_FILE),
+        "--pyFiles",
+        ",".join(str(p) for p in source_folders()),
+        *(["--fromSavepoint", args.resume_from] if args.resume_from else []),
+        *_job_args(args),
+    ]
+    print("$ " + " ".join(command), flush=True)
+    return subprocess.call(command, cwd=REPO)
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    from fedstream.jobs.kafka_read import read_topic
+    from fedstream.schemas import decode
+
+    config = _config(args)
+    rows = []
+    for value in read_topic(config.kafka.bootstrap, config.topics.models):
+        record = decode(value, expected="ModelRelease").record
+        if record["model_id"] != args.model_id or record["chunk_index"] != 0:
+            continue
+        lineage = record["lineage"]
+        rows.append(
+            (
+                record["version"],
+                _time(record["created_at"]),
+                lineage["num_updates"],
+                lineage["num_samples"],
+                f"{lineage['staleness_min']}/{lineage['staleness_mean']:.1f}/{lineage['staleness_max']}",
+                f"{record['onnx_size'] / 1024:.0f} KiB",
+                record["sha256"][:12],
+            )
+        )
+    if not rows:
+        print(f"no releases of {args.model_id!r} on {config.topics.models}", file=sys.stderr)
+        return 1
+    header = (
+        "version",
+        "created (UTC)",
+        "updates",
+        "devices",
+        "staleness min/mean/max",
+        "size",
+        "sha256",
+    )
+    _table(header, rows)
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from fedstream.jobs.kafka_read import read_topic
+    from fedstream.schemas import decode
+
+    config = _config(args)
+    letters = [
+        decode(v, expected="DeadLetter").record
+        for v in read_topic(config.kafka.bootstrap, config.topics.dlq)
+    ]
+    counts = Counter(str(d["reason"]) for d in letters)
+    for reason, count in counts.most_common():
+        example = next(d for d in letters if d["reason"] == reason)
+        print(f"{reason:<18} {count:>6}  e.g. {example['detail'][:90]}")
+    if not letters:
+        print(f"no dead letters on {config.topics.dlq}")
+    return 0
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="fedstream", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML config (default jobs/config/local.toml)")
+    common.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    sub = root.add_subparsers(dest="command", required=True)
+    sub.add_parser("topics", parents=[common], help="create the job's topics").set_defaults(
+        run=cmd_topics
+    )
+    reg = sub.add_parser("register", parents=[common], help="register a model from ONNX")
+    reg.add_argument("--model-id", required=True)
+    reg.add_argument("--onnx", type=Path, required=True, help="ONNX file with embedded weights")
+    reg.add_argument("--params", help="comma-separated trainable initializers (default: all float)")
+    reg.add_argument("--aggregation", type=Path, help="JSON file of aggregation settings")
+    reg.add_argument("--window-count", type=int)
+    reg.add_argument("--window-seconds", type=float)
+    reg.add_argument("--mode", choices=["fedbuff", "fedasync"])
+    reg.add_argument("--max-staleness", type=int)
+    reg.set_defaults(run=cmd_register)
+    run = sub.add_parser("run", parents=[common], help="run the job in a local mini-cluster")
+    run.add_argument("--resume-from", metavar="PATH|latest")
+    run.set_defaults(run=cmd_run)
+    submit = sub.add_parser("submit", parents=[common], help="submit the job to a Flink cluster")
+    submit.add_argument(
+        "--flink", type=Path, help="the `flink` client (default: the local stack's)"
+    )
+    submit.add_argument("--resume-from", metavar="CHECKPOINT", help="a chk-N or savepoint dir")
+    submit.set_defaults(run=cmd_submit)
+    rel = sub.add_parser("releases", parents=[common], help="list a model's releases")
+    rel.add_argument("--model-id", required=True)
+    rel.set_defaults(run=cmd_releases)
+    sub.add_parser("dead-letters", parents=[common], help="summarize fl.dlq").set_defaults(
+        run=cmd_dead_letters
+    )
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The same job, submitted with `flink run -py` to the local standalone cluster."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import KafkaProducer
+
+from fedstream.jobs.config import load
+from fedstream.jobs.registration import registration_bytes
+from fedstream.jobs.topics import ensure_topics
+from fedstream.schemas import encode, pack
+from tests.support.job_runner import JobTopics
+from tests.support.kafka_io import releases, wait_for
+from tests.support.onnx_models import linear_model
+from tests.support.stack import REPO, Broker, FlinkCluster
+
+pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
+
+
+def test_submitted_job_aggregates_on_the_standalone_cluster(
+    kafka_broker: Broker, flink_cluster: FlinkCluster, tmp_path: Path
+) -> None:
+    topics = JobTopics()
+    settings = {
+        **topics.overrides(),
+        "kafka.bootstrap": kafka_broker.bootstrap,
+        "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
+        "checkpoint.interval_ms": "1000",
+    }
+    ensure_topics(load(overrides=settings))
+    sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    submit = subprocess.run(
+        [sys.executable, "-m", "fedstream.jobs.cli", "submit", *sets],
+        cwd=REPO,
+        env=flink_cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert submit.returncode == 0, f"{submit.stdout}\n{submit.stderr}"
+    match = re.search(r"JobID ([0-9a-f]{32})", submit.stdout)
+    assert match, submit.stdout
+    job_id = match.group(1)
+    try:
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+        onnx = linear_model()
+        aggregation = {"window": {"count": 3, "seconds": None}}
+        producer.send(topics.control, registration_bytes("m", onnx, ["W", "b"], aggregation))
+        producer.flush()
+        logs = lambda: f"cluster logs: {flink_cluster.log_dir}"  # noqa: E731
+        wait_for(lambda: bool(releases(kafka_broker.bootstrap, topics.models)), 120, "v0", logs)
+        for i in range(6):
+            record = {
+                "update_id": f"u{i}",
+                "device_id": "d",
+                "model_id": "m",
+                "base_version": 0,
+                "num_samples": 1,
+                "created_at": 0,
+                "delta": pack(np.full(15, 0.5), "FP32"),
+                "metrics": None,
+            }
+            producer.send(topics.updates, encode("GradientUpdate", record))
+        producer.close()
+        wait_for(
+            lambda: len(releases(kafka_broker.bootstrap, topics.models)) == 3,
+            120,
+            "versions 1 and 2",
+            logs,
+        )
+        found = releases(kafka_broker.bootstrap, topics.models)
+        assert [r.version for r in found] == [0, 1, 2]
+        assert [r.lineage["update_ids"] for r in found[1:]] == [
+            ["u0", "u1", "u2"],
+            ["u3", "u4", "u5"],
+        ]
+    finally:
+        flink_cluster.run("cancel", job_id, timeout=60)
