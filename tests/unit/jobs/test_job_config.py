@@ -1,0 +1,77 @@
+"""The job's config file: defaults, overrides and the errors an operator sees."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from fedstream.jobs.aggregation_job import latest_checkpoint, parse_overrides
+from fedstream.jobs.config import DEFAULT_CONFIG, ConfigError, JobConfig, from_dict, load
+
+
+def test_the_shipped_local_config_loads() -> None:
+    config = load(DEFAULT_CONFIG)
+    assert config.topics.updates == "fl.updates"
+    assert config.runtime.python_execution_mode == "process"
+    assert config.checkpoint.mode == "EXACTLY_ONCE"
+
+
+def test_overrides_replace_single_keys_and_coerce_numbers() -> None:
+    config = JobConfig().with_overrides({"kafka.bootstrap": "h:1", "topics.partitions": "4"})
+    assert config.kafka.bootstrap == "h:1"
+    assert config.topics.partitions == 4
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"kafka": {"bogus": 1}}, "unknown key kafka.bogus"),
+        ({"nope": {}}, "unknown section [nope]"),
+        ({"topics": {"partitions": "two"}}, "topics.partitions must be an integer"),
+        ({"topics": {"partitions": 0}}, "topics.partitions must be > 0"),
+        ({"topics": {"models": "fl.updates"}}, "four distinct names"),
+        ({"kafka": {"bootstrap": "localhost"}}, "host:port"),
+        ({"checkpoint": {"backend": "memory"}}, "hashmap or rocksdb"),
+        ({"checkpoint": {"mode": "AT_LEAST_ONCE"}}, "must be EXACTLY_ONCE"),
+        ({"checkpoint": {"dir": "/tmp/x"}}, "must be a URI"),
+        ({"kafka": {"transaction_timeout_ms": 1000}}, "transaction_timeout_ms must exceed"),
+        ({"runtime": {"python_execution_mode": "fast"}}, "thread or process"),
+    ],
+)
+def test_invalid_values_name_the_key(data: dict[str, dict[str, object]], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(data)
+
+
+def test_unknown_override_and_missing_file_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown configuration key 'kafka\.nope'"):
+        JobConfig().with_overrides({"kafka.nope": 1})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad)
+
+
+def test_parse_overrides_requires_key_value() -> None:
+    assert parse_overrides(["a.b=3", "c.d=x=y"]) == {"a.b": 3, "c.d": "x=y"}
+    with pytest.raises(SystemExit, match=r"section\.key=value"):
+        parse_overrides(["novalue"])
+
+
+def test_latest_checkpoint_picks_the_newest_completed_one(tmp_path: Path) -> None:
+    assert latest_checkpoint(tmp_path.as_uri()) is None
+    for job, n in (("a", 3), ("a", 12), ("b", 5)):
+        (tmp_path / job / f"chk-{n}").mkdir(parents=True)
+    (tmp_path / "a" / "chk-12" / "_metadata").write_bytes(b"x")
+    (tmp_path / "a" / "chk-3" / "_metadata").write_bytes(b"x")
+    os.utime(tmp_path / "a" / "chk-3", (1000, 1000))
+    os.utime(tmp_path / "a" / "chk-12", (2000, 2000))
+    # chk-5 of job b is newer but was never completed (no _metadata): not a restore point
+    assert latest_checkpoint(tmp_path.as_uri()) == str(tmp_path / "a" / "chk-12")
+    with pytest.raises(ValueError, match="file://"):
+        latest_checkpoint("s3://bucket/checkpoints")
