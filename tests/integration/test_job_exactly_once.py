@@ -24,6 +24,7 @@ import pytest
 from kafka import KafkaProducer
 
 from fedstream.jobs.config import load
+from fedstream.jobs.launcher import JobProcess
 from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
 from fedstream.pipelines.aggregator import Aggregator
@@ -32,7 +33,7 @@ from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.onnx_release import read_initializers
 from fedstream.pipelines.update import ClientUpdate
 from fedstream.schemas import ParameterLayout, encode, pack
-from tests.support.job_runner import JobProcess, JobTopics
+from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import Release, dead_letters, releases, wait_for
 from tests.support.onnx_models import linear_model
 from tests.support.stack import Broker
@@ -155,7 +156,9 @@ def check_invariants(fleet: Fleet, found: list[Release], accepted: set[str]) -> 
 def job_env(kafka_broker: Broker, tmp_path: Path) -> Iterator[tuple[JobProcess, Fleet, JobTopics]]:
     topics = JobTopics()
     ensure_topics(load(overrides={**topics.overrides(), "kafka.bootstrap": kafka_broker.bootstrap}))
-    job = JobProcess(kafka_broker.bootstrap, tmp_path / "checkpoints", topics, tmp_path / "job.log")
+    job = job_process(
+        kafka_broker.bootstrap, tmp_path / "checkpoints", topics, tmp_path / "job.log"
+    )
     fleet = Fleet(kafka_broker.bootstrap, topics, linear_model(inputs=8, outputs=4))
     try:
         yield job, fleet, topics

@@ -4,8 +4,8 @@
 what cannot be decoded); `AggregateFunction` holds one model's state in Flink keyed state
 and runs `ModelProcess` on each record and timer.
 
-Keyed state uses our own versioned binary formats (registration: the Avro record itself;
-model and window: `ModelState`/`Accumulator.to_bytes`) inside `PICKLED_BYTE_ARRAY` value
+Keyed state uses our own versioned binary formats (`RegisteredModel.to_state`,
+`ModelState.to_bytes`, `Accumulator.to_bytes`) inside `PICKLED_BYTE_ARRAY` value
 states — pickling a `bytes` object is stable across job versions, unlike pickling our
 classes, and `PRIMITIVE_ARRAY(BYTE)` value states crash on first read in thread mode
 (FIELD-NOTES.md). The dedupe set is a `MapState[str, int]`, one entry per remembered id.
@@ -13,6 +13,7 @@ classes, and `PRIMITIVE_ARRAY(BYTE)` value states crash on first read in thread 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -39,6 +40,14 @@ ROUTED = Types.ROW_NAMED(
 )
 #: (kind, value): what AggregateFunction emits, "release" or "dead_letter" records.
 EMITTED = Types.ROW_NAMED(["kind", "value"], [Types.STRING(), BYTES])
+
+
+def timer_millis(deadline: float) -> int:
+    """The processing-time timer (ms) for a window deadline (s): rounded UP, so that the
+    timer's own time is never before the deadline. (Truncating made timestamp / 1000 fall
+    short of the deadline for about 1 window in 25; on_timer then kept the window open and
+    re-registered the same past timer, which refired in a loop until the next record.)"""
+    return math.ceil(deadline * 1000)
 
 
 class RouteFunction(MapFunction):  # type: ignore[misc]
@@ -118,7 +127,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         registration: RegisteredModel | None = self._registrations.get(model_id)
         raw = self._registration.value()
         if registration is None and raw is not None:
-            registration, _ = RegisteredModel.from_bytes(raw)
+            registration = RegisteredModel.from_state(raw)
             self._registrations[model_id] = registration
         return ModelProcess.restore(
             models_topic_max_bytes=self._max_bytes,
@@ -131,7 +140,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     def _save(self, process: ModelProcess, ctx: Any) -> None:
         if process.registration is not None and self._registration.value() is None:
-            self._registration.update(process.registration.registration)
+            self._registration.update(process.registration.to_state())
             self._registrations[process.registration.model_id] = process.registration
         state, buffer = process.state_bytes()
         if state is not None:
@@ -139,7 +148,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             self._buffer.update(buffer)
         deadline = process.deadline()
         if deadline is not None:
-            millis = int(deadline * 1000)
+            millis = timer_millis(deadline)
             if self._timer.value() != millis:
                 ctx.timer_service().register_processing_time_timer(millis)
                 self._timer.update(millis)
@@ -164,6 +173,9 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._timer.clear()
         process = self._load(ctx.get_current_key())
         now = timestamp / 1000.0
+        deadline = process.deadline()
+        if deadline is not None and timer_millis(deadline) <= timestamp:
+            now = max(now, deadline)  # this is the window's own timer: its deadline has come
         outputs = process.on_timer(now)
         self._save(process, ctx)
         yield from self._emit(outputs, process)

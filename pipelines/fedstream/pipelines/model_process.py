@@ -19,6 +19,8 @@ State per model, and why each piece is bounded:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -28,7 +30,8 @@ import numpy as np
 
 from fedstream.pipelines.accumulator import Accumulator
 from fedstream.pipelines.aggregator import Aggregator, ClosedWindow
-from fedstream.pipelines.config import AggregationConfig
+from fedstream.pipelines.binary_format import Writer, seal, unseal
+from fedstream.pipelines.config import AggregationConfig, Mode
 from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.update import ClientUpdate
 from fedstream.schemas import (
@@ -58,6 +61,7 @@ UPDATE = "GradientUpdate"
 REGISTRATION = "ModelRegistration"
 # Room for the ModelRelease fields other than the ONNX chunk and the lineage ids.
 _RELEASE_OVERHEAD = 4096
+_REGISTRATION_MAGIC = b"FSRG"
 
 
 def now_ms() -> int:
@@ -164,17 +168,24 @@ class DictSeenIds:
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    """A validated registration: what the job needs to aggregate and release a model."""
+    """A validated registration: what the job needs to aggregate and release a model.
+
+    In keyed state it is kept in its own compact, versioned form (`to_state`): the ONNX
+    template without the trainable weights (`materialize` refills them at each release)
+    and no initial parameters, so a model's state holds one copy of its weights, not three.
+    """
 
     model_id: str
     config: AggregationConfig
     layout: ParameterLayout
-    template: bytes
-    registration: bytes  # the original record: the durable, versioned form kept in state
+    template: bytes  # trainable initializers stripped
+    digest: str  # sha256 of the registration record as received, to recognise a re-send
 
     @classmethod
     def from_bytes(cls, value: bytes) -> tuple[RegisteredModel, np.ndarray[Any, Any]]:
         """Decode and check a registration; raises ValueError/CodecError with the reason."""
+        from fedstream.pipelines.onnx_release import read_initializers, strip_initializers
+
         record = decode(value, expected=REGISTRATION).record
         layout = ParameterLayout.from_registration(record["parameters"])
         initial = unpack(
@@ -182,8 +193,6 @@ class RegisteredModel:
         )
         config = AggregationConfig.from_dict(aggregation_from_avro(record["aggregation"]))
         template = bytes(record["onnx_template"])
-        from fedstream.pipelines.onnx_release import read_initializers
-
         present = read_initializers(template, layout.names)
         for name, shape in layout:
             if tuple(present[name].shape) != shape:
@@ -191,8 +200,34 @@ class RegisteredModel:
                     f"parameter {name!r} has shape {shape} but the ONNX template's "
                     f"initializer has {tuple(present[name].shape)}"
                 )
-        model = cls(str(record["model_id"]), config, layout, template, bytes(value))
+        model = cls(
+            str(record["model_id"]),
+            config,
+            layout,
+            strip_initializers(template, layout.names),
+            hashlib.sha256(value).hexdigest(),
+        )
         return model, np.ascontiguousarray(initial, dtype=np.float32).reshape(-1)
+
+    def to_state(self) -> bytes:
+        w = Writer()
+        w.text(self.model_id)
+        w.text(self.digest)
+        w.text(json.dumps(self.config.to_dict(), sort_keys=True))
+        w.text(json.dumps([[name, list(shape)] for name, shape in self.layout]))
+        w.array(np.frombuffer(self.template, dtype=np.uint8))
+        return seal(_REGISTRATION_MAGIC, 1, w)
+
+    @classmethod
+    def from_state(cls, data: bytes) -> RegisteredModel:
+        """Raises a `binary_format.StateFormatError` subclass on damaged or foreign bytes."""
+        _version, r = unseal(data, _REGISTRATION_MAGIC, (1,))
+        model_id, digest = r.text(), r.text()
+        config = AggregationConfig.from_dict(json.loads(r.text()))
+        layout = ParameterLayout([(n, tuple(shape)) for n, shape in json.loads(r.text())])
+        template = r.array().tobytes()
+        r.finish()
+        return cls(model_id, config, layout, template, digest)
 
 
 @dataclass
@@ -235,7 +270,7 @@ class ModelProcess:
     # -- events -----------------------------------------------------------------------
     def on_registration(self, envelope: Envelope) -> list[Output]:
         if self.registration is not None:
-            if self.registration.registration == envelope.value:
+            if self.registration.digest == hashlib.sha256(envelope.value).hexdigest():
                 return []  # the same registration re-sent (producer retry): nothing to do
             return [
                 dead_letter(
@@ -254,7 +289,13 @@ class ModelProcess:
             return [dead_letter(envelope, "BAD_REGISTRATION", str(error))]
         self.registration = model
         self.aggregator = Aggregator(model.config, ModelState(initial, 0))
-        return self._release(None)
+        try:
+            return self._release(None)
+        except ValueError as error:  # OnnxTemplateError from materialize
+            # The template cannot hold the weights (e.g. a named initializer is an int
+            # tensor): refuse the registration instead of failing the job on every restart.
+            self.registration, self.aggregator = None, None
+            return [dead_letter(envelope, "BAD_REGISTRATION", str(error))]
 
     def on_update(self, envelope: Envelope, now: float) -> list[Output]:
         try:
@@ -326,9 +367,14 @@ class ModelProcess:
         self.last_fill_seconds = None if first is None else max(0.0, now - first)
         closed = self.aggregator.close()
         self.seen.prune(older_than=closed.state.version - self.dedupe_versions)
-        return self._release(closed, total_weight)
+        # FedAsync advances the version once per absorbed update, FedBuff once per window.
+        fedasync = self.aggregator.config.mode is Mode.FEDASYNC
+        parent = closed.state.version - (closed.lineage.count if fedasync else 1)
+        return self._release(closed, total_weight, parent)
 
-    def _release(self, closed: ClosedWindow | None, total_weight: float = 0.0) -> list[Output]:
+    def _release(
+        self, closed: ClosedWindow | None, total_weight: float = 0.0, parent: int | None = None
+    ) -> list[Output]:
         model, aggregator = self.registration, self.aggregator
         assert model is not None and aggregator is not None
         state = aggregator.state
@@ -336,9 +382,9 @@ class ModelProcess:
         from fedstream.pipelines.onnx_release import materialize
 
         onnx_bytes = materialize(model.template, weights)
-        lineage = _lineage(closed, state.version, total_weight)
+        lineage = _lineage(closed, parent, total_weight)
         room = self.models_topic_max_bytes - _RELEASE_OVERHEAD
-        room -= sum(len(u) + 8 for u in lineage["update_ids"])
+        room -= sum(len(u.encode()) + 8 for u in lineage["update_ids"])  # UTF-8 bytes
         records = release_chunks(
             model_id=model.model_id,
             version=state.version,
@@ -351,7 +397,9 @@ class ModelProcess:
         return [Output("release", key, encode("ModelRelease", r)) for r in records]
 
 
-def _lineage(closed: ClosedWindow | None, version: int, total_weight: float) -> dict[str, Any]:
+def _lineage(
+    closed: ClosedWindow | None, parent: int | None, total_weight: float
+) -> dict[str, Any]:
     if closed is None:
         return {
             "parent_version": None,
@@ -366,7 +414,7 @@ def _lineage(closed: ClosedWindow | None, version: int, total_weight: float) -> 
         }
     lineage = closed.lineage
     return {
-        "parent_version": version - 1,
+        "parent_version": parent,
         "update_ids": list(lineage.update_ids),
         "device_ids": [],
         "num_updates": lineage.count,

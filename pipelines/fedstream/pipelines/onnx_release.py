@@ -26,7 +26,7 @@ import numpy.typing as npt
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["OnnxTemplateError", "materialize", "read_initializers"]
+__all__ = ["OnnxTemplateError", "materialize", "read_initializers", "strip_initializers"]
 
 
 class OnnxTemplateError(ValueError):
@@ -123,5 +123,29 @@ def materialize(template: bytes, weights: Mapping[str, npt.ArrayLike]) -> bytes:
             f"initializer(s) {_names_list(external)} reference external data that is not "
             f"replaced; the release would not be self-contained"
         )
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def strip_initializers(template: bytes, names: Iterable[str]) -> bytes:
+    """`template` with the values of the named initializers dropped (name, dims and dtype
+    kept), so the job keeps one copy of the weights in state, not two: `materialize`
+    refills them at each release. Other initializers (exporter constants) are untouched."""
+    model = _load(template)
+    wanted = set(names)
+    found: set[str] = set()
+    for tensor in model.graph.initializer:
+        if tensor.name in wanted:
+            found.add(tensor.name)
+            kept = onnx.TensorProto(
+                name=tensor.name,
+                dims=list(tensor.dims),
+                data_type=tensor.data_type,
+                doc_string=tensor.doc_string,
+            )
+            tensor.CopyFrom(kept)
+    missing = wanted - found
+    if missing:
+        raise OnnxTemplateError(f"unknown initializer(s) {_names_list(missing)}")
     data: bytes = model.SerializeToString()
     return data
