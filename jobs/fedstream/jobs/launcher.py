@@ -51,6 +51,11 @@ class JobProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The client's pid, which is also its process group id."""
+        return None if self._process is None else self._process.pid
+
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

@@ -1,0 +1,507 @@
+"""Throughput and release latency of fedstream against its baselines, in one run, one broker.
+
+For one update size (fp32 parameters), measured back to back on the same local broker:
+
+1. raw Kafka, the broker's own perf tools (kafka-tools ProducerPerformance /
+   ConsumerPerformance, acks=all) and a kafka-python producer/consumer pair: the ceiling;
+2. a plain Python aggregator: one kafka-python process that consumes the updates, decodes
+   them with our codec, keeps a numpy weighted sum and produces a model every K updates
+   (what a user would write instead of fedstream: no checkpoints, no exactly-once);
+3. fedstream: devices' updates -> broker -> the aggregation job (mini-cluster, EXACTLY_ONCE
+   checkpoints, transactional sink) -> releases visible to a read_committed consumer.
+
+Throughput counts updates from the first one produced to the release containing the last
+one becoming visible, so fedstream's figure includes one checkpoint interval of commit
+latency at the end. Release latency is per update: produced -> its release visible.
+
+    python -m bench.throughput --params 100000 --updates 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from fedstream.jobs.config import load
+from fedstream.jobs.launcher import JobProcess
+from fedstream.jobs.registration import registration_bytes
+from fedstream.jobs.topics import ensure_topics
+from fedstream.schemas import decode, encode, pack, unpack
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_SH = REPO / "infra" / "local" / "kafka.sh"
+MAX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Result:
+    system: str
+    updates: int
+    seconds: float
+    payload_bytes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def updates_per_s(self) -> float:
+        return self.updates / self.seconds
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.payload_bytes * self.updates / self.seconds / 1e6
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@contextmanager
+def broker(port: int) -> Iterator[dict[str, str]]:
+    data = tempfile.mkdtemp(prefix="fedstream-bench-kafka-")
+    env = {
+        **os.environ,
+        "FEDSTREAM_KAFKA_PORT": str(port),
+        "FEDSTREAM_KAFKA_CONTROLLER_PORT": str(port + 1),
+        "FEDSTREAM_KAFKA_DIR": data,
+    }
+    subprocess.run([str(KAFKA_SH), "start"], env=env, check=True)
+    try:
+        yield env
+    finally:
+        subprocess.run([str(KAFKA_SH), "stop"], env=env, check=False)
+
+
+def make_topic(bootstrap: str, partitions: int = 1) -> str:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    config = {"max.message.bytes": str(MAX_BYTES)}
+    admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+    admin.close()
+    return name
+
+
+def kafka_tools(env: dict[str, str], bootstrap: str, size: int, count: int) -> list[Result]:
+    """The broker's own perf tools: the ceiling for this record size on this machine."""
+    topic = make_topic(bootstrap)
+    classpath = f"{REPO}/infra/local/.lib/kafka/*"
+    java = ["java", "-Xmx1g", "-cp", classpath]
+    produced = subprocess.run(
+        [
+            *java,
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic,
+            "--num-records",
+            str(count),
+            "--record-size",
+            str(size),
+            "--throughput",
+            "-1",
+            "--producer-props",
+            f"bootstrap.servers={bootstrap}",
+            "acks=all",
+            f"max.request.size={MAX_BYTES}",
+            f"buffer.memory={8 * MAX_BYTES}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    final = [line for line in produced.splitlines() if "records sent" in line][-1]
+    per_s = float(re.search(r"([\d.]+) records/sec", final).group(1))  # type: ignore[union-attr]
+    consumed = subprocess.run(
+        [
+            *java,
+            "org.apache.kafka.tools.ConsumerPerformance",
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--messages",
+            str(count),
+            "--timeout",
+            "60000",
+            "--consumer.config",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
+    row = consumed.strip().splitlines()[-1].split(",")
+    consume_per_s = float(row[5])
+    return [
+        Result("kafka perf tools: produce", count, count / per_s, size),
+        Result("kafka perf tools: consume", count, count / consume_per_s, size),
+    ]
+
+
+def kafka_python(bootstrap: str, size: int, count: int) -> list[Result]:
+    topic = make_topic(bootstrap)
+    value = os.urandom(size)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_request_size=MAX_BYTES,
+    )
+    start = time.perf_counter()
+    for _ in range(count):
+        producer.send(topic, value)
+    producer.flush()
+    produce_s = time.perf_counter() - start
+    producer.close()
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=4 * MAX_BYTES,
+        max_partition_fetch_bytes=2 * MAX_BYTES,
+        consumer_timeout_ms=10000,
+    )
+    consumer.assign([TopicPartition(topic, 0)])
+    start, seen = time.perf_counter(), 0
+    for _ in consumer:
+        seen += 1
+        if seen == count:
+            break
+    consume_s = time.perf_counter() - start
+    consumer.close()
+    return [
+        Result("kafka-python: produce", count, produce_s, size),
+        Result("kafka-python: consume", seen, consume_s, size),
+    ]
+
+
+def update_value(model_id: str, index: int, base: int, delta: npt.NDArray[np.float32]) -> bytes:
+    return encode(
+        "GradientUpdate",
+        {
+            "update_id": f"bench-{index}",
+            "device_id": f"device-{index % 16}",
+            "model_id": model_id,
+            "base_version": base,
+            "num_samples": 10,
+            "created_at": int(time.time() * 1000),
+            "delta": pack(delta, "FP32"),
+            "metrics": None,
+        },
+    )
+
+
+def plain_aggregator(bootstrap: str, params: int, count: int, window: int) -> Result:
+    """What a user would write instead: consume, decode, numpy sum, publish every K."""
+    updates, models = make_topic(bootstrap), make_topic(bootstrap)
+    delta = np.random.default_rng(0).normal(size=params).astype(np.float32)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_request_size=MAX_BYTES,
+    )
+    for i in range(count):
+        producer.send(updates, update_value("plain", i, 0, delta))
+    producer.flush()
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=4 * MAX_BYTES,
+        max_partition_fetch_bytes=2 * MAX_BYTES,
+        consumer_timeout_ms=10000,
+    )
+    consumer.assign([TopicPartition(updates, 0)])
+    model = np.zeros(params, dtype=np.float32)
+    total = np.zeros(params, dtype=np.float32)
+    start, seen, buffered = time.perf_counter(), 0, 0
+    for message in consumer:
+        record = decode(message.value, expected="GradientUpdate").record
+        total += unpack(record["delta"], expected_shape=[params], require_finite=True)
+        seen, buffered = seen + 1, buffered + 1
+        if buffered == window:
+            model += total / window
+            total[:] = 0
+            buffered = 0
+            producer.send(models, model.tobytes())
+        if seen == count:
+            break
+    producer.flush()
+    seconds = time.perf_counter() - start
+    consumer.close()
+    producer.close()
+    return Result("plain Python aggregator (no checkpoints)", seen, seconds, params * 4)
+
+
+def model_shape(params: int) -> tuple[int, int]:
+    """(inputs, outputs) of a one-matrix model with about `params` parameters."""
+    outputs = 100 if params < 500_000 else 1000
+    return max(1, params // outputs), outputs
+
+
+def onnx_model(params: int) -> bytes:
+    """y = x @ W with W of about `params` float32 values: the job only sees initializers."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs, outputs = model_shape(params)
+    weight = np.zeros((inputs, outputs), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "bench",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", outputs])],
+        initializer=[numpy_helper.from_array(weight, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident memory of a process group (the job client, its JVM and Python workers)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pid:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, ProcessLookupError):
+            continue
+    return total / 1024
+
+
+def fedstream_job(
+    bootstrap: str,
+    params: int,
+    count: int,
+    window: int,
+    interval_ms: int,
+    models: int = 1,
+    parallelism: int = 1,
+) -> Result:
+    suffix = uuid.uuid4().hex[:8]
+    work = Path(tempfile.mkdtemp(prefix="fedstream-bench-job-"))
+    overrides = {
+        "kafka.bootstrap": bootstrap,
+        "topics.updates": f"updates-{suffix}",
+        "topics.control": f"control-{suffix}",
+        "topics.models": f"models-{suffix}",
+        "topics.dlq": f"dlq-{suffix}",
+        "topics.partitions": str(max(2, parallelism)),
+        "kafka.group_id": f"bench-{suffix}",
+        "kafka.transactional_id_prefix": f"bench-{suffix}",
+        "checkpoint.dir": (work / "checkpoints").as_uri(),
+        "checkpoint.interval_ms": str(interval_ms),
+        "runtime.parallelism": str(parallelism),
+        "runtime.restart_attempts": "0",
+    }
+    config = load(overrides=overrides)
+    ensure_topics(config)
+    job = JobProcess(overrides, work / "job.log")
+    job.start()
+    visible: dict[int, tuple[float, list[str]]] = {}  # version -> (seen at, update ids)
+    stop = threading.Event()
+
+    def watch() -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            fetch_max_bytes=4 * MAX_BYTES,
+            max_partition_fetch_bytes=2 * MAX_BYTES,
+        )
+        consumer.assign([TopicPartition(config.topics.models, 0)])
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=200).values():
+                now = time.perf_counter()
+                for message in records:
+                    release = decode(message.value, expected="ModelRelease").record
+                    key = hash((release["model_id"], release["version"]))
+                    visible.setdefault(key, (now, list(release["lineage"]["update_ids"])))
+        consumer.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_request_size=MAX_BYTES,
+        enable_idempotence=True,
+    )
+    onnx = onnx_model(params)
+    model_ids = [f"bench-model-{m}" for m in range(models)]
+    for model_id in model_ids:
+        settings = {"window": {"count": window, "seconds": None}}
+        producer.send(config.topics.control, registration_bytes(model_id, onnx, ["W"], settings))
+    producer.flush()
+    deadline = time.monotonic() + 180
+    while len(visible) < models:
+        if time.monotonic() > deadline or not job.alive():
+            job.kill()
+            raise RuntimeError(f"no version 0 release:\n{job.log_tail()}")
+        time.sleep(0.2)
+    inputs, outputs = model_shape(params)
+    delta = np.random.default_rng(0).normal(scale=1e-3, size=inputs * outputs).astype(np.float32)
+    produced_at: dict[str, float] = {}
+    values = [update_value(model_ids[i % models], i, 0, delta) for i in range(count)]
+    start = time.perf_counter()
+    for i, value in enumerate(values):
+        produced_at[f"bench-{i}"] = time.perf_counter()
+        producer.send(config.topics.updates, value, key=model_ids[i % models].encode())
+    producer.flush()
+    log(f"fedstream: {count} updates produced in {time.perf_counter() - start:.1f}s")
+    expected = count - count % window if models == 1 else count - models * window
+    deadline = time.monotonic() + 600
+    while True:
+        absorbed = sum(len(ids) for _, ids in visible.values())
+        if absorbed >= expected:
+            break
+        if time.monotonic() > deadline or not job.alive():
+            job.kill()
+            raise RuntimeError(f"only {absorbed}/{expected} absorbed:\n{job.log_tail()}")
+        time.sleep(0.2)
+    end = max(t for t, ids in visible.values() if ids)
+    rss = process_rss_mb(job.pid) if job.pid is not None else 0.0
+    stop.set()
+    job.kill()
+    producer.close()
+    latencies = sorted(
+        (seen - produced_at[u]) * 1000 for seen, ids in visible.values() for u in ids
+    )
+    root = work / "checkpoints"
+    checkpoints = sorted(root.glob("*/chk-*"), key=lambda p: p.stat().st_mtime)
+    last = checkpoints[-1] if checkpoints else None
+    # hashmap backend: a full snapshot per checkpoint, the keyed state of every model
+    state_bytes = sum(f.stat().st_size for f in last.rglob("*") if f.is_file()) if last else 0
+    return Result(
+        f"fedstream (exactly-once, {models} model(s), parallelism {parallelism})",
+        len(latencies),
+        end - start,
+        len(delta) * 4,
+        {
+            "latency_ms_p50": float(np.percentile(latencies, 50)),
+            "latency_ms_p99": float(np.percentile(latencies, 99)),
+            "checkpoint_interval_ms": interval_ms,
+            "window": window,
+            "job_rss_mb": round(rss, 1),
+            "checkpoint_bytes": state_bytes,
+            "params_bytes_per_model": len(delta) * 4,
+        },
+    )
+
+
+def markdown(results: list[Result], params: int) -> str:
+    lines = [
+        f"| system ({params:,} fp32 params, {params * 4 / 1e6:.1f} MB per update) "
+        "| updates/s | MB/s | notes |",
+        "|---|---:|---:|---|",
+    ]
+    for r in results:
+        notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
+        lines.append(f"| {r.system} | {r.updates_per_s:,.1f} | {r.mb_per_s:,.1f} | {notes} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=int, default=100_000)
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--checkpoint-interval-ms", type=int, default=1000)
+    parser.add_argument("--port", type=int, default=49092)
+    parser.add_argument(
+        "--parallelism", action="store_true", help="also run 2 models at parallelism 1 and 2"
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    size = args.params * 4
+    results: list[Result] = []
+    with broker(args.port) as env:
+        bootstrap = f"127.0.0.1:{args.port}"
+        log(f"raw Kafka, perf tools: {args.updates} records of {size:,} bytes")
+        results += kafka_tools(env, bootstrap, size, args.updates)
+        log("raw Kafka, kafka-python")
+        results += kafka_python(bootstrap, size, args.updates)
+        log("plain Python aggregator")
+        results.append(plain_aggregator(bootstrap, args.params, args.updates, args.window))
+        log("fedstream job (starts a mini-cluster, ~20 s)")
+        results.append(
+            fedstream_job(
+                bootstrap, args.params, args.updates, args.window, args.checkpoint_interval_ms
+            )
+        )
+        if args.parallelism:
+            for parallelism in (1, 2):
+                log(f"fedstream job, 2 models, parallelism {parallelism}")
+                results.append(
+                    fedstream_job(
+                        bootstrap,
+                        args.params,
+                        args.updates,
+                        args.window,
+                        args.checkpoint_interval_ms,
+                        2,
+                        parallelism,
+                    )
+                )
+    raw = next(r for r in results if r.system == "kafka-python: produce")
+    plain = next(r for r in results if r.system.startswith("plain"))
+    ours = next(r for r in results if r.system.startswith("fedstream"))
+    ratios = {
+        "fedstream / kafka-python produce": ours.updates_per_s / raw.updates_per_s,
+        "fedstream / plain aggregator": ours.updates_per_s / plain.updates_per_s,
+    }
+    table = markdown(results, args.params)
+    table += "\n\n" + "\n".join(f"- {k}: {v:.2f}" for k, v in ratios.items())
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"throughput_{args.params}"
+    (args.out / f"{stem}.json").write_text(
+        json.dumps(
+            {
+                "params": args.params,
+                "machine": machine(),
+                "ratios": ratios,
+                "results": [
+                    asdict(r) | {"updates_per_s": r.updates_per_s, "mb_per_s": r.mb_per_s}
+                    for r in results
+                ],
+            },
+            indent=2,
+        )
+    )
+    (args.out / f"{stem}.md").write_text(table + "\n")
+    log(f"wrote {args.out / stem}.json and .md")
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
+if __name__ == "__main__":
+    main()
