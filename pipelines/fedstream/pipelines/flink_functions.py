@@ -138,14 +138,22 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             seen=DictSeenIds(_MapStateView(self._seen)),  # type: ignore[arg-type]
         )
 
-    def _save(self, process: ModelProcess, ctx: Any) -> None:
+    @staticmethod
+    def _mark(process: ModelProcess) -> tuple[int, int]:
+        """What decides which state to write back: (version, updates in the open window)."""
+        return process.version, (process.aggregator.buffer.count if process.aggregator else 0)
+
+    def _save(self, process: ModelProcess, ctx: Any, before: tuple[int, int]) -> None:
         if process.registration is not None and self._registration.value() is None:
             self._registration.update(process.registration.to_state())
             self._registrations[process.registration.model_id] = process.registration
-        state, buffer = process.state_bytes()
-        if state is not None:
-            self._model.update(state)
-            self._buffer.update(buffer)
+        after = self._mark(process)
+        # A rejected update changes nothing: write back only what moved, since every write
+        # of a model-sized value crosses to the JVM (and into the next checkpoint).
+        if process.aggregator is not None and after != before:
+            if after[0] != before[0]:
+                self._model.update(process.aggregator.state.to_bytes())
+            self._buffer.update(process.aggregator.buffer.to_bytes())
         deadline = process.deadline()
         if deadline is not None:
             millis = timer_millis(deadline)
@@ -158,6 +166,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         model_id, kind = value[0], value[1]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
         process = self._load(model_id)
+        before = self._mark(process)
         now = ctx.timer_service().current_processing_time() / 1000.0
         if kind == KIND_REGISTRATION:
             outputs = process.on_registration(envelope)
@@ -166,18 +175,19 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             if process.last_staleness is not None:  # set only when the update was absorbed
                 self._accepted.inc()
                 self._staleness.update(process.last_staleness)
-        self._save(process, ctx)
+        self._save(process, ctx, before)
         yield from self._emit(outputs, process)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
         self._timer.clear()
         process = self._load(ctx.get_current_key())
+        before = self._mark(process)
         now = timestamp / 1000.0
         deadline = process.deadline()
         if deadline is not None and timer_millis(deadline) <= timestamp:
             now = max(now, deadline)  # this is the window's own timer: its deadline has come
         outputs = process.on_timer(now)
-        self._save(process, ctx)
+        self._save(process, ctx, before)
         yield from self._emit(outputs, process)
 
     def _emit(self, outputs: list[Output], process: ModelProcess) -> Iterator[Row]:

@@ -215,7 +215,11 @@ class RegisteredModel:
         w.text(self.digest)
         w.text(json.dumps(self.config.to_dict(), sort_keys=True))
         w.text(json.dumps([[name, list(shape)] for name, shape in self.layout]))
-        w.array(np.frombuffer(self.template, dtype=np.uint8))
+        # The format holds no uint8 arrays: the template travels as little-endian int64
+        # words (zero-padded), after its exact length.
+        w.i64(len(self.template))
+        padded = self.template + bytes(-len(self.template) % 8)
+        w.array(np.frombuffer(padded, dtype="<i8"))
         return seal(_REGISTRATION_MAGIC, 1, w)
 
     @classmethod
@@ -225,7 +229,8 @@ class RegisteredModel:
         model_id, digest = r.text(), r.text()
         config = AggregationConfig.from_dict(json.loads(r.text()))
         layout = ParameterLayout([(n, tuple(shape)) for n, shape in json.loads(r.text())])
-        template = r.array().tobytes()
+        size = r.i64()
+        template = r.array().astype("<i8").tobytes()[:size]
         r.finish()
         return cls(model_id, config, layout, template, digest)
 

@@ -1,0 +1,279 @@
+"""The real PyFlink job (topology + keyed state + timers) in a mini-cluster, one run.
+
+One job run (module-scoped, parallelism 1) carries several models, each exercising one
+scenario; the tests below assert on the shared output:
+
+- "count":  count window K = 3;
+- "time":   time window T = 1 s, closed by the processing-time timer while input pauses;
+- "hybrid": K = 3 or T = 1 s, one window closed by count and the next by time;
+- "stale":  polynomial staleness weights x samples with a momentum server optimizer,
+            updates from several base versions, then a stale and a future update;
+- "dlq":    a representative set of bad input (and a few bad inputs for no model at all).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedstream.pipelines.model_process import Envelope
+from fedstream.schemas import encode, pack
+from tests.job.harness import Feed, JobOutput, absorbed, coordinates, job_config, run_job
+from tests.support.onnx_models import linear_model
+from tests.support.records import (
+    CONTROL_TOPIC,
+    F32,
+    flat_params,
+    garbage,
+    registration_bytes,
+    unknown_schema,
+    update_bytes,
+    update_record,
+)
+from tests.support.replay import Sent, replay
+
+pytestmark = [
+    pytest.mark.flink,
+    # apache-beam's httplib2 import, not ours
+    pytest.mark.filterwarnings("ignore:.*deprecated - use:DeprecationWarning"),
+]
+
+ONNX = linear_model(inputs=4, outputs=3, seed=0)
+INITIAL = flat_params(ONNX)
+SIZE = INITIAL.size
+#: pause between phases: > the 1 s time windows, with margin for a loaded machine
+PAUSE = 2.5
+
+AGGREGATION: dict[str, dict[str, Any]] = {
+    "count": {"window": {"count": 3}},
+    "time": {"window": {"count": None, "seconds": 1.0}, "staleness": {"function": "constant"}},
+    "hybrid": {"window": {"count": 3, "seconds": 1.0}, "staleness": {"function": "constant"}},
+    "stale": {
+        "window": {"count": 2},
+        "staleness": {"function": "polynomial", "a": 0.5},
+        "weight_by_samples": True,
+        "max_staleness": 2,
+        "server_optimizer": {"name": "momentum", "learning_rate": 0.5, "momentum": 0.9},
+    },
+    "dlq": {"window": {"count": 2}},
+}
+
+
+def delta(seed: int) -> F32:
+    return np.random.default_rng(seed).standard_normal(SIZE).astype(np.float32)
+
+
+@dataclass
+class Plan:
+    """The input of the run and what it must produce."""
+
+    feed: Feed = field(default_factory=lambda: Feed(partitions=3))
+    accepted: dict[str, list[Sent]] = field(default_factory=dict)
+    rejected: dict[Envelope, str] = field(default_factory=dict)
+    _seed: int = 0
+
+    def accept(self, model: str, uid: str, base: int = 0, n: int = 1) -> Envelope:
+        self._seed += 1
+        sent = Sent(uid, base, n, delta(self._seed))
+        self.accepted.setdefault(model, []).append(sent)
+        return self.feed.update(model, uid, sent.delta, base_version=base, num_samples=n)
+
+    def resend(self, model: str, uid: str, reason: str = "DUPLICATE") -> Envelope:
+        sent = next(s for s in self.accepted[model] if s.update_id == uid)
+        source = self.feed.update(model, uid, sent.delta, base_version=sent.base_version)
+        self.rejected[source] = reason
+        return source
+
+    def reject(self, source: Envelope, reason: str) -> Envelope:
+        self.rejected[source] = reason
+        return source
+
+
+def bad_update(**changes: Any) -> bytes:
+    record: Any = update_record("dlq", "bad", delta(0))
+    for key, value in changes.items():
+        (record["delta"] if key in record["delta"] else record)[key] = value
+    return encode("GradientUpdate", record)
+
+
+def plan() -> Plan:
+    p = Plan()
+    feed = p.feed
+    for model, aggregation in AGGREGATION.items():
+        feed.register(model, ONNX, aggregation)
+    # -- phase 1 ----------------------------------------------------------------------
+    for i in range(3):
+        p.accept("count", f"c{i}")  # -> v1
+    p.accept("count", "c3", base=1)
+    p.accept("count", "c4", base=0)
+    p.accept("count", "c5", base=1)  # -> v2
+    p.accept("count", "c6", base=2)  # stays in the open window
+    p.accept("time", "t0")
+    p.accept("time", "t1")  # -> v1 when the timer fires during the pause
+    for i in range(4):
+        p.accept("hybrid", f"h{i}")  # h0..h2 -> v1 by count; h3 -> v2 by time
+    for uid, base, n in [("s0", 0, 10), ("s1", 0, 30), ("s2", 1, 5), ("s3", 0, 20)]:
+        p.accept("stale", uid, base, n)  # -> v1, v2
+    p.accept("stale", "s4", 0, 7)  # staleness 2
+    p.accept("stale", "s5", 2, 1)  # -> v3
+    p.reject(feed.update("stale", "s6", delta(6), base_version=0), "STALE")  # 3 > max 2
+    p.reject(feed.update("stale", "s7", delta(7), base_version=9), "FUTURE_VERSION")
+    dlq = feed.partition_of("dlq")
+    p.reject(feed.raw(garbage(), partition=dlq), "UNDECODABLE")
+    p.reject(feed.raw(update_bytes("dlq", "x", delta(1))[:-9], partition=dlq), "UNDECODABLE")
+    p.reject(feed.raw(unknown_schema(), partition=dlq), "UNKNOWN_SCHEMA")
+    p.reject(feed.raw(registration_bytes("other", ONNX), partition=dlq), "WRONG_RECORD_TYPE")
+    p.reject(feed.raw(update_bytes("dlq", "y", delta(2)), CONTROL_TOPIC, dlq), "WRONG_RECORD_TYPE")
+    p.reject(feed.update("ghost", "g", delta(3)), "UNKNOWN_MODEL")
+    p.reject(
+        feed.raw(bad_update(delta=pack(np.zeros(SIZE - 1), "FP32")), partition=dlq), "BAD_SHAPE"
+    )
+    p.reject(feed.raw(bad_update(dtype="float64"), partition=dlq), "BAD_DTYPE")
+    p.reject(
+        feed.raw(bad_update(delta=pack(np.full(SIZE, np.nan), "FP32")), partition=dlq), "NON_FINITE"
+    )
+    p.reject(feed.raw(bad_update(num_samples=0), partition=dlq), "BAD_NUM_SAMPLES")
+    p.accept("dlq", "d0")
+    p.resend("dlq", "d0")  # duplicate inside the open window
+    p.accept("dlq", "d1")  # -> v1
+    bad_onnx = registration_bytes("badreg", ONNX, replace={"onnx_template": b"not onnx"})
+    p.reject(feed.raw(bad_onnx, CONTROL_TOPIC, feed.partition_of("badreg")), "BAD_REGISTRATION")
+    again = registration_bytes("dlq", ONNX, {"window": {"count": 5}})
+    p.reject(feed.raw(again, CONTROL_TOPIC, dlq), "BAD_REGISTRATION")
+    feed.register("dlq", ONNX, AGGREGATION["dlq"])  # the same bytes again: ignored
+    feed.sleep(PAUSE)
+    # -- phase 2 ----------------------------------------------------------------------
+    p.accept("time", "t2", base=1)  # -> v2 during the second pause
+    p.resend("dlq", "d0")  # duplicate of an update already released in v1
+    p.resend("count", "c1")
+    p.accept("dlq", "d2", base=1)  # stays in the open window
+    feed.sleep(PAUSE)
+    return p
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Plan:
+    return plan()
+
+
+@pytest.fixture(scope="module")
+def output(scenario: Plan, tmp_path_factory: pytest.TempPathFactory) -> JobOutput:
+    config = job_config(tmp_path_factory.mktemp("job-tier"))
+    return run_job(scenario.feed, config, name="job-tier-scenarios")
+
+
+def mean_of(sent: list[Sent]) -> F32:
+    mean: F32 = np.mean([s.delta for s in sent], axis=0, dtype=np.float64).astype(np.float32)
+    return mean
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_every_registered_model_released_version_0(output: JobOutput) -> None:
+    for model in AGGREGATION:
+        release = output.releases[model, 0]
+        np.testing.assert_array_equal(release.params(), INITIAL)
+        assert release.lineage["parent_version"] is None
+    assert not output.versions("badreg") and not output.versions("ghost")
+
+
+def test_exactly_the_expected_releases(output: JobOutput) -> None:
+    expected = {"count": 2, "time": 2, "hybrid": 2, "stale": 3, "dlq": 1}
+    assert sorted(output.releases) == sorted(
+        (model, v) for model, last in expected.items() for v in range(last + 1)
+    )
+    for (_, version), release in output.releases.items():
+        if version:
+            assert release.lineage["parent_version"] == version - 1
+
+
+def test_count_window(scenario: Plan, output: JobOutput) -> None:
+    ids = [r.lineage["update_ids"] for v, r in sorted(_of(output, "count").items()) if v]
+    assert ids == [["c0", "c1", "c2"], ["c3", "c4", "c5"]]  # c6 waits in the open window
+    expected = replay(AGGREGATION["count"], INITIAL, scenario.accepted["count"])
+    assert sorted(expected) == [0, 1, 2]
+    for version, params in expected.items():
+        np.testing.assert_allclose(output.releases["count", version].params(), params, atol=1e-6)
+
+
+def test_time_window_closes_on_its_timer(scenario: Plan, output: JobOutput) -> None:
+    one, two = output.releases["time", 1], output.releases["time", 2]
+    assert one.lineage["update_ids"] == ["t0", "t1"]  # not closed before t1 arrived
+    assert two.lineage["update_ids"] == ["t2"]
+    expected = replay(AGGREGATION["time"], INITIAL, scenario.accepted["time"], close_after={1, 2})
+    for version, params in expected.items():
+        np.testing.assert_allclose(output.releases["time", version].params(), params, atol=1e-6)
+
+
+def test_hybrid_window_closes_by_count_or_by_time(scenario: Plan, output: JobOutput) -> None:
+    by_count, by_time = output.releases["hybrid", 1], output.releases["hybrid", 2]
+    assert by_count.lineage["update_ids"] == ["h0", "h1", "h2"]
+    assert by_time.lineage["update_ids"] == ["h3"]  # one update, closed by the timer
+    expected = replay(AGGREGATION["hybrid"], INITIAL, scenario.accepted["hybrid"], close_after={3})
+    assert sorted(expected) == [0, 1, 2]
+    for version, params in expected.items():
+        np.testing.assert_allclose(output.releases["hybrid", version].params(), params, atol=1e-6)
+    # and by hand: the mean of h0..h2, then h3 alone
+    h = scenario.accepted["hybrid"]
+    np.testing.assert_allclose(by_count.params(), INITIAL + mean_of(h[:3]), atol=1e-6)
+    np.testing.assert_allclose(by_time.params(), by_count.params() + h[3].delta, atol=1e-6)
+
+
+def test_staleness_weighting_matches_an_offline_replay(scenario: Plan, output: JobOutput) -> None:
+    sent = scenario.accepted["stale"]
+    expected = replay(AGGREGATION["stale"], INITIAL, sent)
+    assert sorted(expected) == output.versions("stale") == [0, 1, 2, 3]
+    for version, params in expected.items():
+        np.testing.assert_allclose(
+            output.releases["stale", version].params(), params, rtol=1e-6, atol=1e-6
+        )
+    lineage = [output.releases["stale", v].lineage for v in (1, 2, 3)]
+    assert [(x["staleness_min"], x["staleness_max"]) for x in lineage] == [(0, 0), (0, 1), (0, 2)]
+    assert [x["num_samples"] for x in lineage] == [40, 25, 8]
+    # weights (1 + s)^-0.5 * num_samples: v2 absorbed s2 (s = 0, n = 5), s3 (s = 1, n = 20)
+    assert lineage[1]["total_weight"] == pytest.approx(5 + 20 / np.sqrt(2))
+
+
+def test_stale_and_future_updates_are_refused(scenario: Plan, output: JobOutput) -> None:
+    for source, reason in scenario.rejected.items():
+        if reason in ("STALE", "FUTURE_VERSION"):
+            letter = output.dead_letter(source)
+            assert letter["reason"] == reason and letter["model_id"] == "stale"
+    assert "s6" not in absorbed(output, "stale") and "s7" not in absorbed(output, "stale")
+
+
+def test_dead_letters_carry_reason_original_and_coordinates(
+    scenario: Plan, output: JobOutput
+) -> None:
+    for source, reason in scenario.rejected.items():
+        letter = output.dead_letter(source)  # checks the original bytes too
+        assert letter["reason"] == reason, (source.topic, source.offset, letter["detail"])
+        assert letter["detail"]
+    assert Counter(d["reason"] for d in output.dead_letters) == Counter(scenario.rejected.values())
+    found = {
+        (d["source_topic"], d["source_partition"], d["source_offset"]) for d in output.dead_letters
+    }
+    assert found == coordinates(scenario.rejected)  # nothing else was dead-lettered
+
+
+def test_duplicates_are_never_counted_twice(scenario: Plan, output: JobOutput) -> None:
+    for model, sent in scenario.accepted.items():
+        ids = absorbed(output, model)
+        assert len(ids) == len(set(ids)), model
+        assert set(ids) <= {s.update_id for s in sent}
+    assert absorbed(output, "dlq") == ["d0", "d1"]  # d2 still open
+    duplicates = [d for d in output.dead_letters if d["reason"] == "DUPLICATE"]
+    assert sorted(d["update_id"] or "" for d in duplicates) == ["c1", "d0", "d0"]
+
+
+def test_the_run_stays_short(output: JobOutput) -> None:
+    assert output.seconds < 90, output.seconds
+
+
+def _of(output: JobOutput, model: str) -> dict[int, Any]:
+    return {v: output.releases[model, v] for v in output.versions(model)}
