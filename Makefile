@@ -57,7 +57,7 @@ test-unit: setup
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy schemas/fedstream pipelines/fedstream jobs/fedstream edge/fedstream tests bench
+	$(VENV)/bin/mypy $(wildcard schemas/fedstream pipelines/fedstream jobs/fedstream edge/fedstream) tests bench
 
 stack-up: setup
 	$(STACK) up
