@@ -1,0 +1,74 @@
+"""fedstream's device SDK: take part in federated learning from a device.
+
+Inference-only API (numpy, fastavro, kafka-python, onnxruntime; no torch)::
+
+    from fedstream.edge import EdgeClient, EdgeConfig
+
+    config = EdgeConfig(bootstrap="broker:9092")
+    with EdgeClient(config, device_id="cam-17", model_id="digits") as client:
+        client.wait_for_model(timeout_s=30)       # newest release, digest-checked, installed
+        logits = client.predict(batch)            # lock-free; hot-swapped on refresh()
+        client.refresh()                          # install a newer release if there is one
+
+Training devices add `fedstream.edge.training` (``pip install 'fedstream-edge[train]'``):
+`register_torch_model`, `LocalTrainer` (local SGD, delta against the base release) and
+`EdgeClient.send_update` (compression with error feedback, idempotent producer,
+deterministic update ids). `fedstream.edge.simulator` runs a whole fleet.
+
+Every failure is an `EdgeError`: `BrokerUnavailableError`, `TopicNotFoundError`,
+`PayloadTooLargeError`, `UnknownModelError`, `DigestMismatchError`, ...
+
+The SDK never imports fedstream.pipelines or fedstream.jobs (the server side), only the
+wire contract `fedstream.schemas`, which it ships with.
+"""
+
+from fedstream.edge.client import EdgeClient, SentUpdate
+from fedstream.edge.compression import Compression, DeltaCompressor, PreparedDelta
+from fedstream.edge.config import EdgeConfig
+from fedstream.edge.errors import (
+    BrokerUnavailableError,
+    DeliveryError,
+    DigestMismatchError,
+    EdgeError,
+    InvalidReleaseError,
+    ModelMismatchError,
+    NoModelLoadedError,
+    PayloadTooLargeError,
+    TopicNotFoundError,
+    UnknownModelError,
+)
+from fedstream.edge.identity import RoundCounter, make_update_id
+from fedstream.edge.producer import Delivery, RecordProducer
+from fedstream.edge.registration import registration_record
+from fedstream.edge.releases import Release, ReleaseAssembler, ReleaseReader
+from fedstream.edge.runtime import LoadedModel, ModelRuntime, Prediction
+
+__all__ = [
+    "BrokerUnavailableError",
+    "Compression",
+    "Delivery",
+    "DeliveryError",
+    "DeltaCompressor",
+    "DigestMismatchError",
+    "EdgeClient",
+    "EdgeConfig",
+    "EdgeError",
+    "InvalidReleaseError",
+    "LoadedModel",
+    "ModelMismatchError",
+    "ModelRuntime",
+    "NoModelLoadedError",
+    "PayloadTooLargeError",
+    "Prediction",
+    "PreparedDelta",
+    "RecordProducer",
+    "Release",
+    "ReleaseAssembler",
+    "ReleaseReader",
+    "RoundCounter",
+    "SentUpdate",
+    "TopicNotFoundError",
+    "UnknownModelError",
+    "make_update_id",
+    "registration_record",
+]

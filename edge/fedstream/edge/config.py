@@ -1,0 +1,60 @@
+"""Where a device finds the broker and the topics, and how patient it is.
+
+Topic names and size limits are configuration, never literals (DESIGN.md, "The
+contract"); the defaults match the job's `jobs/config/local.toml`, so a device and a job
+started with no configuration talk to each other on the local stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "EdgeConfig"]
+
+#: The job's default topic limit (topics.updates_max_message_bytes / models_...).
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """Connection, topic and timeout settings shared by everything a device does."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, ``host:port[,host:port]``."""
+    updates_topic: str = "fl.updates"
+    control_topic: str = "fl.control"
+    models_topic: str = "fl.models"
+    dlq_topic: str = "fl.dlq"
+    connect_timeout_s: float = 10.0
+    """How long to wait for the first broker answer before `BrokerUnavailableError`."""
+    send_timeout_s: float = 30.0
+    """How long one send may take, retries included, before `BrokerUnavailableError`."""
+    retries: int = 5
+    """Producer retries for transient broker errors (bounded: a device must hear about an
+    outage instead of buffering forever). Safe with idempotence: no duplicates."""
+    compression_type: str | None = "gzip"
+    """Kafka batch compression. gzip needs no extra package in kafka-python (lz4 and
+    snappy do); None disables it. Float deltas compress little, Avro framing does."""
+    max_request_size: int = DEFAULT_MAX_MESSAGE_BYTES
+    """Largest record the producer sends; the topic's own limit is checked too."""
+    max_fetch_bytes: int = DEFAULT_MAX_MESSAGE_BYTES + 65536
+    """Largest release record the consumer must be able to fetch (models topic limit)."""
+    client_id: str | None = None
+    """Kafka client id (shows up in broker logs and quotas); defaults to the device id."""
+
+    def __post_init__(self) -> None:
+        servers = [s.strip() for s in self.bootstrap.split(",")]
+        if not self.bootstrap or not all(s.rpartition(":")[2].isdigit() for s in servers):
+            raise ValueError(f"bootstrap must be host:port[,host:port], got {self.bootstrap!r}")
+        topics = (self.updates_topic, self.control_topic, self.models_topic, self.dlq_topic)
+        if not all(topics):
+            raise ValueError("topic names must not be empty")
+        for name in ("connect_timeout_s", "send_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.compression_type not in (None, "gzip", "lz4", "snappy", "zstd"):
+            raise ValueError(f"unknown compression_type {self.compression_type!r}")
+        if self.max_request_size <= 0 or self.max_fetch_bytes <= 0:
+            raise ValueError("max_request_size and max_fetch_bytes must be > 0")

@@ -1,0 +1,197 @@
+"""Producing records to Kafka the way a device must: idempotent, acknowledged, bounded.
+
+Settings and why:
+
+* ``enable_idempotence=True`` and ``acks="all"``: a retry after a lost acknowledgement
+  never writes the record twice, and an acknowledged record is on every in-sync replica.
+  (Duplicates across a device *crash* are handled one level up, by deterministic
+  update ids; idempotence only covers one producer session.)
+* ``retries`` bounded and ``delivery_timeout_ms`` = the configured send timeout: a device
+  must learn about an outage (`BrokerUnavailableError`) instead of buffering forever.
+* gzip compression: the only codec kafka-python supports without an extra package.
+* ``allow_auto_create_topics=False``: a typo in a topic name is an error, not a new topic.
+* Size is checked *before* sending against the smaller of the producer's
+  ``max_request_size`` and the topic's ``max.message.bytes`` (read once from the broker),
+  so an oversized update fails at once with `PayloadTooLargeError` naming both numbers,
+  instead of as an opaque broker error after the retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fedstream.edge.config import EdgeConfig
+from fedstream.edge.errors import (
+    BrokerUnavailableError,
+    DeliveryError,
+    PayloadTooLargeError,
+    TopicNotFoundError,
+)
+
+__all__ = ["RECORD_OVERHEAD", "Delivery", "RecordProducer", "topic_max_message_bytes"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes a record batch adds around one record's key and value (batch header 61 bytes,
+#: record framing and varints): the margin kept below the size limits.
+RECORD_OVERHEAD = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where the broker stored an acknowledged record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def _kafka_errors() -> Any:
+    import kafka.errors
+
+    return kafka.errors
+
+
+def topic_max_message_bytes(config: EdgeConfig, topic: str) -> int | None:
+    """The topic's ``max.message.bytes``; None when the broker won't say (no permission).
+
+    Raises `TopicNotFoundError` if the topic does not exist and `BrokerUnavailableError`
+    if no broker answers.
+    """
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    errors = _kafka_errors()
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=config.bootstrap,
+            client_id=config.client_id or "fedstream-edge",
+            bootstrap_timeout_ms=int(config.connect_timeout_s * 1000),
+            request_timeout_ms=int(config.connect_timeout_s * 1000),
+        )
+    except errors.KafkaError as error:
+        raise BrokerUnavailableError(
+            f"no Kafka broker answered at {config.bootstrap} within "
+            f"{config.connect_timeout_s:g} s ({error})"
+        ) from error
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, ["max.message.bytes"])
+        answer = admin.describe_configs([resource], config_filter="all")
+    except errors.UnknownTopicOrPartitionError as error:
+        raise TopicNotFoundError(f"topic {topic!r} does not exist at {config.bootstrap}") from error
+    except errors.AuthorizationError:
+        log.warning(
+            "not allowed to read the config of topic %r; checking sizes against "
+            "max_request_size only",
+            topic,
+        )
+        return None
+    except errors.KafkaTimeoutError as error:
+        raise BrokerUnavailableError(
+            f"broker at {config.bootstrap} did not answer: {error}"
+        ) from error
+    finally:
+        admin.close()
+    entry = answer.get("topic", {}).get(topic) or {}
+    if not entry:
+        raise TopicNotFoundError(f"topic {topic!r} does not exist at {config.bootstrap}")
+    value = entry.get("max.message.bytes", {}).get("value")
+    return int(value) if value is not None else None
+
+
+class RecordProducer:
+    """One idempotent Kafka producer for a device; thread-safe (kafka-python's is)."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        from kafka import KafkaProducer
+
+        self.config = config
+        errors = _kafka_errors()
+        send_ms = int(config.send_timeout_s * 1000)
+        # request timeout below the delivery timeout so that retries fit inside it
+        request_ms = max(1000, send_ms // max(1, config.retries + 1))
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=config.bootstrap,
+                client_id=config.client_id or "fedstream-edge",
+                enable_idempotence=True,
+                acks="all",
+                compression_type=config.compression_type,
+                retries=config.retries,
+                delivery_timeout_ms=send_ms,
+                request_timeout_ms=min(request_ms, send_ms),
+                max_block_ms=send_ms,
+                max_request_size=config.max_request_size,
+                allow_auto_create_topics=False,
+                bootstrap_timeout_ms=int(config.connect_timeout_s * 1000),
+                linger_ms=0,
+            )
+        except errors.KafkaError as error:
+            raise BrokerUnavailableError(
+                f"no Kafka broker answered at {config.bootstrap} within "
+                f"{config.connect_timeout_s:g} s ({error})"
+            ) from error
+        self._topic_limits: dict[str, int | None] = {}
+        self._limits_lock = threading.Lock()
+
+    def _topic_limit(self, topic: str) -> int | None:
+        with self._limits_lock:
+            if topic not in self._topic_limits:
+                self._topic_limits[topic] = topic_max_message_bytes(self.config, topic)
+            return self._topic_limits[topic]
+
+    def limit(self, topic: str) -> int:
+        """Largest key + value (bytes) a record on `topic` may have."""
+        topic_limit = self._topic_limit(topic)
+        limits = [self.config.max_request_size] + ([topic_limit] if topic_limit else [])
+        return min(limits) - RECORD_OVERHEAD
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None) -> Delivery:
+        """Send one record and wait for the acknowledgement (at most ``send_timeout_s``)."""
+        size = len(value) + (len(key) if key else 0)
+        limit = self.limit(topic)
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"record of {size} bytes exceeds the limit of {limit} bytes for topic "
+                f"{topic!r} (max.message.bytes {self._topic_limit(topic) or 'unknown'}, "
+                f"producer max_request_size {self.config.max_request_size}, less "
+                f"{RECORD_OVERHEAD} bytes of framing): compress the update (fp16, int8, topk) "
+                "or raise both limits",
+                size=size,
+                limit=limit,
+            )
+        errors = _kafka_errors()
+        try:
+            future = self._producer.send(topic, value=value, key=key)
+            meta = future.get(timeout=self.config.send_timeout_s + 1.0)
+        except errors.MessageSizeTooLargeError as error:
+            raise PayloadTooLargeError(
+                f"broker refused a record of {size} bytes for topic {topic!r} as too large "
+                f"({error})",
+                size=size,
+                limit=limit,
+            ) from error
+        except (errors.KafkaTimeoutError, errors.KafkaConnectionError) as error:
+            raise BrokerUnavailableError(
+                f"record for {topic!r} not acknowledged within {self.config.send_timeout_s:g} s "
+                f"by {self.config.bootstrap} ({error}); it may or may not have arrived, a "
+                "re-send with the same update id is safe"
+            ) from error
+        except errors.RetriableError as error:
+            raise BrokerUnavailableError(
+                f"record for {topic!r} failed after {self.config.retries} retries: {error}"
+            ) from error
+        except errors.KafkaError as error:
+            raise DeliveryError(f"broker refused the record for {topic!r}: {error}") from error
+        return Delivery(meta.topic, meta.partition, meta.offset)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> RecordProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,91 @@
+"""Clear, typed errors for what can go wrong on a device, raised before damage is done."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from fedstream.edge import (
+    BrokerUnavailableError,
+    EdgeClient,
+    EdgeConfig,
+    EdgeError,
+    PayloadTooLargeError,
+    RecordProducer,
+    ReleaseReader,
+)
+from fedstream.edge.producer import topic_max_message_bytes
+
+
+def free_port() -> int:
+    """A local port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def nowhere() -> EdgeConfig:
+    return EdgeConfig(bootstrap=f"127.0.0.1:{free_port()}", connect_timeout_s=1.0)
+
+
+def test_unreachable_broker_for_the_producer(nowhere: EdgeConfig) -> None:
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailableError, match="no Kafka broker answered"):
+        RecordProducer(nowhere)
+    assert time.monotonic() - started < 10
+
+
+def test_unreachable_broker_for_the_reader_and_topic_lookup(nowhere: EdgeConfig) -> None:
+    with pytest.raises(BrokerUnavailableError):
+        ReleaseReader(nowhere, "m")
+    with pytest.raises(BrokerUnavailableError):
+        topic_max_message_bytes(nowhere, "fl.updates")
+
+
+def test_unreachable_broker_for_the_client(nowhere: EdgeConfig) -> None:
+    with EdgeClient(nowhere, device_id="d", model_id="m") as client:
+        with pytest.raises(EdgeError):  # a subclass; callers can catch the family
+            client.wait_for_model(timeout_s=1)
+        with pytest.raises(BrokerUnavailableError):
+            client.send_update(np.zeros(3), base_version=0, num_samples=1)
+        assert client.rounds.current("m") == 0  # nothing advanced
+
+
+def test_bad_updates_fail_before_touching_the_network(nowhere: EdgeConfig) -> None:
+    client = EdgeClient(nowhere, device_id="d", model_id="m")
+    with pytest.raises(ValueError, match="num_samples"):
+        client.send_update(np.zeros(3), base_version=0, num_samples=0)
+    with pytest.raises(ValueError, match="NaN"):
+        client.send_update(np.array([1.0, np.nan]), base_version=0, num_samples=3)
+
+
+def test_payload_error_carries_the_numbers() -> None:
+    error = PayloadTooLargeError("too big", size=10, limit=5)
+    assert (error.size, error.limit) == (10, 5) and isinstance(error, EdgeError)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"bootstrap": "localhost"},
+        {"bootstrap": "host:port"},
+        {"models_topic": ""},
+        {"send_timeout_s": 0},
+        {"retries": -1},
+        {"compression_type": "brotli"},
+        {"max_request_size": 0},
+    ],
+)
+def test_config_is_validated(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        EdgeConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_client_needs_ids(nowhere: EdgeConfig) -> None:
+    with pytest.raises(ValueError):
+        EdgeClient(nowhere, device_id="", model_id="m")
