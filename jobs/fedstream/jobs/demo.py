@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the job died; its log:\n{job.log_tail()}", file=sys.stderr)
             return 1
         if code == 0:
-            say(f"report: {args.out}/ (report.json, accuracy.png, staleness.png)")
+            say(f"report: {args.out}/ (report.json, accuracy_vs_time.png, staleness_hist.png)")
         return code
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", file=sys.stderr)
