@@ -295,6 +295,7 @@ def fedstream_job(
     interval_ms: int,
     models: int = 1,
     parallelism: int = 1,
+    mode: str | None = None,
 ) -> Result:
     suffix = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="fedstream-bench-job-"))
@@ -312,6 +313,8 @@ def fedstream_job(
         "runtime.parallelism": str(parallelism),
         "runtime.restart_attempts": "0",
     }
+    if mode is not None:
+        overrides["runtime.python_execution_mode"] = mode
     config = load(overrides=overrides)
     ensure_topics(config)
     job = JobProcess(overrides, work / "job.log")
@@ -403,6 +406,7 @@ def fedstream_job(
             "job_rss_mb": round(rss, 1),
             "checkpoint_bytes": state_bytes,
             "params_bytes_per_model": len(delta) * 4,
+            "python_execution_mode": config.runtime.python_execution_mode,
         },
     )
 
@@ -430,6 +434,11 @@ def main(argv: list[str] | None = None) -> None:
         "--parallelism", action="store_true", help="also run 2 models at parallelism 1 and 2"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--mode",
+        choices=["process", "thread"],
+        help="PyFlink python.execution-mode of the fedstream runs (default: the job config's)",
+    )
     args = parser.parse_args(argv)
     size = args.params * 4
     results: list[Result] = []
@@ -444,7 +453,12 @@ def main(argv: list[str] | None = None) -> None:
         log("fedstream job (starts a mini-cluster, ~20 s)")
         results.append(
             fedstream_job(
-                bootstrap, args.params, args.updates, args.window, args.checkpoint_interval_ms
+                bootstrap,
+                args.params,
+                args.updates,
+                args.window,
+                args.checkpoint_interval_ms,
+                mode=args.mode,
             )
         )
         if args.parallelism:
@@ -459,6 +473,7 @@ def main(argv: list[str] | None = None) -> None:
                         args.checkpoint_interval_ms,
                         2,
                         parallelism,
+                        args.mode,
                     )
                 )
     raw = next(r for r in results if r.system == "kafka-python: produce")

@@ -60,7 +60,7 @@ def test_metadata_has_no_server_dependencies_and_torch_only_as_extra(wheel: Path
     assert not [r for r in requires if r.lower().startswith(SERVER_ONLY)]
     base = [r for r in requires if "extra ==" not in r]
     assert {r.split("=")[0].split("<")[0].split(">")[0] for r in base} == {
-        "numpy", "fastavro", "kafka-python", "onnxruntime",
+        "numpy", "fastavro", "kafka-python", "crc32c", "onnxruntime",
     }  # fmt: skip
     torch = [r for r in requires if r.startswith("torch")]
     assert torch and all("extra ==" in r for r in torch)

@@ -66,7 +66,8 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
                 "delta": pack(np.full(15, 0.5), "FP32"),
                 "metrics": None,
             }
-            producer.send(topics.updates, encode("GradientUpdate", record))
+            # keyed by model, as devices send: one partition, so the job sees u0..u5 in order
+            producer.send(topics.updates, encode("GradientUpdate", record), key=b"m")
         producer.close()
         wait_for(
             lambda: len(releases(kafka_broker.bootstrap, topics.models)) == 3,

@@ -17,6 +17,7 @@ partition, so records of one model reach the job in order at any parallelism.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,11 @@ __all__ = ["Feed", "JobOutput", "absorbed", "coordinates", "job_config", "run_jo
 cloudpickle.register_pickle_by_value(pacing)
 
 
+def python_execution_mode() -> str:
+    """The PyFlink mode to test: FEDSTREAM_TEST_PYTHON_MODE, else the job config's default."""
+    return os.environ.get("FEDSTREAM_TEST_PYTHON_MODE", JobConfig().runtime.python_execution_mode)
+
+
 def job_config(tmp_path: Path, *, parallelism: int = 1, **overrides: Any) -> JobConfig:
     """A job config for the mini-cluster: checkpoints under `tmp_path`, failures not retried."""
     settings: dict[str, Any] = {
@@ -60,8 +66,8 @@ def job_config(tmp_path: Path, *, parallelism: int = 1, **overrides: Any) -> Job
         # Fail at once: with checkpointing the default restart strategy loops (FIELD-NOTES).
         "runtime.restart_attempts": 0,
         "runtime.parallelism": parallelism,
-        # Thread mode aborts the JVM here (onnx's nanobind extension under pemja).
-        "runtime.python_execution_mode": "process",
+        # The job's default mode unless FEDSTREAM_TEST_PYTHON_MODE names one (thread|process).
+        "runtime.python_execution_mode": python_execution_mode(),
     }
     settings.update(overrides)
     return JobConfig().with_overrides(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,12 @@ def job_process(
         "checkpoint.interval_ms": "1000",
         "runtime.restart_attempts": "0",
         **topics.overrides(),
+        # the config's mode (thread) unless the run asks for the other one
+        **(
+            {"runtime.python_execution_mode": os.environ["FEDSTREAM_TEST_PYTHON_MODE"]}
+            if "FEDSTREAM_TEST_PYTHON_MODE" in os.environ
+            else {}
+        ),
         **settings,
     }
     return JobProcess(overrides, log)

@@ -15,7 +15,7 @@ from fedstream.jobs.config import DEFAULT_CONFIG, ConfigError, JobConfig, from_d
 def test_the_shipped_local_config_loads() -> None:
     config = load(DEFAULT_CONFIG)
     assert config.topics.updates == "fl.updates"
-    assert config.runtime.python_execution_mode == "process"
+    assert config.runtime.python_execution_mode == "thread"
     assert config.checkpoint.mode == "EXACTLY_ONCE"
 
 

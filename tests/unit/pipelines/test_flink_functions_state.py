@@ -1,0 +1,223 @@
+"""`AggregateFunction`, the Flink shell around `ModelProcess`, without Flink.
+
+It runs on dict-backed fakes of the keyed state against `InMemoryJob` (the job's logic
+restored from bytes for every record): random interleavings of two models'
+registrations, updates, duplicates and bad records, with "restores" at random points, in
+which the keyed state goes back to an earlier snapshot and the records after it are
+replayed, as after a failure (`open` runs again on the same instance, so anything the
+function kept in memory across it would show). Releases and dead letters must equal the
+reference's. A cheap guard for any change to how the shell reads and writes state.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedstream.pipelines.flink_functions import (
+    KIND_REGISTRATION,
+    KIND_UPDATE,
+    AggregateFunction,
+)
+from fedstream.pipelines.model_process import Envelope, route
+from fedstream.schemas import decode
+from tests.support.local_job import InMemoryJob
+from tests.support.onnx_models import linear_model
+from tests.support.records import (
+    CONTROL_TOPIC,
+    UPDATES_TOPIC,
+    flat_params,
+    read_releases,
+    registration_bytes,
+    update_bytes,
+)
+
+ONNX = {"a": linear_model(4, 3, seed=1), "b": linear_model(3, 2, seed=2)}
+AGGREGATION: dict[str, dict[str, Any]] = {
+    "a": {"window": {"count": 2}, "server_optimizer": {"name": "adam", "learning_rate": 0.1}},
+    "b": {"mode": "fedasync", "window": {"count": 3}},
+}
+
+
+# -- fakes of the PyFlink runtime: keyed state in a dict ------------------------------
+@dataclass
+class Store:
+    values: dict[tuple[str, str], Any] = field(default_factory=dict)
+    key: str = ""
+
+
+class FakeValueState:
+    def __init__(self, store: Store, name: str) -> None:
+        self._store, self._name = store, name
+
+    def value(self) -> Any:
+        return self._store.values.get((self._name, self._store.key))
+
+    def update(self, value: Any) -> None:
+        self._store.values[self._name, self._store.key] = value
+
+    def clear(self) -> None:
+        self._store.values.pop((self._name, self._store.key), None)
+
+
+class FakeMapState:
+    def __init__(self, store: Store, name: str) -> None:
+        self._store, self._name = store, name
+
+    def _map(self) -> dict[str, int]:
+        found: dict[str, int] = self._store.values.setdefault((self._name, self._store.key), {})
+        return found
+
+    def contains(self, key: str) -> bool:
+        return key in self._map()
+
+    def put(self, key: str, value: int) -> None:
+        self._map()[key] = value
+
+    def remove(self, key: str) -> None:
+        del self._map()[key]
+
+    def items(self) -> list[tuple[str, int]]:
+        return list(self._map().items())
+
+
+class FakeMetrics:
+    def add_group(self, name: str) -> FakeMetrics:
+        return self
+
+    def counter(self, name: str) -> Any:
+        return type("Counter", (), {"inc": lambda self, n=1: None})()
+
+    def distribution(self, name: str) -> Any:
+        return type("Distribution", (), {"update": lambda self, v: None})()
+
+
+class FakeContext:
+    """RuntimeContext (for `open`) and the per-record context, in one."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get_state(self, descriptor: Any) -> FakeValueState:
+        return FakeValueState(self._store, descriptor.name)
+
+    def get_map_state(self, descriptor: Any) -> FakeMapState:
+        return FakeMapState(self._store, descriptor.name)
+
+    def get_metrics_group(self) -> FakeMetrics:
+        return FakeMetrics()
+
+    def timer_service(self) -> FakeContext:
+        return self
+
+    def current_processing_time(self) -> int:
+        return 0
+
+    def register_processing_time_timer(self, millis: int) -> None:
+        pass
+
+    def get_current_key(self) -> str:
+        return self._store.key
+
+
+def send(
+    function: AggregateFunction, store: Store, value: bytes, topic: str, offset: int
+) -> list[tuple[str, bytes]]:
+    """Route one record and, if it has a model, hand it to the function under its key."""
+    envelope = Envelope(value, topic, 0, offset)
+    routed = route(envelope, UPDATES_TOPIC, CONTROL_TOPIC)
+    if routed.dead is not None:
+        return [("dead_letter", routed.dead.value)]
+    assert routed.model_id is not None
+    store.key = routed.model_id
+    kind = KIND_UPDATE if topic == UPDATES_TOPIC else KIND_REGISTRATION
+    row = (routed.model_id, kind, value, topic, 0, offset)
+    return [(r[0], r[1]) for r in function.process_element(row, FakeContext(store))]
+
+
+def summary(values: list[tuple[str, bytes]]) -> tuple[dict[Any, Any], list[Any]]:
+    """Releases as {(model, version): (params, update ids)}; dead letters as (reason, offset)."""
+    releases = read_releases(v for k, v in values if k == "release")
+    out = {
+        key: (flat_params(r.onnx).tobytes(), list(r.lineage["update_ids"]))
+        for key, r in releases.items()
+    }
+    letters = [decode(v).record for k, v in values if k == "dead_letter"]
+    return out, sorted((str(d["reason"]), int(d["source_offset"])) for d in letters)
+
+
+# -- the property ---------------------------------------------------------------------
+@st.composite
+def records(draw: st.DrawFn) -> list[tuple[bytes, str]]:
+    out: list[tuple[bytes, str]] = []
+    registered: set[str] = set()
+    sent: list[tuple[str, str]] = []
+    for i in range(draw(st.integers(1, 24))):
+        model = draw(st.sampled_from(["a", "b"]))
+        choice = draw(st.integers(0, 9))
+        if (model not in registered and choice < 3) or choice == 0:
+            out.append((registration_bytes(model, ONNX[model], AGGREGATION[model]), CONTROL_TOPIC))
+            registered.add(model)
+        elif choice == 1 and sent:  # a re-send
+            model, update_id = draw(st.sampled_from(sent))
+            out.append((update_bytes(model, update_id, delta(model, update_id)), UPDATES_TOPIC))
+        elif choice == 2:
+            out.append((b"\x00 not avro", UPDATES_TOPIC))
+        else:
+            update_id = f"{model}{i}"
+            base = draw(st.integers(0, 2))
+            value = update_bytes(model, update_id, delta(model, update_id), base_version=base)
+            out.append((value, UPDATES_TOPIC))
+            sent.append((model, update_id))
+    return out
+
+
+def delta(model: str, update_id: str) -> np.ndarray[Any, Any]:
+    size = flat_params(ONNX[model]).size
+    seed = [ord(c) for c in update_id]
+    return np.random.default_rng(seed).standard_normal(size).astype(np.float32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(records(), st.lists(st.tuples(st.integers(0, 24), st.integers(0, 24)), max_size=2))
+def test_the_shell_computes_what_the_job_logic_does_across_restores(
+    inputs: list[tuple[bytes, str]], restores: list[tuple[int, int]]
+) -> None:
+    reference = InMemoryJob()
+    expected: list[tuple[str, bytes]] = []
+    for value, topic in inputs:
+        expected += [(o.kind, o.value) for o in reference.send(value, topic)]
+
+    seen: Counter[str] = Counter()
+    offsets = []  # per topic, as InMemoryJob counts them
+    for _, topic in inputs:
+        offsets.append(seen[topic])
+        seen[topic] += 1
+    store = Store()
+    function = AggregateFunction(16 << 20, 64)
+    function.open(FakeContext(store))
+    got: list[tuple[str, bytes]] = []
+    snapshots: dict[int, tuple[dict[Any, Any], int]] = {}
+    position, pending = 0, sorted((max(a, b), min(a, b)) for a, b in restores)
+    while position < len(inputs):
+        snapshots[position] = (copy.deepcopy(store.values), len(got))
+        if pending and pending[0][0] == position:
+            # A failure at `position`; restore the snapshot taken before record `back`:
+            # the state goes back, and so does the output (the sink's open transaction
+            # is aborted), then the records from `back` on are replayed.
+            _, back = pending.pop(0)
+            store.values, kept = copy.deepcopy(snapshots[back][0]), snapshots[back][1]
+            del got[kept:]
+            function.open(FakeContext(store))
+            position = back
+            continue
+        value, topic = inputs[position]
+        got += send(function, store, value, topic, offsets[position])
+        position += 1
+    assert summary(got) == summary(expected)
