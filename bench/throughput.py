@@ -96,6 +96,19 @@ def make_topic(bootstrap: str, partitions: int = 1) -> str:
     return name
 
 
+def big_record_consumer(bootstrap: str, topic: str, **settings: Any) -> KafkaConsumer:
+    """A consumer of partition 0 of `topic`, from the start, sized for multi-MB records."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=4 * MAX_BYTES,
+        max_partition_fetch_bytes=2 * MAX_BYTES,
+        **settings,
+    )
+    consumer.assign([TopicPartition(topic, 0)])
+    return consumer
+
+
 def kafka_tools(env: dict[str, str], bootstrap: str, size: int, count: int) -> list[Result]:
     """The broker's own perf tools: the ceiling for this record size on this machine."""
     topic = make_topic(bootstrap)
@@ -167,14 +180,7 @@ def kafka_python(bootstrap: str, size: int, count: int) -> list[Result]:
     producer.flush()
     produce_s = time.perf_counter() - start
     producer.close()
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        fetch_max_bytes=4 * MAX_BYTES,
-        max_partition_fetch_bytes=2 * MAX_BYTES,
-        consumer_timeout_ms=10000,
-    )
-    consumer.assign([TopicPartition(topic, 0)])
+    consumer = big_record_consumer(bootstrap, topic, consumer_timeout_ms=10000)
     start, seen = time.perf_counter(), 0
     for _ in consumer:
         seen += 1
@@ -216,14 +222,7 @@ def plain_aggregator(bootstrap: str, params: int, count: int, window: int) -> Re
     for i in range(count):
         producer.send(updates, update_value("plain", i, 0, delta))
     producer.flush()
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        fetch_max_bytes=4 * MAX_BYTES,
-        max_partition_fetch_bytes=2 * MAX_BYTES,
-        consumer_timeout_ms=10000,
-    )
-    consumer.assign([TopicPartition(updates, 0)])
+    consumer = big_record_consumer(bootstrap, updates, consumer_timeout_ms=10000)
     model = np.zeros(params, dtype=np.float32)
     total = np.zeros(params, dtype=np.float32)
     start, seen, buffered = time.perf_counter(), 0, 0
@@ -323,14 +322,9 @@ def fedstream_job(
     stop = threading.Event()
 
     def watch() -> None:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            fetch_max_bytes=4 * MAX_BYTES,
-            max_partition_fetch_bytes=2 * MAX_BYTES,
+        consumer = big_record_consumer(
+            bootstrap, config.topics.models, isolation_level="read_committed"
         )
-        consumer.assign([TopicPartition(config.topics.models, 0)])
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=200).values():
                 now = time.perf_counter()

@@ -6,7 +6,6 @@ suite: both exporters work offline and the whole module takes a few seconds.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from fedstream.pipelines.onnx_release import OnnxTemplateError, materialize, read_initializers
+from tests.support.torch_export import export as export_onnx
 
 NAMES = ["0.weight", "0.bias", "2.weight", "2.bias"]
 
@@ -28,34 +28,7 @@ def mlp() -> torch.nn.Module:
 
 
 def export(model: torch.nn.Module, dynamo: bool, tmp_path: Path) -> bytes:
-    model.eval()
-    x = torch.randn(2, 64)
-    path = tmp_path / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # legacy-exporter deprecation, torchvision notices
-        if dynamo:
-            program = torch.onnx.export(
-                model,
-                (x,),
-                dynamo=True,
-                input_names=["x"],
-                output_names=["y"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                verbose=False,
-            )
-            assert program is not None
-            program.save(str(path), external_data=False)  # embedded: self-contained bytes
-            return path.read_bytes()
-        torch.onnx.export(
-            model,
-            (x,),
-            str(path),
-            dynamo=False,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-        )
-        return path.read_bytes()
+    return export_onnx(model, torch.randn(2, 64), dynamo, tmp_path)
 
 
 def run_onnx(model_bytes: bytes, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
