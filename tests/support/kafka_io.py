@@ -19,16 +19,11 @@ class Release:
     lineage: dict[str, Any]
 
 
-def read_all(bootstrap: str, topic: str) -> list[bytes]:
-    """Every committed record of a topic (read_committed), in offset order per partition."""
-    return read_topic(bootstrap, topic)
-
-
 def releases(bootstrap: str, topic: str) -> list[Release]:
     """The committed releases of every model, chunks reassembled and digests verified."""
     chunks: dict[tuple[str, int], list[dict[str, Any]]] = {}
     order: list[tuple[str, int]] = []
-    for value in read_all(bootstrap, topic):
+    for value in read_topic(bootstrap, topic):
         record = decode(value, expected="ModelRelease").record
         key = (record["model_id"], record["version"])
         if key not in chunks:
@@ -46,7 +41,7 @@ def releases(bootstrap: str, topic: str) -> list[Release]:
 
 
 def dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    return [decode(v, expected="DeadLetter").record for v in read_all(bootstrap, topic)]
+    return [decode(v, expected="DeadLetter").record for v in read_topic(bootstrap, topic)]
 
 
 def wait_for(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ from fedstream.pipelines.accumulator import Accumulator
 from fedstream.pipelines.aggregator import Aggregator, ClosedWindow
 from fedstream.pipelines.binary_format import Writer, seal, unseal
 from fedstream.pipelines.config import AggregationConfig, Mode
+from fedstream.pipelines.lineage import Lineage
 from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.update import ClientUpdate
 from fedstream.schemas import (
@@ -405,21 +406,10 @@ class ModelProcess:
 def _lineage(
     closed: ClosedWindow | None, parent: int | None, total_weight: float
 ) -> dict[str, Any]:
-    if closed is None:
-        return {
-            "parent_version": None,
-            "update_ids": [],
-            "device_ids": [],
-            "num_updates": 0,
-            "num_samples": 0,
-            "staleness_min": 0,
-            "staleness_max": 0,
-            "staleness_mean": 0.0,
-            "total_weight": 0.0,
-        }
-    lineage = closed.lineage
+    """The ReleaseLineage record; version 0 (no window closed) absorbed nothing."""
+    lineage = closed.lineage if closed is not None else Lineage.of([], [], 0)
     return {
-        "parent_version": parent,
+        "parent_version": parent if closed is not None else None,
         "update_ids": list(lineage.update_ids),
         "device_ids": [],
         "num_updates": lineage.count,
@@ -429,7 +419,3 @@ def _lineage(
         "staleness_mean": lineage.staleness_mean,
         "total_weight": float(total_weight),
     }
-
-
-def iter_outputs(outputs: list[Output], kind: str) -> Iterator[Output]:
-    return (o for o in outputs if o.kind == kind)
