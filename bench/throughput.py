@@ -12,9 +12,16 @@ For one update size (fp32 parameters), measured back to back on the same local b
 
 Throughput counts updates from the first one produced to the release containing the last
 one becoming visible, so fedstream's figure includes one checkpoint interval of commit
-latency at the end. Release latency is per update: produced -> its release visible.
+latency at the end. Release latency is per update: produced -> its release visible. Each
+job is warmed up first (10 windows per model), so the JIT's compile time is not measured.
 
-    python -m bench.throughput --params 100000 --updates 300
+Besides speed, each fedstream run reports CPU per update by thread of the job
+(`job_profile.ThreadCpu`), its resident memory and checkpoint size per model; the
+in-process row runs the job's Python logic without Flink (what the framework adds is the
+difference); `--parallelism` compares 2 models at parallelism 1 and 2, and `--profile`
+runs the job once more with its Python operators profiled: where an update's time goes.
+
+    python -m bench.throughput --params 100000 --updates 600 --parallelism --profile
 """
 
 from __future__ import annotations
@@ -39,10 +46,13 @@ import numpy.typing as npt
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from bench.job_profile import ThreadCpu, machine_busy_seconds, python_breakdown
+from bench.key_groups import subtask_of
 from fedstream.jobs.config import load
 from fedstream.jobs.launcher import JobProcess
 from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
+from fedstream.pipelines.profiling import ENV_VAR
 from fedstream.schemas import decode, encode, pack, unpack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,11 +204,13 @@ def kafka_python(bootstrap: str, size: int, count: int) -> list[Result]:
     ]
 
 
-def update_value(model_id: str, index: int, base: int, delta: npt.NDArray[np.float32]) -> bytes:
+def update_value(
+    model_id: str, index: int, base: int, delta: npt.NDArray[np.float32], prefix: str = "bench"
+) -> bytes:
     return encode(
         "GradientUpdate",
         {
-            "update_id": f"bench-{index}",
+            "update_id": f"{prefix}-{index}",
             "device_id": f"device-{index % 16}",
             "model_id": model_id,
             "base_version": base,
@@ -225,6 +237,7 @@ def plain_aggregator(bootstrap: str, params: int, count: int, window: int) -> Re
     consumer = big_record_consumer(bootstrap, updates, consumer_timeout_ms=10000)
     model = np.zeros(params, dtype=np.float32)
     total = np.zeros(params, dtype=np.float32)
+    cpu = time.process_time()
     start, seen, buffered = time.perf_counter(), 0, 0
     for message in consumer:
         record = decode(message.value, expected="GradientUpdate").record
@@ -239,9 +252,51 @@ def plain_aggregator(bootstrap: str, params: int, count: int, window: int) -> Re
             break
     producer.flush()
     seconds = time.perf_counter() - start
+    cpu_ms = (time.process_time() - cpu) * 1000 / seen
     consumer.close()
     producer.close()
-    return Result("plain Python aggregator (no checkpoints)", seen, seconds, params * 4)
+    return Result(
+        "plain Python aggregator (no checkpoints)",
+        seen,
+        seconds,
+        params * 4,
+        {"cpu_ms_per_update": round(cpu_ms, 2)},
+    )
+
+
+def registration_value(model_id: str, params: int, window: int) -> bytes:
+    """The benchmark model's registration: plain FedBuff with a count window."""
+    settings = {"window": {"count": window, "seconds": None}}
+    return registration_bytes(model_id, onnx_model(params), ["W"], settings)
+
+
+def job_logic_in_process(params: int, count: int, window: int) -> Result:
+    """fedstream's per-update Python without Flink or Kafka: route, validate, aggregate,
+    and the model's state turned into bytes and back after every record, as the job keeps
+    it in Flink state (`tests.support.local_job.InMemoryJob`, the job's logic on dicts).
+    The gap between this and the job is what the framework costs."""
+    from tests.support.local_job import InMemoryJob
+
+    job = InMemoryJob()
+    job.send(registration_value("bench-model-0", params, window), job.control_topic)
+    inputs, outputs = model_shape(params)
+    delta = np.random.default_rng(0).normal(scale=1e-3, size=inputs * outputs).astype(np.float32)
+    values = [update_value("bench-model-0", i, 0, delta) for i in range(count)]
+    cpu, start = time.process_time(), time.perf_counter()
+    for value in values:
+        job.send(value, now=time.time())
+    seconds = time.perf_counter() - start
+    cpu_ms = (time.process_time() - cpu) * 1000 / count
+    releases = len(job.values("release")) - 1  # version 0 came from the registration
+    if releases != count // window or job.values("dead_letter"):
+        raise RuntimeError(f"in-process job: {releases} releases, {job.values('dead_letter')}")
+    return Result(
+        "fedstream's Python logic alone, in one process (no Flink, no Kafka)",
+        count,
+        seconds,
+        len(delta) * 4,
+        {"cpu_ms_per_update": round(cpu_ms, 2)},
+    )
 
 
 def model_shape(params: int) -> tuple[int, int]:
@@ -286,6 +341,22 @@ def process_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def spread_model_ids(models: int, parallelism: int) -> list[str]:
+    """`models` ids that Flink's key_by spreads over as many of `parallelism` subtasks as
+    possible (bench-model-0 and -1 share subtask 0 at parallelism 2, for one)."""
+    chosen: list[str] = []
+    taken: set[int] = set()
+    for n in range(10_000):
+        candidate = f"bench-model-{n}"
+        subtask = subtask_of(candidate, parallelism)
+        if subtask not in taken or len(taken) == parallelism:
+            chosen.append(candidate)
+            taken.add(subtask)
+            if len(chosen) == models:
+                return chosen
+    raise AssertionError("unreachable: 10k candidates cover every subtask")
+
+
 def fedstream_job(
     bootstrap: str,
     params: int,
@@ -295,7 +366,10 @@ def fedstream_job(
     models: int = 1,
     parallelism: int = 1,
     mode: str | None = None,
+    profile_dir: Path | None = None,
 ) -> Result:
+    """One measured run of the job; with `profile_dir`, its Python operators profile
+    themselves there (`fedstream.pipelines.profiling`), which slows them down."""
     suffix = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="fedstream-bench-job-"))
     overrides = {
@@ -317,8 +391,14 @@ def fedstream_job(
     config = load(overrides=overrides)
     ensure_topics(config)
     job = JobProcess(overrides, work / "job.log")
-    job.start()
-    visible: dict[int, tuple[float, list[str]]] = {}  # version -> (seen at, update ids)
+    if profile_dir is not None:
+        os.environ[ENV_VAR] = str(profile_dir)
+    try:
+        job.start()
+    finally:
+        os.environ.pop(ENV_VAR, None)
+    # (model_id, version) -> (seen at, update ids)
+    visible: dict[tuple[str, int], tuple[float, list[str]]] = {}
     stop = threading.Event()
 
     def watch() -> None:
@@ -330,7 +410,7 @@ def fedstream_job(
                 now = time.perf_counter()
                 for message in records:
                     release = decode(message.value, expected="ModelRelease").record
-                    key = hash((release["model_id"], release["version"]))
+                    key = (release["model_id"], release["version"])
                     visible.setdefault(key, (now, list(release["lineage"]["update_ids"])))
         consumer.close()
 
@@ -342,11 +422,9 @@ def fedstream_job(
         max_request_size=MAX_BYTES,
         enable_idempotence=True,
     )
-    onnx = onnx_model(params)
-    model_ids = [f"bench-model-{m}" for m in range(models)]
+    model_ids = spread_model_ids(models, max(parallelism, models))
     for model_id in model_ids:
-        settings = {"window": {"count": window, "seconds": None}}
-        producer.send(config.topics.control, registration_bytes(model_id, onnx, ["W"], settings))
+        producer.send(config.topics.control, registration_value(model_id, params, window))
     producer.flush()
     deadline = time.monotonic() + 180
     while len(visible) < models:
@@ -356,31 +434,57 @@ def fedstream_job(
         time.sleep(0.2)
     inputs, outputs = model_shape(params)
     delta = np.random.default_rng(0).normal(scale=1e-3, size=inputs * outputs).astype(np.float32)
-    produced_at: dict[str, float] = {}
-    values = [update_value(model_ids[i % models], i, 0, delta) for i in range(count)]
-    start = time.perf_counter()
-    for i, value in enumerate(values):
-        produced_at[f"bench-{i}"] = time.perf_counter()
-        producer.send(config.topics.updates, value, key=model_ids[i % models].encode())
-    producer.flush()
-    log(f"fedstream: {count} updates produced in {time.perf_counter() - start:.1f}s")
-    expected = count - count % window if models == 1 else count - models * window
-    deadline = time.monotonic() + 600
-    while True:
-        absorbed = sum(len(ids) for _, ids in visible.values())
-        if absorbed >= expected:
-            break
-        if time.monotonic() > deadline or not job.alive():
-            job.kill()
-            raise RuntimeError(f"only {absorbed}/{expected} absorbed:\n{job.log_tail()}")
-        time.sleep(0.2)
-    end = max(t for t, ids in visible.values() if ids)
-    rss = process_rss_mb(job.pid) if job.pid is not None else 0.0
+
+    def burst(prefix: str, n: int) -> tuple[float, dict[str, float]]:
+        """Produce n updates (round robin over the models, each based on its newest
+        version), wait until every full window of them is in a visible release."""
+        seen = list(visible)  # the watcher thread adds to `visible`: iterate a copy
+        base = {m: max((v for (mid, v) in seen if mid == m), default=0) for m in model_ids}
+        values = [
+            update_value(model_ids[i % models], i, base[model_ids[i % models]], delta, prefix)
+            for i in range(n)
+        ]
+        produced: dict[str, float] = {}
+        begin = time.perf_counter()
+        for i, value in enumerate(values):
+            produced[f"{prefix}-{i}"] = time.perf_counter()
+            # model m on partition m: with two source subtasks, each reads one model's updates
+            producer.send(
+                config.topics.updates,
+                value,
+                key=model_ids[i % models].encode(),
+                partition=(i % models) % config.topics.partitions,
+            )
+        producer.flush()
+        per_model = [len(range(m, n, models)) for m in range(models)]
+        expected = sum(k - k % window for k in per_model)
+        deadline = time.monotonic() + 600
+        while (
+            absorbed := sum(u in produced for _, ids in list(visible.values()) for u in ids)
+        ) < expected:
+            if time.monotonic() > deadline or not job.alive():
+                job.kill()
+                raise RuntimeError(f"only {absorbed}/{expected} absorbed:\n{job.log_tail()}")
+            time.sleep(0.2)
+        return begin, produced
+
+    # Warm-up: the JVM's JIT compiles the hot paths during the first seconds of traffic
+    # (measured: ~2 ms of compiler CPU per update over a cold 300-update run).
+    burst("warmup", 10 * window * models)
+    assert job.pid is not None
+    cpu_before, busy_before = ThreadCpu.snapshot(job.pid), machine_busy_seconds()
+    start, produced_at = burst("bench", count)
+    log(f"fedstream: {count} updates absorbed in {time.perf_counter() - start:.1f}s")
+    releases = list(visible.values())
+    end = max(t for t, ids in releases if any(u in produced_at for u in ids))
+    rss = process_rss_mb(job.pid)
+    cpu = ThreadCpu.snapshot(job.pid).since(cpu_before)
+    machine_cpu = machine_busy_seconds() - busy_before
     stop.set()
     job.kill()
     producer.close()
     latencies = sorted(
-        (seen - produced_at[u]) * 1000 for seen, ids in visible.values() for u in ids
+        (seen - produced_at[u]) * 1000 for seen, ids in releases for u in ids if u in produced_at
     )
     root = work / "checkpoints"
     checkpoints = sorted(root.glob("*/chk-*"), key=lambda p: p.stat().st_mtime)
@@ -401,19 +505,82 @@ def fedstream_job(
             "checkpoint_bytes": state_bytes,
             "params_bytes_per_model": len(delta) * 4,
             "python_execution_mode": config.runtime.python_execution_mode,
+            "parallelism": parallelism,
+            "models": model_ids,
+            "cpu_ms_per_update": {
+                group: round(seconds * 1000 / len(latencies), 2)
+                for group, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])
+            },
+            "job_cpu_ms_per_update": round(sum(cpu.values()) * 1000 / len(latencies), 2),
+            "machine_cpu_ms_per_update": round(machine_cpu * 1000 / len(latencies), 2),
         },
     )
 
 
-def markdown(results: list[Result], params: int) -> str:
+FEDSTREAM = "fedstream (exactly-once"
+
+
+def _ms(value: object) -> str:
+    return f"{value:,.0f}" if isinstance(value, float) else "-"
+
+
+def markdown(results: list[Result], params: int, profile: dict[str, Any] | None) -> str:
+    """The results as markdown: throughput, then the job's memory, then where time goes."""
     lines = [
         f"| system ({params:,} fp32 params, {params * 4 / 1e6:.1f} MB per update) "
-        "| updates/s | MB/s | notes |",
-        "|---|---:|---:|---|",
+        "| updates/s | MB/s | CPU ms/update | release latency p50 / p99 (ms) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in results:
-        notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
-        lines.append(f"| {r.system} | {r.updates_per_s:,.1f} | {r.mb_per_s:,.1f} | {notes} |")
+        cpu = r.extra.get("job_cpu_ms_per_update", r.extra.get("cpu_ms_per_update"))
+        latency = (
+            f"{_ms(r.extra['latency_ms_p50'])} / {_ms(r.extra['latency_ms_p99'])}"
+            if "latency_ms_p50" in r.extra
+            else "-"
+        )
+        lines.append(
+            f"| {r.system} | {r.updates_per_s:,.1f} | {r.mb_per_s:,.1f} "
+            f"| {cpu if cpu is not None else '-'} | {latency} |"
+        )
+    jobs = [r for r in results if r.system.startswith(FEDSTREAM)]
+    lines += [
+        "",
+        "| fedstream run | models | parallelism | updates/s | job RSS (MB) "
+        "| checkpoint bytes per model / param bytes |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in jobs:
+        e = r.extra
+        models = len(e["models"])
+        per_model = e["checkpoint_bytes"] / models / e["params_bytes_per_model"]
+        lines.append(
+            f"| {e['python_execution_mode']} mode, "
+            f"checkpoint every {e['checkpoint_interval_ms']} ms"
+            f" | {models} | {e['parallelism']} | {r.updates_per_s:,.1f} | {e['job_rss_mb']:,.0f}"
+            f" | {per_model:.3f} |"
+        )
+    main = jobs[0].extra
+    lines += [
+        "",
+        f"CPU per update of the first fedstream run, by thread of the job (/proc), "
+        f"{main['job_cpu_ms_per_update']} ms in all; the whole machine (broker, producer, "
+        f"job): {main['machine_cpu_ms_per_update']} ms:",
+        "",
+        "| job threads | CPU ms/update |",
+        "|---|---:|",
+        *(f"| {group} | {ms} |" for group, ms in main["cpu_ms_per_update"].items()),
+    ]
+    if profile:
+        for operator, rows in profile.items():
+            lines += [
+                "",
+                f"Inside the Python of the `{operator}` operator (cProfile, thread CPU time, "
+                f"{rows['records profiled']:.0f} records; profiling itself adds overhead):",
+                "",
+                f"| {operator}: Python, per record | CPU ms |",
+                "|---|---:|",
+                *(f"| {k} | {v} |" for k, v in rows.items() if k != "records profiled"),
+            ]
     return "\n".join(lines)
 
 
@@ -425,7 +592,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-interval-ms", type=int, default=1000)
     parser.add_argument("--port", type=int, default=49092)
     parser.add_argument(
-        "--parallelism", action="store_true", help="also run 2 models at parallelism 1 and 2"
+        "--parallelism",
+        action="store_true",
+        help="also run 2 models at parallelism 1 and 2 (and measure memory per model)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run the job once more with its Python operators profiled (cProfile)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument(
@@ -436,6 +610,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     size = args.params * 4
     results: list[Result] = []
+    profile: dict[str, Any] | None = None
+
+    def job(models: int = 1, parallelism: int = 1, profile_dir: Path | None = None) -> Result:
+        return fedstream_job(
+            bootstrap,
+            args.params,
+            args.updates,
+            args.window,
+            args.checkpoint_interval_ms,
+            models,
+            parallelism,
+            args.mode,
+            profile_dir,
+        )
+
     with broker(args.port) as env:
         bootstrap = f"127.0.0.1:{args.port}"
         log(f"raw Kafka, perf tools: {args.updates} records of {size:,} bytes")
@@ -444,44 +633,32 @@ def main(argv: list[str] | None = None) -> None:
         results += kafka_python(bootstrap, size, args.updates)
         log("plain Python aggregator")
         results.append(plain_aggregator(bootstrap, args.params, args.updates, args.window))
+        log("fedstream's Python logic alone, in this process")
+        results.append(job_logic_in_process(args.params, args.updates, args.window))
         log("fedstream job (starts a mini-cluster, ~20 s)")
-        results.append(
-            fedstream_job(
-                bootstrap,
-                args.params,
-                args.updates,
-                args.window,
-                args.checkpoint_interval_ms,
-                mode=args.mode,
-            )
-        )
+        results.append(job())
         if args.parallelism:
             for parallelism in (1, 2):
                 log(f"fedstream job, 2 models, parallelism {parallelism}")
-                results.append(
-                    fedstream_job(
-                        bootstrap,
-                        args.params,
-                        args.updates,
-                        args.window,
-                        args.checkpoint_interval_ms,
-                        2,
-                        parallelism,
-                        args.mode,
-                    )
-                )
+                results.append(job(2, parallelism))
+        if args.profile:
+            log("fedstream job with its Python operators profiled")
+            folder = Path(tempfile.mkdtemp(prefix="fedstream-bench-profile-"))
+            job(profile_dir=folder)
+            profile = python_breakdown(folder)
     raw = next(r for r in results if r.system == "kafka-python: produce")
     plain = next(r for r in results if r.system.startswith("plain"))
-    ours = next(r for r in results if r.system.startswith("fedstream"))
+    ours = next(r for r in results if r.system.startswith(FEDSTREAM))
     ratios = {
         "fedstream / kafka-python produce": ours.updates_per_s / raw.updates_per_s,
         "fedstream / plain aggregator": ours.updates_per_s / plain.updates_per_s,
     }
-    table = markdown(results, args.params)
+    table = markdown(results, args.params, profile)
     table += "\n\n" + "\n".join(f"- {k}: {v:.2f}" for k, v in ratios.items())
+    table += f"\n\nMeasured on {machine()}, one broker, one run.\n"
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"throughput_{args.params}"
+    stem = f"throughput_{args.params}" + (f"_{args.mode}" if args.mode else "")
     (args.out / f"{stem}.json").write_text(
         json.dumps(
             {
@@ -492,11 +669,12 @@ def main(argv: list[str] | None = None) -> None:
                     asdict(r) | {"updates_per_s": r.updates_per_s, "mb_per_s": r.mb_per_s}
                     for r in results
                 ],
+                "python_profile_ms_per_record": profile,
             },
             indent=2,
         )
     )
-    (args.out / f"{stem}.md").write_text(table + "\n")
+    (args.out / f"{stem}.md").write_text(table)
     log(f"wrote {args.out / stem}.json and .md")
 
 

@@ -9,6 +9,8 @@ Keyed state uses our own versioned binary formats (`RegisteredModel.to_state`,
 states — pickling a `bytes` object is stable across job versions, unlike pickling our
 classes, and `PRIMITIVE_ARRAY(BYTE)` value states crash on first read in thread mode
 (FIELD-NOTES.md). The dedupe set is a `MapState[str, int]`, one entry per remembered id.
+
+Both functions profile themselves when `FEDSTREAM_PROFILE_DIR` is set (`profiling.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fedstream.pipelines.model_process import (
     RegisteredModel,
     route,
 )
+from fedstream.pipelines.profiling import OperatorProfile
 
 KIND_UPDATE, KIND_REGISTRATION, KIND_DEAD = "update", "registration", "dead"
 
@@ -56,8 +59,19 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
     def __init__(self, updates_topic: str, control_topic: str) -> None:
         self._updates = updates_topic
         self._control = control_topic
+        self._profile = OperatorProfile("route", "")  # replaced in open(), on the worker
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._profile = OperatorProfile("route")
+
+    def close(self) -> None:
+        self._profile.dump()
 
     def map(self, value: Row) -> Row:
+        with self._profile:
+            return self._route(value)
+
+    def _route(self, value: Row) -> Row:
         envelope = Envelope(bytes(value[0] or b""), value[1], int(value[2]), int(value[3]))
         routed = route(envelope, self._updates, self._control)
         if routed.dead is not None:
@@ -121,6 +135,10 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._metrics = metrics
         self._staleness = metrics.distribution("update_staleness")
         self._fill_ms = metrics.distribution("window_fill_ms")
+        self._profile = OperatorProfile("aggregate")
+
+    def close(self) -> None:
+        self._profile.dump()
 
     # -- state ------------------------------------------------------------------------
     def _load(self, model_id: str) -> ModelProcess:
@@ -163,6 +181,18 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     # -- events -----------------------------------------------------------------------
     def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
+        # Rows are built before the first is handed to Flink: the profile then covers this
+        # record's Python work and nothing downstream of it.
+        with self._profile:
+            rows = self._process(value, ctx)
+        yield from rows
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
+        with self._profile:
+            rows = self._fire(timestamp, ctx)
+        yield from rows
+
+    def _process(self, value: Row, ctx: Any) -> list[Row]:
         model_id, kind = value[0], value[1]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
         process = self._load(model_id)
@@ -176,9 +206,9 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
                 self._accepted.inc()
                 self._staleness.update(process.last_staleness)
         self._save(process, ctx, before)
-        yield from self._emit(outputs, process)
+        return self._emit(outputs, process)
 
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
+    def _fire(self, timestamp: int, ctx: Any) -> list[Row]:
         self._timer.clear()
         process = self._load(ctx.get_current_key())
         before = self._mark(process)
@@ -188,9 +218,10 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             now = max(now, deadline)  # this is the window's own timer: its deadline has come
         outputs = process.on_timer(now)
         self._save(process, ctx, before)
-        yield from self._emit(outputs, process)
+        return self._emit(outputs, process)
 
-    def _emit(self, outputs: list[Output], process: ModelProcess) -> Iterator[Row]:
+    def _emit(self, outputs: list[Output], process: ModelProcess) -> list[Row]:
+        rows = []
         for output in outputs:
             if output.kind == "release":
                 self._releases.inc()
@@ -199,6 +230,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
                 if reason not in self._rejected:
                     self._rejected[reason] = self._metrics.counter(f"rejected_{reason}")
                 self._rejected[reason].inc()
-            yield Row(output.kind, output.value)
+            rows.append(Row(output.kind, output.value))
         if process.last_fill_seconds is not None and any(o.kind == "release" for o in outputs):
             self._fill_ms.update(int(process.last_fill_seconds * 1000))
+        return rows
