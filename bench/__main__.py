@@ -5,7 +5,7 @@ Not part of the test suite's pass/fail: numbers come from here, never from timed
 
 from __future__ import annotations
 
-from bench import codec_bench, core_bench, throughput
+from bench import codec_bench, core_bench, learning, throughput
 
 
 def main() -> None:
@@ -14,7 +14,9 @@ def main() -> None:
     print("== codec: fastavro vs avro", flush=True)
     codec_bench.main()
     print("== throughput: raw Kafka vs plain aggregator vs fedstream (100k params)", flush=True)
-    throughput.main(["--params", "100000", "--updates", "600"])
+    throughput.main(["--params", "100000", "--updates", "600", "--parallelism", "--profile"])
+    print("== learning: sync FedAvg vs FedBuff vs FedAsync vs FedBuff + int8 (3 seeds)", flush=True)
+    learning.main([])
 
 
 if __name__ == "__main__":

@@ -132,7 +132,10 @@ AGGREGATE_CATEGORIES: list[tuple[str, list[Match]]] = [
         ],
     ),
     ("aggregation math (weight, clip, accumulate)", [_in("aggregator.py", "try_add")]),
-    ("close the window + build the release", [_in("model_process.py", "_close")]),
+    (
+        "close the window (mean, optimizer) + build the release (ONNX, encode)",
+        [_in("aggregator.py", "close"), _in("model_process.py", "_release")],
+    ),
 ]
 ENTRIES = {"route": ("_route",), "aggregate": ("_process", "_fire")}
 

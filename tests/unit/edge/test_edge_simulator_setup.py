@@ -7,12 +7,14 @@ import pytest
 
 from fedstream.edge.simulator.data import dirichlet_split, load_fleet_data
 from fedstream.edge.simulator.fleet import (
+    MODES,
     FleetSettings,
     aggregation_for,
     device_profiles,
     digits_mlp,
 )
-from fedstream.schemas import aggregation_to_avro
+from fedstream.pipelines.config import AggregationConfig
+from fedstream.schemas import aggregation_from_avro, aggregation_to_avro
 
 LABELS = np.repeat(np.arange(10), 100)
 
@@ -85,6 +87,25 @@ def test_sync_is_fedavg_async_is_fedbuff() -> None:
     assert fedbuff["window"]["count"] == 6 and fedbuff["staleness"]["function"] == "POLYNOMIAL"
     with pytest.raises(ValueError, match="mode"):
         aggregation_for("gossip", settings)
+
+
+def test_fedasync_is_a_constant_mixing_per_update() -> None:
+    settings = FleetSettings(devices=12, fedasync_mixing=0.4)
+    fedasync = aggregation_to_avro(aggregation_for("fedasync", settings))
+    assert fedasync["mode"] == "FEDASYNC" and fedasync["window"]["count"] == 1
+    assert fedasync["staleness"]["function"] == "CONSTANT"
+    assert fedasync["fedasync_mixing"] == pytest.approx(0.4)
+    assert fedasync["weight_by_samples"] is False
+    assert settings.window("fedasync") == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_passes_the_jobs_validation(mode: str) -> None:
+    """What the job would do with the registration: its own config check must accept it."""
+    config = AggregationConfig.from_dict(
+        aggregation_from_avro(aggregation_to_avro(aggregation_for(mode, FleetSettings())))
+    )
+    assert config.window.count == FleetSettings().window(mode)
 
 
 def test_initial_model_is_deterministic() -> None:

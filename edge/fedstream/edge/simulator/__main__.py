@@ -20,7 +20,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m fedstream.edge.simulator",
         description="Simulate a heterogeneous fleet of fedstream devices (digits, non-IID) "
-        "against a running aggregation job; compare async (FedBuff) with sync (FedAvg).",
+        "against a running aggregation job; compare async (FedBuff) with sync (FedAvg) "
+        "or FedAsync.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     k = p.add_argument_group("Kafka (the job must be running)")
@@ -35,7 +36,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         help="model id prefix (default digits-<random>); each run registers <prefix>-<mode>",
     )
     r = p.add_argument_group("run")
-    r.add_argument("--mode", choices=["async", "sync", "both"], default="both")
+    r.add_argument(
+        "--mode",
+        choices=["async", "sync", "fedasync", "both"],
+        default="both",
+        help="async = FedBuff, sync = FedAvg, fedasync = FedAsync (constant mixing weight; "
+        "needs the job's runtime.dedupe_versions above its staleness), both = async + sync",
+    )
     r.add_argument("--duration", type=float, default=180.0, help="max seconds per run")
     r.add_argument(
         "--target-accuracy",
@@ -68,6 +75,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--window", type=int, default=None, help="async K (default devices // 2)")
     t.add_argument("--server-lr", type=float, default=1.0)
+    t.add_argument(
+        "--fedasync-mixing", type=float, default=0.6, help="FedAsync's constant weight a"
+    )
     t.add_argument("--compression", choices=["none", "fp16", "int8", "topk"], default="none")
     t.add_argument("--topk-fraction", type=float, default=0.1)
     return p.parse_args(argv)
@@ -107,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         async_window=args.window,
         server_lr=args.server_lr,
+        fedasync_mixing=args.fedasync_mixing,
         compression=args.compression,
         topk_fraction=args.topk_fraction,
     )

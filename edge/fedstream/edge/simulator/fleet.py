@@ -4,16 +4,25 @@ Every device is a thread with its own `EdgeClient` (its own Kafka producer and c
 as a real device would have), its own non-IID shard, a compute speed of its own and a
 random chance to drop out mid-round and rejoin later. An evaluator thread reads *every*
 release (read_committed), measures test accuracy with onnxruntime and records it against
-wall-clock time. Two modes share everything but the protocol:
+wall-clock time. Three modes share everything but the protocol:
 
-* ``async`` (FedBuff): the job closes a window after K updates and discounts stale ones
-  by ``(1 + s)^-a``; a device trains on the newest release it has, as soon as that is
-  newer than the one it last trained on, whatever the others do.
-* ``sync`` (FedAvg): window K = number of devices, constant staleness weight; a version
-  only appears when every device has reported, so every round waits for the slowest (and
-  any offline) device.
+* ``async`` (FedBuff, Nguyen et al., AISTATS 2022): the job closes a window after K
+  updates and discounts stale ones by ``(1 + s)^-a``; a device trains on the newest
+  release it has, as soon as that is newer than the one it last trained on, whatever the
+  others do.
+* ``sync`` (FedAvg, McMahan et al., AISTATS 2017): window K = number of devices, constant
+  staleness weight; a version only appears when every device has reported, so every round
+  waits for the slowest (and any offline) device.
+* ``fedasync`` (FedAsync, Xie, Koyejo, Gupta, 2019): the job mixes every update into the
+  model on arrival, ``x <- x + a * delta`` with a *constant* ``a = fedasync_mixing`` (no
+  averaging, no staleness discount: what FedBuff adds over it), and releases
+  after every update (count window 1), so a device always gets the freshest model. The
+  version advances once per update, so staleness in versions is about the number of
+  updates the whole fleet sent meanwhile: tens, not ones. The job's
+  ``runtime.dedupe_versions`` must exceed it or slow devices' updates are refused as
+  STALE. Devices behave exactly as in ``async``.
 
-In both modes a device sends at most one update per version: training twice on the same
+In every mode a device sends at most one update per version: training twice on the same
 base would only re-send nearly the same delta, counted twice.
 
 What is seeded: the data split, the device speeds, the initial weights, each device's
@@ -52,12 +61,12 @@ __all__ = [
     "digits_mlp",
 ]
 
-MODES = ("async", "sync")
+MODES = ("async", "sync", "fedasync")
 
 
 @dataclass(frozen=True)
 class FleetSettings:
-    """Everything that defines a fleet (the same for the async and the sync run)."""
+    """Everything that defines a fleet (the same for every mode's run)."""
 
     devices: int = 20
     alpha: float = 0.5
@@ -82,12 +91,21 @@ class FleetSettings:
     """K for async (FedBuff); default max(2, devices // 2)."""
     staleness_exponent: float = 0.5
     server_lr: float = 1.0
+    fedasync_mixing: float = 0.6
+    """FedAsync's constant mixing weight a in x <- x + a * delta (0.6: Xie et al.'s value).
+
+    The job adds each delta to the current model, so with n updates in flight from about
+    the same base the step is about n * a deltas: with 20 devices, 0.6 oscillates or
+    diverges and 0.1 learns (bench.learning)."""
     compression: str = "none"
     topk_fraction: float = 0.1
 
     def window(self, mode: str) -> int:
+        """Updates per release: all devices (sync), K (async), 1 (fedasync)."""
         if mode == "sync":
             return self.devices
+        if mode == "fedasync":
+            return 1
         return self.async_window or max(2, self.devices // 2)
 
 
@@ -129,6 +147,17 @@ def aggregation_for(mode: str, settings: FleetSettings) -> dict[str, Any]:
     """The registration's aggregation settings for a mode (see the module docstring)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    window = {"count": settings.window(mode), "seconds": None}
+    if mode == "fedasync":
+        # One update at a time: no sample weighting (the job refuses it: there is nothing
+        # to normalise against), the server optimizer is unused (the mixing is the step).
+        return {
+            "mode": "fedasync",
+            "window": window,
+            "staleness": {"function": "constant"},
+            "fedasync_mixing": settings.fedasync_mixing,
+            "weight_by_samples": False,
+        }
     staleness: dict[str, Any] = (
         {"function": "constant"}
         if mode == "sync"
@@ -136,7 +165,7 @@ def aggregation_for(mode: str, settings: FleetSettings) -> dict[str, Any]:
     )
     return {
         "mode": "fedbuff",
-        "window": {"count": settings.window(mode), "seconds": None},
+        "window": window,
         "staleness": staleness,
         "server_optimizer": {"name": "sgd", "learning_rate": settings.server_lr},
         "weight_by_samples": True,
@@ -182,7 +211,11 @@ class RunResult:
     bad_digests: int = 0
 
     def staleness(self) -> list[int]:
-        """Staleness of every absorbed update: parent version - its base version."""
+        """Staleness of every absorbed update: parent version - its base version.
+
+        The parent is the release's version - 1: one version per window in FedBuff, and
+        in FedAsync one per update, where the window is 1 update so the same holds.
+        """
         out: list[int] = []
         for point in self.timeline:
             for update_id in point.update_ids:
