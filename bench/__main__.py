@@ -14,7 +14,17 @@ def main() -> None:
     print("== codec: fastavro vs avro", flush=True)
     codec_bench.main()
     print("== throughput: raw Kafka vs plain aggregator vs fedstream (100k params)", flush=True)
-    throughput.main(["--params", "100000", "--updates", "600", "--parallelism", "--profile"])
+    throughput.main(
+        [
+            "--params",
+            "100000",
+            "--updates",
+            "600",
+            "--parallelism",
+            "--profile",
+            "--ablate-live-models",
+        ]
+    )
     print("== learning: sync FedAvg vs FedBuff vs FedAsync vs FedBuff + int8 (3 seeds)", flush=True)
     learning.main([])
 

@@ -375,6 +375,7 @@ def fedstream_job(
     parallelism: int = 1,
     mode: str | None = None,
     profile_dir: Path | None = None,
+    live_models: int | None = None,
 ) -> Result:
     """One measured run of the job; with `profile_dir`, its Python operators profile
     themselves there (`fedstream.pipelines.profiling`), which slows them down."""
@@ -396,6 +397,8 @@ def fedstream_job(
     }
     if mode is not None:
         overrides["runtime.python_execution_mode"] = mode
+    if live_models is not None:
+        overrides["runtime.live_models"] = str(live_models)
     config = load(overrides=overrides)
     ensure_topics(config)
     job = JobProcess(overrides, work / "job.log")
@@ -522,7 +525,8 @@ def fedstream_job(
     state_bytes = sum(f.stat().st_size for f in last.rglob("*") if f.is_file()) if last else 0
     shutil.rmtree(root, ignore_errors=True)  # the job's log stays, next to it
     return Result(
-        f"fedstream (exactly-once, {models} model(s), parallelism {parallelism})",
+        f"fedstream (exactly-once, {models} model(s), parallelism {parallelism}"
+        + (f", live_models={live_models})" if live_models is not None else ")"),
         len(drain),
         end - start,
         len(delta) * 4,
@@ -538,6 +542,7 @@ def fedstream_job(
             "params_bytes_per_model": len(delta) * 4,
             "python_execution_mode": config.runtime.python_execution_mode,
             "parallelism": parallelism,
+            "live_models": config.runtime.live_models,
             "models": model_ids,
             "cpu_ms_per_update": {
                 group: round(seconds * 1000 / len(drain), 2)
@@ -592,7 +597,7 @@ def markdown(results: list[Result], params: int, profile: dict[str, Any] | None)
         models = len(e["models"])
         per_model = e["checkpoint_bytes"] / models / e["params_bytes_per_model"]
         lines.append(
-            f"| {e['python_execution_mode']} mode, "
+            f"| {e['python_execution_mode']} mode, live_models={e['live_models']}, "
             f"checkpoint every {e['checkpoint_interval_ms']} ms"
             f" | {models} | {e['parallelism']} | {r.updates_per_s:,.1f} | {e['job_rss_mb']:,.0f}"
             f" | {per_model:.3f} |"
@@ -644,6 +649,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also run the job once more with its Python operators profiled (cProfile)",
     )
+    parser.add_argument(
+        "--ablate-live-models",
+        action="store_true",
+        help="also run the job with runtime.live_models=0 (every record reads its model "
+        "from Flink state), the job's behaviour before live models",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument(
         "--mode",
@@ -655,7 +666,12 @@ def main(argv: list[str] | None = None) -> None:
     results: list[Result] = []
     profile: dict[str, Any] | None = None
 
-    def job(models: int = 1, parallelism: int = 1, profile_dir: Path | None = None) -> Result:
+    def job(
+        models: int = 1,
+        parallelism: int = 1,
+        profile_dir: Path | None = None,
+        live_models: int | None = None,
+    ) -> Result:
         return fedstream_job(
             bootstrap,
             args.params,
@@ -666,6 +682,7 @@ def main(argv: list[str] | None = None) -> None:
             parallelism,
             args.mode,
             profile_dir,
+            live_models,
         )
 
     with broker(args.port) as env:
@@ -680,6 +697,9 @@ def main(argv: list[str] | None = None) -> None:
         results.append(job_logic_in_process(args.params, args.updates, args.window))
         log("fedstream job (starts a mini-cluster, ~20 s)")
         results.append(job())
+        if args.ablate_live_models:
+            log("fedstream job reading every record's model from Flink state (live_models=0)")
+            results.append(job(live_models=0))
         if args.parallelism:
             for parallelism in (1, 2):
                 log(f"fedstream job, 2 models, parallelism {parallelism}")

@@ -165,7 +165,9 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         .key_by(lambda r: r[0], key_type=Types.STRING())
         .process(
             AggregateFunction(
-                config.topics.models_max_message_bytes, config.runtime.dedupe_versions
+                config.topics.models_max_message_bytes,
+                config.runtime.dedupe_versions,
+                config.runtime.live_models,
             ),
             output_type=EMITTED,
         )

@@ -64,6 +64,9 @@ class RuntimeConfig:
     restart_attempts: int = 3
     restart_delay_ms: int = 2000
     dedupe_versions: int = 64
+    # Models whose aggregator stays in Python memory between records, per subtask (each
+    # about 2x its parameters); the rest are read from Flink state per record. 0 = none.
+    live_models: int = 8
 
 
 @dataclass(frozen=True)
@@ -196,3 +199,5 @@ def _validate(config: JobConfig) -> None:
     if runtime.restart_attempts < 0:
         raise ConfigError("runtime.restart_attempts must be >= 0")
     _positive("runtime.dedupe_versions", runtime.dedupe_versions)
+    if runtime.live_models < 0:
+        raise ConfigError("runtime.live_models must be >= 0")

@@ -10,19 +10,31 @@ states — pickling a `bytes` object is stable across job versions, unlike pickl
 classes, and `PRIMITIVE_ARRAY(BYTE)` value states crash on first read in thread mode
 (FIELD-NOTES.md). The dedupe set is a `MapState[str, int]`, one entry per remembered id.
 
+Flink state stays the only source of truth, but reading a model back from it for every
+record (two model-sized values through the JVM, unpickled and CRC-checked) was most of the
+operator's Python time (bench.throughput --profile: ~75% at 1M parameters). So the
+function keeps the live `Aggregator` of the last `live_models` models it touched, tagged
+with a per-key *generation* counter that it bumps in state with every write. A record
+reuses the live object only when the generation in state is the one it was saved with;
+anything else (a restore, which also re-runs `open` and empties the cache; state written
+by an older job version, without a generation) reads the model from state as before.
+
 Both functions profile themselves when `FEDSTREAM_PROFILE_DIR` is set (`profiling.py`).
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, MapFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
+from fedstream.pipelines.aggregator import Aggregator
 from fedstream.pipelines.model_process import (
     DictSeenIds,
     Envelope,
@@ -106,12 +118,37 @@ class _MapStateView:
         return list(self._state.items())
 
 
-class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
-    """Per-model aggregation: registration, validation, windows (timers), releases."""
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What `_load` read from state, which `_save` needs to know."""
 
-    def __init__(self, models_topic_max_bytes: int, dedupe_versions: int) -> None:
+    registered: bool
+    generation: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """A model's aggregator as of state generation `generation`."""
+
+    generation: int
+    aggregator: Aggregator
+
+
+class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
+    """Per-model aggregation: registration, validation, windows (timers), releases.
+
+    `live_models`: how many models' aggregators stay in memory between records (each
+    costs about its parameters plus its open window); 0 reads every record's model from
+    Flink state."""
+
+    def __init__(
+        self, models_topic_max_bytes: int, dedupe_versions: int, live_models: int = 8
+    ) -> None:
+        if live_models < 0:
+            raise ValueError(f"live_models must be >= 0, got {live_models}")
         self._max_bytes = models_topic_max_bytes
         self._dedupe_versions = dedupe_versions
+        self._live_models = live_models
         self._registrations: dict[str, RegisteredModel] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -125,9 +162,14 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             ValueStateDescriptor("window", Types.PICKLED_BYTE_ARRAY())
         )
         self._timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
+        self._generation = runtime_context.get_state(
+            ValueStateDescriptor("generation", Types.LONG())
+        )
         self._seen = runtime_context.get_map_state(
             MapStateDescriptor("seen_update_ids", Types.STRING(), Types.LONG())
         )
+        # open() also runs after a restore: nothing kept from before it may be trusted.
+        self._live: OrderedDict[str, _Live] = OrderedDict()
         metrics = runtime_context.get_metrics_group().add_group("fedstream")
         self._accepted = metrics.counter("updates_accepted")
         self._releases = metrics.counter("releases")
@@ -141,30 +183,49 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._profile.dump()
 
     # -- state ------------------------------------------------------------------------
-    def _load(self, model_id: str) -> ModelProcess:
+    def _load(self, model_id: str) -> tuple[ModelProcess, _Loaded]:
+        seen = DictSeenIds(_MapStateView(self._seen))  # type: ignore[arg-type]
+        generation = self._generation.value()
+        live = self._live.get(model_id)
         registration: RegisteredModel | None = self._registrations.get(model_id)
+        if live is not None and live.generation == generation and registration is not None:
+            self._live.move_to_end(model_id)
+            process = ModelProcess(
+                self._max_bytes, self._dedupe_versions, registration, live.aggregator, seen
+            )
+            return process, _Loaded(True, generation)
         raw = self._registration.value()
         if registration is None and raw is not None:
             registration = RegisteredModel.from_state(raw)
             self._registrations[model_id] = registration
-        return ModelProcess.restore(
+        process = ModelProcess.restore(
             models_topic_max_bytes=self._max_bytes,
             dedupe_versions=self._dedupe_versions,
             registration=registration if raw is not None else None,
             state=self._model.value(),
             buffer=self._buffer.value(),
-            seen=DictSeenIds(_MapStateView(self._seen)),  # type: ignore[arg-type]
+            seen=seen,
         )
+        return process, _Loaded(raw is not None, generation)
 
     @staticmethod
     def _mark(process: ModelProcess) -> tuple[int, int]:
         """What decides which state to write back: (version, updates in the open window)."""
         return process.version, (process.aggregator.buffer.count if process.aggregator else 0)
 
-    def _save(self, process: ModelProcess, ctx: Any, before: tuple[int, int]) -> None:
-        if process.registration is not None and self._registration.value() is None:
+    def _save(
+        self,
+        model_id: str,
+        process: ModelProcess,
+        ctx: Any,
+        before: tuple[int, int],
+        loaded: _Loaded,
+    ) -> None:
+        wrote = False
+        if process.registration is not None and not loaded.registered:
             self._registration.update(process.registration.to_state())
-            self._registrations[process.registration.model_id] = process.registration
+            self._registrations[model_id] = process.registration
+            wrote = True
         after = self._mark(process)
         # A rejected update changes nothing: write back only what moved, since every write
         # of a model-sized value crosses to the JVM (and into the next checkpoint).
@@ -172,12 +233,29 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             if after[0] != before[0]:
                 self._model.update(process.aggregator.state.to_bytes())
             self._buffer.update(process.aggregator.buffer.to_bytes())
+            wrote = True
+        generation = loaded.generation
+        if wrote:
+            generation = (generation or 0) + 1
+            self._generation.update(generation)
+        self._remember(model_id, process.aggregator, generation)
         deadline = process.deadline()
         if deadline is not None:
             millis = timer_millis(deadline)
             if self._timer.value() != millis:
                 ctx.timer_service().register_processing_time_timer(millis)
                 self._timer.update(millis)
+
+    def _remember(
+        self, model_id: str, aggregator: Aggregator | None, generation: int | None
+    ) -> None:
+        if aggregator is None or generation is None or self._live_models == 0:
+            self._live.pop(model_id, None)
+            return
+        self._live[model_id] = _Live(generation, aggregator)
+        self._live.move_to_end(model_id)
+        while len(self._live) > self._live_models:
+            self._live.popitem(last=False)  # the least recently used model
 
     # -- events -----------------------------------------------------------------------
     def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
@@ -195,7 +273,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
     def _process(self, value: Row, ctx: Any) -> list[Row]:
         model_id, kind = value[0], value[1]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
-        process = self._load(model_id)
+        process, loaded = self._load(model_id)
         before = self._mark(process)
         now = ctx.timer_service().current_processing_time() / 1000.0
         if kind == KIND_REGISTRATION:
@@ -205,19 +283,20 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             if process.last_staleness is not None:  # set only when the update was absorbed
                 self._accepted.inc()
                 self._staleness.update(process.last_staleness)
-        self._save(process, ctx, before)
+        self._save(model_id, process, ctx, before, loaded)
         return self._emit(outputs, process)
 
     def _fire(self, timestamp: int, ctx: Any) -> list[Row]:
         self._timer.clear()
-        process = self._load(ctx.get_current_key())
+        model_id = ctx.get_current_key()
+        process, loaded = self._load(model_id)
         before = self._mark(process)
         now = timestamp / 1000.0
         deadline = process.deadline()
         if deadline is not None and timer_millis(deadline) <= timestamp:
             now = max(now, deadline)  # this is the window's own timer: its deadline has come
         outputs = process.on_timer(now)
-        self._save(process, ctx, before)
+        self._save(model_id, process, ctx, before, loaded)
         return self._emit(outputs, process)
 
     def _emit(self, outputs: list[Output], process: ModelProcess) -> list[Row]:

@@ -39,6 +39,7 @@ def test_overrides_replace_single_keys_and_coerce_numbers() -> None:
         ({"checkpoint": {"dir": "/tmp/x"}}, "must be a URI"),
         ({"kafka": {"transaction_timeout_ms": 1000}}, "transaction_timeout_ms must exceed"),
         ({"runtime": {"python_execution_mode": "fast"}}, "thread or process"),
+        ({"runtime": {"live_models": -1}}, "runtime.live_models must be >= 0"),
     ],
 )
 def test_invalid_values_name_the_key(data: dict[str, dict[str, object]], message: str) -> None:

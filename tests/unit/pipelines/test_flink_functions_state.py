@@ -184,11 +184,19 @@ def delta(model: str, update_id: str) -> np.ndarray[Any, Any]:
     return np.random.default_rng(seed).standard_normal(size).astype(np.float32)
 
 
-@settings(max_examples=60, deadline=None)
-@given(records(), st.lists(st.tuples(st.integers(0, 24), st.integers(0, 24)), max_size=2))
+@settings(max_examples=80, deadline=None)
+@given(
+    records(),
+    st.lists(st.tuples(st.integers(0, 24), st.integers(0, 24)), max_size=2),
+    st.sampled_from([0, 1, 8]),
+    st.booleans(),
+)
 def test_the_shell_computes_what_the_job_logic_does_across_restores(
-    inputs: list[tuple[bytes, str]], restores: list[tuple[int, int]]
+    inputs: list[tuple[bytes, str]], restores: list[tuple[int, int]], live: int, reopen: bool
 ) -> None:
+    """`live`: models kept in memory (0: every record read from state; 1: two models
+    evict each other). `reopen=False` rolls the state back under a function that keeps
+    its memory (Flink always re-runs `open`; the generation check must cope anyway)."""
     reference = InMemoryJob()
     expected: list[tuple[str, bytes]] = []
     for value, topic in inputs:
@@ -200,7 +208,7 @@ def test_the_shell_computes_what_the_job_logic_does_across_restores(
         offsets.append(seen[topic])
         seen[topic] += 1
     store = Store()
-    function = AggregateFunction(16 << 20, 64)
+    function = AggregateFunction(16 << 20, 64, live_models=live)
     function.open(FakeContext(store))
     got: list[tuple[str, bytes]] = []
     snapshots: dict[int, tuple[dict[Any, Any], int]] = {}
@@ -214,10 +222,30 @@ def test_the_shell_computes_what_the_job_logic_does_across_restores(
             _, back = pending.pop(0)
             store.values, kept = copy.deepcopy(snapshots[back][0]), snapshots[back][1]
             del got[kept:]
-            function.open(FakeContext(store))
+            if reopen:
+                function.open(FakeContext(store))
             position = back
             continue
         value, topic = inputs[position]
         got += send(function, store, value, topic, offsets[position])
         position += 1
     assert summary(got) == summary(expected)
+
+
+def test_state_rolled_back_under_a_live_model_is_read_again() -> None:
+    """The live model is at v1, the state goes back to before v1 without `open` running:
+    the generation in state no longer matches, so the function must read the state, and
+    the replayed update closes the window exactly as the first time."""
+    store = Store()
+    function = AggregateFunction(16 << 20, 64, live_models=8)
+    function.open(FakeContext(store))
+    first = update_bytes("a", "a1", delta("a", "a1"))
+    second = update_bytes("a", "a2", delta("a", "a2"))
+    send(function, store, registration_bytes("a", ONNX["a"], AGGREGATION["a"]), CONTROL_TOPIC, 0)
+    send(function, store, first, UPDATES_TOPIC, 0)
+    before_close = copy.deepcopy(store.values)
+    closed = send(function, store, second, UPDATES_TOPIC, 1)
+    assert [kind for kind, _ in closed] == ["release"]
+    store.values = before_close  # a restore that keeps the function's memory
+    replayed = send(function, store, second, UPDATES_TOPIC, 1)
+    assert summary(replayed) == summary(closed)
