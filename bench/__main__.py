@@ -23,6 +23,8 @@ def main() -> None:
             "--parallelism",
             "--profile",
             "--ablate-live-models",
+            "--repeat",
+            "3",
         ]
     )
     print("== learning: sync FedAvg vs FedBuff vs FedAsync vs FedBuff + int8 (3 seeds)", flush=True)

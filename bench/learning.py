@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.throughput import REPO, broker, log, machine
+from bench.throughput import REPO, broker, exit_on_sigterm, log, machine
 from fedstream.edge.config import EdgeConfig
 from fedstream.edge.simulator.data import load_fleet_data
 from fedstream.edge.simulator.fleet import FleetRun, FleetSettings, RunResult
@@ -358,6 +358,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = arguments(argv)
+    exit_on_sigterm()
     started = time.monotonic()
     labels = {v.key: v.label for v in VARIANTS}
     suffix = uuid.uuid4().hex[:8]

@@ -14,8 +14,10 @@ The aggregators are timed draining a backlog: the plain aggregator consumes upda
 are already in the topic; fedstream's updates are produced in one transaction and
 committed at once, so neither shares the CPU with its load generator (on 2 cores a
 kafka-python producer takes about a third of the machine). fedstream's time runs from the
-commit to the release containing the last update becoming visible, so it includes one
-checkpoint interval of commit latency at the end. Release latency is measured separately,
+commit until the job has built the release holding the last update (its created_at): the
+processing rate. Until that release is *visible* adds the wait for the next checkpoint
+(up to one interval), which on a 2-second run is mostly noise; that rate is reported as
+`until_visible_updates_per_s`. Release latency is measured separately,
 open loop: updates produced as fast as kafka-python can while the job runs, each one's
 time from produced to its release visible. Each job is warmed up first (half as many
 updates), so the JIT's compile time is not measured.
@@ -36,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -81,6 +84,16 @@ class Result:
     @property
     def mb_per_s(self) -> float:
         return self.payload_bytes * self.updates / self.seconds / 1e6
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so `finally` blocks stop the job and the broker
+    (Ctrl-C already does: KeyboardInterrupt)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def log(message: str) -> None:
@@ -349,6 +362,24 @@ def process_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+@dataclass(frozen=True)
+class Burst:
+    """One burst of updates through the job, timed from the first send (open loop) or
+    from the commit of the transaction that held them all (backlog)."""
+
+    begin: float
+    end: float
+    """perf_counter() when the last of its releases was visible (read_committed)"""
+    processed_s: float
+    """commit -> the job built its last release (wall clock, from the release's
+    created_at): processing without the wait for the next checkpoint's commit"""
+    latencies_ms: list[float]
+
+    @property
+    def visible_s(self) -> float:
+        return self.end - self.begin
+
+
 def spread_model_ids(models: int, parallelism: int) -> list[str]:
     """`models` ids that Flink's key_by spreads over as many of `parallelism` subtasks as
     possible (bench-model-0 and -1 share subtask 0 at parallelism 2, for one)."""
@@ -408,116 +439,133 @@ def fedstream_job(
         job.start()
     finally:
         os.environ.pop(ENV_VAR, None)
-    # (model_id, version) -> (seen at, update ids)
-    visible: dict[tuple[str, int], tuple[float, list[str]]] = {}
-    stop = threading.Event()
+    try:
+        # (model_id, version) -> (seen at, update ids)
+        visible: dict[tuple[str, int], tuple[float, list[str], float]] = {}
+        stop = threading.Event()
 
-    def watch() -> None:
-        consumer = big_record_consumer(
-            bootstrap, config.topics.models, isolation_level="read_committed"
-        )
-        while not stop.is_set():
-            for records in consumer.poll(timeout_ms=200).values():
-                now = time.perf_counter()
-                for message in records:
-                    release = decode(message.value, expected="ModelRelease").record
-                    key = (release["model_id"], release["version"])
-                    visible.setdefault(key, (now, list(release["lineage"]["update_ids"])))
-        consumer.close()
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        max_request_size=MAX_BYTES,
-        enable_idempotence=True,
-    )
-    model_ids = spread_model_ids(models, max(parallelism, models))
-    for model_id in model_ids:
-        producer.send(config.topics.control, registration_value(model_id, params, window))
-    producer.flush()
-    deadline = time.monotonic() + 180
-    while len(visible) < models:
-        if time.monotonic() > deadline or not job.alive():
-            job.kill()
-            raise RuntimeError(f"no version 0 release:\n{job.log_tail()}")
-        time.sleep(0.2)
-    inputs, outputs = model_shape(params)
-    delta = np.random.default_rng(0).normal(scale=1e-3, size=inputs * outputs).astype(np.float32)
-
-    backlog_producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        max_request_size=MAX_BYTES,
-        transactional_id=f"bench-backlog-{suffix}",
-    )
-    backlog_producer.init_transactions()
-
-    def burst(prefix: str, n: int, backlog: bool = False) -> tuple[float, float, list[float]]:
-        """Produce n updates (round robin over the models, each based on its newest
-        version) and wait until every full window of them is in a visible release.
-
-        Open loop (default): sent as fast as kafka-python can while the job runs. Backlog:
-        sent in one transaction and committed at once, so the job finds them all waiting
-        (read_committed) and the producer's CPU is spent before the clock starts — how
-        the plain aggregator is measured too. Returns (start, end, latencies in ms)."""
-        seen = list(visible)  # the watcher thread adds to `visible`: iterate a copy
-        base = {m: max((v for (mid, v) in seen if mid == m), default=0) for m in model_ids}
-        values = [
-            update_value(model_ids[i % models], i, base[model_ids[i % models]], delta, prefix)
-            for i in range(n)
-        ]
-        sender = backlog_producer if backlog else producer
-        if backlog:
-            backlog_producer.begin_transaction()
-        produced: dict[str, float] = {}
-        begin = time.perf_counter()
-        for i, value in enumerate(values):
-            produced[f"{prefix}-{i}"] = time.perf_counter()
-            # model m on partition m: with two source subtasks, each reads one model's updates
-            sender.send(
-                config.topics.updates,
-                value,
-                key=model_ids[i % models].encode(),
-                partition=(i % models) % config.topics.partitions,
+        def watch() -> None:
+            consumer = big_record_consumer(
+                bootstrap, config.topics.models, isolation_level="read_committed"
             )
-        sender.flush()
-        if backlog:
-            begin = time.perf_counter()
-            backlog_producer.commit_transaction()
-            produced = dict.fromkeys(produced, begin)
-        per_model = [len(range(m, n, models)) for m in range(models)]
-        expected = sum(k - k % window for k in per_model)
-        deadline = time.monotonic() + 600
-        while (
-            absorbed := sum(u in produced for _, ids in list(visible.values()) for u in ids)
-        ) < expected:
+            while not stop.is_set():
+                for records in consumer.poll(timeout_ms=200).values():
+                    now = time.perf_counter()
+                    for message in records:
+                        release = decode(message.value, expected="ModelRelease").record
+                        key = (release["model_id"], release["version"])
+                        ids = list(release["lineage"]["update_ids"])
+                        # created_at: when the job built it (ms, this host's clock)
+                        visible.setdefault(key, (now, ids, release["created_at"] / 1000))
+            consumer.close()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            max_request_size=MAX_BYTES,
+            enable_idempotence=True,
+        )
+        model_ids = spread_model_ids(models, max(parallelism, models))
+        for model_id in model_ids:
+            producer.send(config.topics.control, registration_value(model_id, params, window))
+        producer.flush()
+        deadline = time.monotonic() + 180
+        while len(visible) < models:
             if time.monotonic() > deadline or not job.alive():
                 job.kill()
-                raise RuntimeError(f"only {absorbed}/{expected} absorbed:\n{job.log_tail()}")
+                raise RuntimeError(f"no version 0 release:\n{job.log_tail()}")
             time.sleep(0.2)
-        releases = list(visible.values())
-        latencies = [(t - produced[u]) * 1000 for t, ids in releases for u in ids if u in produced]
-        end = max(t for t, ids in releases if any(u in produced for u in ids))
-        log(f"fedstream: {prefix}: {n} updates absorbed in {end - begin:.1f}s")
-        return begin, end, sorted(latencies)
+        inputs, outputs = model_shape(params)
+        delta = (
+            np.random.default_rng(0).normal(scale=1e-3, size=inputs * outputs).astype(np.float32)
+        )
 
-    # Warm-up: the JVM's JIT compiles the hot paths during the first seconds of traffic
-    # (measured: ~2 ms of compiler CPU per update over a cold 300-update run, still ~1.9 ms
-    # after a 100-update warm-up). A long-running job pays that once.
-    burst("warmup", max(10 * window * models, count // 2))
-    open_start, open_end, latencies = burst("open", count)
-    assert job.pid is not None
-    cpu_before, busy_before = ThreadCpu.snapshot(job.pid), machine_busy_seconds()
-    start, end, drain = burst("backlog", count, backlog=True)
-    rss = process_rss_mb(job.pid)
-    cpu = ThreadCpu.snapshot(job.pid).since(cpu_before)
-    machine_cpu = machine_busy_seconds() - busy_before
-    stop.set()
-    job.kill()
-    producer.close()
-    backlog_producer.close()
+        backlog_producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            max_request_size=MAX_BYTES,
+            transactional_id=f"bench-backlog-{suffix}",
+        )
+        backlog_producer.init_transactions()
+
+        def burst(prefix: str, n: int, backlog: bool = False) -> Burst:
+            """Produce n updates (round robin over the models, each based on its newest
+            version) and wait until every full window of them is in a visible release.
+
+            Open loop (default): sent as fast as kafka-python can while the job runs. Backlog:
+            sent in one transaction and committed at once, so the job finds them all waiting
+            (read_committed) and the producer's CPU is spent before the clock starts — how
+            the plain aggregator is measured too."""
+            seen = list(visible)  # the watcher thread adds to `visible`: iterate a copy
+            base = {m: max((v for (mid, v) in seen if mid == m), default=0) for m in model_ids}
+            values = [
+                update_value(model_ids[i % models], i, base[model_ids[i % models]], delta, prefix)
+                for i in range(n)
+            ]
+            sender = backlog_producer if backlog else producer
+            if backlog:
+                backlog_producer.begin_transaction()
+            produced: dict[str, float] = {}
+            begin, committed_at = time.perf_counter(), time.time()
+            for i, value in enumerate(values):
+                produced[f"{prefix}-{i}"] = time.perf_counter()
+                # model m on partition m: with two source subtasks, each reads one model's updates
+                sender.send(
+                    config.topics.updates,
+                    value,
+                    key=model_ids[i % models].encode(),
+                    partition=(i % models) % config.topics.partitions,
+                )
+            sender.flush()
+            if backlog:
+                begin, committed_at = time.perf_counter(), time.time()
+                backlog_producer.commit_transaction()
+                produced = dict.fromkeys(produced, begin)
+            per_model = [len(range(m, n, models)) for m in range(models)]
+            expected = sum(k - k % window for k in per_model)
+            deadline = time.monotonic() + 600
+            while (
+                absorbed := sum(u in produced for _, ids, _ in list(visible.values()) for u in ids)
+            ) < expected:
+                if time.monotonic() > deadline or not job.alive():
+                    job.kill()
+                    raise RuntimeError(f"only {absorbed}/{expected} absorbed:\n{job.log_tail()}")
+                time.sleep(0.2)
+            mine = [
+                (t, ids, built) for t, ids, built in list(visible.values()) if produced.keys() & ids
+            ]
+            latencies = [
+                (t - produced[u]) * 1000 for t, ids, _ in mine for u in ids if u in produced
+            ]
+            end = max(t for t, _, _ in mine)
+            processed = max(built for _, _, built in mine) - committed_at
+            log(
+                f"fedstream: {prefix}: {n} updates in releases after {processed:.1f} s, "
+                f"visible after {end - begin:.1f} s"
+            )
+            return Burst(begin, end, processed, sorted(latencies))
+
+        # Warm-up: the JVM's JIT compiles the hot paths during the first seconds of traffic
+        # (measured: ~2 ms of compiler CPU per update over a cold 300-update run, still ~1.9 ms
+        # after a 100-update warm-up). A long-running job pays that once.
+        burst("warmup", max(10 * window * models, count // 2))
+        open_loop = burst("open", count)
+        latencies = open_loop.latencies_ms
+        assert job.pid is not None
+        cpu_before, busy_before = ThreadCpu.snapshot(job.pid), machine_busy_seconds()
+        backlog = burst("backlog", count, backlog=True)
+        drain = backlog.latencies_ms
+        rss = process_rss_mb(job.pid)
+        cpu = ThreadCpu.snapshot(job.pid).since(cpu_before)
+        machine_cpu = machine_busy_seconds() - busy_before
+        producer.close()
+        backlog_producer.close()
+    finally:
+        # also on Ctrl-C or an error: never leave a job (and its JVM) behind
+        stop.set()
+        job.kill()
     root = work / "checkpoints"
     checkpoints = sorted(root.glob("*/chk-*"), key=lambda p: p.stat().st_mtime)
     last = checkpoints[-1] if checkpoints else None
@@ -528,12 +576,13 @@ def fedstream_job(
         f"fedstream (exactly-once, {models} model(s), parallelism {parallelism}"
         + (f", live_models={live_models})" if live_models is not None else ")"),
         len(drain),
-        end - start,
+        backlog.processed_s,
         len(delta) * 4,
         {
+            "until_visible_updates_per_s": round(len(drain) / backlog.visible_s, 1),
             "latency_ms_p50": float(np.percentile(latencies, 50)),
             "latency_ms_p99": float(np.percentile(latencies, 99)),
-            "open_loop_updates_per_s": round(len(latencies) / (open_end - open_start), 1),
+            "open_loop_updates_per_s": round(len(latencies) / open_loop.visible_s, 1),
             "backlog_latency_ms_p50": float(np.percentile(drain, 50)),
             "checkpoint_interval_ms": interval_ms,
             "window": window,
@@ -557,6 +606,19 @@ def fedstream_job(
 FEDSTREAM = "fedstream (exactly-once"
 
 
+def median_run(runs: list[Result]) -> Result:
+    """The median run by updates/s (the lower middle one for an even count), carrying
+    every run's updates/s and job CPU per update, so the spread is on record."""
+    ordered = sorted(runs, key=lambda r: r.updates_per_s)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    if len(runs) > 1:
+        chosen.extra["runs_updates_per_s"] = [round(r.updates_per_s, 1) for r in runs]
+        chosen.extra["runs_job_cpu_ms_per_update"] = [
+            r.extra["job_cpu_ms_per_update"] for r in runs
+        ]
+    return chosen
+
+
 def _ms(value: object) -> str:
     return f"{value:,.0f}" if isinstance(value, float) else "-"
 
@@ -575,16 +637,24 @@ def markdown(results: list[Result], params: int, profile: dict[str, Any] | None)
             if "latency_ms_p50" in r.extra
             else "-"
         )
+        spread = r.extra.get("runs_updates_per_s")
+        name = r.system
+        if spread:
+            name += f", median of {len(spread)} runs ({min(spread):,.0f}-{max(spread):,.0f})"
+            cpus = r.extra["runs_job_cpu_ms_per_update"]
+            cpu = f"{cpu} ({min(cpus)}-{max(cpus)})"
         lines.append(
-            f"| {r.system} | {r.updates_per_s:,.1f} | {r.mb_per_s:,.1f} "
+            f"| {name} | {r.updates_per_s:,.1f} | {r.mb_per_s:,.1f} "
             f"| {cpu if cpu is not None else '-'} | {latency} |"
         )
     jobs = [r for r in results if r.system.startswith(FEDSTREAM)]
     lines += [
         "",
-        "Aggregators drain a backlog (fedstream: committed in one transaction); latency is "
-        "measured open loop, while a kafka-python producer sends as fast as it can, which "
-        "reached "
+        "Aggregators drain a backlog (fedstream: committed in one transaction, timed until "
+        "the job built its last release; until that release was visible: "
+        + ", ".join(f"{r.extra['until_visible_updates_per_s']}/s" for r in jobs)
+        + "). Latency is measured open loop, while a kafka-python producer sends as fast "
+        "as it can, which reached "
         + ", ".join(f"{r.extra['open_loop_updates_per_s']}/s" for r in jobs)
         + " end to end.",
         "",
@@ -655,6 +725,12 @@ def main(argv: list[str] | None = None) -> None:
         help="also run the job with runtime.live_models=0 (every record reads its model "
         "from Flink state), the job's behaviour before live models",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each fedstream variant (alternating); rows show the median run",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument(
         "--mode",
@@ -662,6 +738,7 @@ def main(argv: list[str] | None = None) -> None:
         help="PyFlink python.execution-mode of the fedstream runs (default: the job config's)",
     )
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     size = args.params * 4
     results: list[Result] = []
     profile: dict[str, Any] | None = None
@@ -695,15 +772,22 @@ def main(argv: list[str] | None = None) -> None:
         results.append(plain_aggregator(bootstrap, args.params, args.updates, args.window))
         log("fedstream's Python logic alone, in this process")
         results.append(job_logic_in_process(args.params, args.updates, args.window))
-        log("fedstream job (starts a mini-cluster, ~20 s)")
-        results.append(job())
+        # Runs alternate (A B A B ...), so a drift of the machine hits every variant alike;
+        # each variant's row is its median run by updates/s, with all runs in the JSON.
+        variants: list[tuple[str, dict[str, Any]]] = [("fedstream job", {})]
         if args.ablate_live_models:
-            log("fedstream job reading every record's model from Flink state (live_models=0)")
-            results.append(job(live_models=0))
+            variants.append(("fedstream job, live_models=0", {"live_models": 0}))
         if args.parallelism:
-            for parallelism in (1, 2):
-                log(f"fedstream job, 2 models, parallelism {parallelism}")
-                results.append(job(2, parallelism))
+            variants += [
+                (f"fedstream job, 2 models, parallelism {p}", {"models": 2, "parallelism": p})
+                for p in (1, 2)
+            ]
+        runs: dict[str, list[Result]] = {name: [] for name, _ in variants}
+        for repeat in range(args.repeat):
+            for name, settings in variants:
+                log(f"{name} (run {repeat + 1}/{args.repeat}; a mini-cluster starts, ~15 s)")
+                runs[name].append(job(**settings))
+        results += [median_run(runs[name]) for name, _ in variants]
         if args.profile:
             log("fedstream job with its Python operators profiled")
             folder = Path(tempfile.mkdtemp(prefix="fedstream-bench-profile-"))
@@ -719,7 +803,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     table = markdown(results, args.params, profile)
     table += "\n\n" + "\n".join(f"- {k}: {v:.2f}" for k, v in ratios.items())
-    table += f"\n\nMeasured on {machine()}, one broker, one run.\n"
+    repeats = f"median of {args.repeat} alternating runs" if args.repeat > 1 else "one run"
+    table += f"\n\nMeasured on {machine()}, one broker; fedstream rows: {repeats}.\n"
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"throughput_{args.params}" + (f"_{args.mode}" if args.mode else "")

@@ -56,8 +56,8 @@ class CheckpointConfig:
 @dataclass(frozen=True)
 class RuntimeConfig:
     parallelism: int = 1
-    # PyFlink's thread mode (embedded CPython, pemja): 373 vs 152 updates/s for process
-    # mode, 3.3 vs 10.7 ms of job CPU per update, release latency p50 2.5 vs 4.7 s
+    # PyFlink's thread mode (embedded CPython, pemja): 472 vs 172 updates/s for process
+    # mode, 3.4 vs 9.5 ms of job CPU per update, release latency p50 2.6 vs 4.2 s
     # (bench.throughput, 100k fp32 params, 2 cores). It needs a job that never imports
     # `onnx`, whose nanobind extension aborts the JVM in pemja threads (onnx_release edits
     # the bytes itself).
