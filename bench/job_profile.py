@@ -27,6 +27,7 @@ __all__ = [
     "AGGREGATE_CATEGORIES",
     "ROUTE_CATEGORIES",
     "ThreadCpu",
+    "group_rss_mb",
     "python_breakdown",
     "thread_group",
 ]
@@ -55,6 +56,34 @@ def thread_group(name: str) -> str:
     return next((group for prefix, group in _GROUPS if name.startswith(prefix)), "other")
 
 
+def group_processes(pgid: int) -> list[Path]:
+    """The /proc folders of the processes in process group `pgid` (the job client, its
+    JVM and any Python workers: `JobProcess` starts them in a group of their own)."""
+    found: list[Path] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == pgid:
+                found.append(entry)
+        except (OSError, ProcessLookupError):
+            continue  # ended meanwhile
+    return found
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of a process group, in MB."""
+    kib = 0
+    for entry in group_processes(pgid):
+        try:
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    kib += int(line.split()[1])
+        except OSError:
+            continue
+    return kib / 1024
+
+
 @dataclass(frozen=True)
 class ThreadCpu:
     """CPU seconds of every thread of a process group, keyed by (pid, tid)."""
@@ -64,13 +93,9 @@ class ThreadCpu:
     @classmethod
     def snapshot(cls, pgid: int) -> ThreadCpu:
         threads: dict[tuple[int, int], tuple[str, float]] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        for entry in group_processes(pgid):
             pid = int(entry.name)
             try:
-                if os.getpgid(pid) != pgid:
-                    continue
                 for task in (entry / "task").iterdir():
                     stat = (task / "stat").read_text()
                     name = stat[stat.index("(") + 1 : stat.rindex(")")]
@@ -78,7 +103,7 @@ class ThreadCpu:
                     # utime, stime: fields 14 and 15 of stat, 12 and 13 after the name
                     seconds = (int(fields[11]) + int(fields[12])) / _TICKS
                     threads[(pid, int(task.name))] = (name, seconds)
-            except (OSError, ProcessLookupError, ValueError):
+            except (OSError, ValueError):
                 continue  # a thread or process that ended meanwhile
         return cls(threads)
 

@@ -94,11 +94,6 @@ def rotated(variants: Sequence[Variant], index: int) -> list[Variant]:
     return [*variants[k:], *variants[:k]]
 
 
-def time_to_target(points: Sequence[tuple[float, float]], target: float) -> float | None:
-    """First time t of (t, accuracy) points, in time order, with accuracy >= target."""
-    return next((t for t, accuracy in points if accuracy >= target), None)
-
-
 def bytes_until(sent: Sequence[tuple[float, int]], until: float | None) -> int | None:
     """Bytes of the (t, size) updates sent at or before `until` (None: never reached)."""
     if until is None:
@@ -219,9 +214,8 @@ def run_metrics(
 ) -> dict[str, Any]:
     """One run's numbers (JSON-ready) against `target` (this seed's sync final accuracy)."""
     summary = result.summary(target)
-    points = [(p.t, p.accuracy) for p in result.timeline]
     sent = sorted((r.t, r.size) for r in result.sent.values())
-    reached = time_to_target(points, target)
+    reached = summary["time_to_target_s"]
     total = sum(size for _, size in sent)
     letters = dict(dead_letters or {})
     return {
@@ -433,8 +427,7 @@ def main(argv: list[str] | None = None) -> None:
                 log(
                     f"seed {seed} done; target {target:.3f}: "
                     + ", ".join(
-                        f"{key} {_fmt(time_to_target(_points(results[seed, key]), target))}"
-                        for key in labels
+                        f"{key} {_fmt(results[seed, key].time_to(target))}" for key in labels
                     )
                 )
             log("reading dead letters")
@@ -496,10 +489,6 @@ def _prefixed(prefix: str) -> Callable[[str], None]:
         log(prefix + line)
 
     return say
-
-
-def _points(result: RunResult) -> list[tuple[float, float]]:
-    return [(p.t, p.accuracy) for p in result.timeline]
 
 
 def _final(result: RunResult) -> float:

@@ -55,7 +55,7 @@ import numpy.typing as npt
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from bench.job_profile import ThreadCpu, machine_busy_seconds, python_breakdown
+from bench.job_profile import ThreadCpu, group_rss_mb, machine_busy_seconds, python_breakdown
 from bench.key_groups import subtask_of
 from fedstream.jobs.config import load
 from fedstream.jobs.launcher import JobProcess
@@ -300,8 +300,7 @@ def job_logic_in_process(params: int, count: int, window: int) -> Result:
 
     job = InMemoryJob()
     job.send(registration_value("bench-model-0", params, window), job.control_topic)
-    inputs, outputs = model_shape(params)
-    delta = np.random.default_rng(0).normal(scale=1e-3, size=inputs * outputs).astype(np.float32)
+    delta = bench_delta(params)
     values = [update_value("bench-model-0", i, 0, delta) for i in range(count)]
     cpu, start = time.process_time(), time.perf_counter()
     for value in values:
@@ -345,23 +344,6 @@ def onnx_model(params: int) -> bytes:
     return data
 
 
-def process_rss_mb(pid: int) -> float:
-    """Resident memory of a process group (the job client, its JVM and Python workers)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) != pid:
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except (OSError, ProcessLookupError):
-            continue
-    return total / 1024
-
-
 @dataclass(frozen=True)
 class Burst:
     """One burst of updates through the job, timed from the first send (open loop) or
@@ -378,6 +360,141 @@ class Burst:
     @property
     def visible_s(self) -> float:
         return self.end - self.begin
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A release as the watcher saw it."""
+
+    visible_at: float
+    """perf_counter() when it was read (read_committed)"""
+    update_ids: list[str]
+    built_at: float
+    """its created_at: when the job built it (wall clock of this host, s)"""
+
+
+class ReleaseWatcher:
+    """Reads every release of a models topic (read_committed) on a thread of its own."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = big_record_consumer(bootstrap, topic, isolation_level="read_committed")
+        self._seen: dict[tuple[str, int], Seen] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="release-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for records in self._consumer.poll(timeout_ms=200).values():
+                now = time.perf_counter()
+                for message in records:
+                    release = decode(message.value, expected="ModelRelease").record
+                    seen = Seen(
+                        now, list(release["lineage"]["update_ids"]), release["created_at"] / 1000
+                    )
+                    with self._lock:
+                        self._seen.setdefault((release["model_id"], release["version"]), seen)
+        self._consumer.close()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+    def newest_version(self, model_id: str) -> int:
+        with self._lock:
+            return max((v for (m, v) in self._seen if m == model_id), default=0)
+
+    def holding(self, update_ids: set[str]) -> list[Seen]:
+        """The releases that absorbed any of `update_ids`."""
+        with self._lock:
+            return [s for s in self._seen.values() if update_ids.intersection(s.update_ids)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def bench_delta(params: int) -> npt.NDArray[np.float32]:
+    """The update every benchmark device sends: small, fixed, the bench model's size."""
+    inputs, outputs = model_shape(params)
+    return np.random.default_rng(0).normal(scale=1e-3, size=inputs * outputs).astype(np.float32)
+
+
+@dataclass
+class JobDriver:
+    """Feeds updates to a running job and times the releases that come out."""
+
+    job: JobProcess
+    watcher: ReleaseWatcher
+    producer: KafkaProducer
+    backlog_producer: KafkaProducer
+    """transactional: `burst(backlog=True)` commits a whole burst at once"""
+    topic: str
+    partitions: int
+    model_ids: list[str]
+    window: int
+    delta: npt.NDArray[np.float32]
+
+    def burst(self, prefix: str, n: int, backlog: bool = False) -> Burst:
+        """Produce n updates (round robin over the models, each based on its newest
+        version) and wait until every full window of them is in a visible release.
+
+        Open loop (default): sent as fast as kafka-python can while the job runs. Backlog:
+        sent in one transaction and committed at once, so the job finds them all waiting
+        (read_committed) and the producer's CPU is spent before the clock starts — how
+        the plain aggregator is measured too."""
+        models = self.model_ids
+        base = {m: self.watcher.newest_version(m) for m in models}
+        values = [
+            update_value(
+                models[i % len(models)], i, base[models[i % len(models)]], self.delta, prefix
+            )
+            for i in range(n)
+        ]
+        sender = self.backlog_producer if backlog else self.producer
+        if backlog:
+            sender.begin_transaction()
+        produced: dict[str, float] = {}
+        begin, committed_at = time.perf_counter(), time.time()
+        for i, value in enumerate(values):
+            produced[f"{prefix}-{i}"] = time.perf_counter()
+            # model m on partition m: with two source subtasks, each reads one model's updates
+            model = i % len(models)
+            sender.send(
+                self.topic, value, key=models[model].encode(), partition=model % self.partitions
+            )
+        sender.flush()
+        if backlog:
+            begin, committed_at = time.perf_counter(), time.time()
+            sender.commit_transaction()
+            produced = dict.fromkeys(produced, begin)
+        per_model = [len(range(m, n, len(models))) for m in range(len(models))]
+        releases = self._wait(set(produced), sum(k - k % self.window for k in per_model))
+        latencies = [
+            (r.visible_at - produced[u]) * 1000
+            for r in releases
+            for u in r.update_ids
+            if u in produced
+        ]
+        end = max(r.visible_at for r in releases)
+        processed = max(r.built_at for r in releases) - committed_at
+        log(
+            f"fedstream: {prefix}: {n} updates in releases after {processed:.1f} s, "
+            f"visible after {end - begin:.1f} s"
+        )
+        return Burst(begin, end, processed, sorted(latencies))
+
+    def _wait(self, update_ids: set[str], expected: int) -> list[Seen]:
+        deadline = time.monotonic() + 600
+        while True:
+            releases = self.watcher.holding(update_ids)
+            absorbed = sum(len(update_ids.intersection(r.update_ids)) for r in releases)
+            if absorbed >= expected:
+                return releases
+            if time.monotonic() > deadline or not self.job.alive():
+                raise RuntimeError(f"only {absorbed}/{expected} absorbed:\n{self.job.log_tail()}")
+            time.sleep(0.2)
 
 
 def spread_model_ids(models: int, parallelism: int) -> list[str]:
@@ -439,133 +556,57 @@ def fedstream_job(
         job.start()
     finally:
         os.environ.pop(ENV_VAR, None)
-    try:
-        # (model_id, version) -> (seen at, update ids)
-        visible: dict[tuple[str, int], tuple[float, list[str], float]] = {}
-        stop = threading.Event()
-
-        def watch() -> None:
-            consumer = big_record_consumer(
-                bootstrap, config.topics.models, isolation_level="read_committed"
-            )
-            while not stop.is_set():
-                for records in consumer.poll(timeout_ms=200).values():
-                    now = time.perf_counter()
-                    for message in records:
-                        release = decode(message.value, expected="ModelRelease").record
-                        key = (release["model_id"], release["version"])
-                        ids = list(release["lineage"]["update_ids"])
-                        # created_at: when the job built it (ms, this host's clock)
-                        visible.setdefault(key, (now, ids, release["created_at"] / 1000))
-            consumer.close()
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            max_request_size=MAX_BYTES,
-            enable_idempotence=True,
-        )
+    assert job.pid is not None
+    pgid = job.pid
+    watcher = ReleaseWatcher(bootstrap, config.topics.models)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_BYTES, enable_idempotence=True
+    )
+    backlog_producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_request_size=MAX_BYTES,
+        transactional_id=f"bench-backlog-{suffix}",
+    )
+    try:  # also on Ctrl-C or an error: never leave a job (and its JVM) behind
+        backlog_producer.init_transactions()
         model_ids = spread_model_ids(models, max(parallelism, models))
         for model_id in model_ids:
             producer.send(config.topics.control, registration_value(model_id, params, window))
         producer.flush()
         deadline = time.monotonic() + 180
-        while len(visible) < models:
+        while watcher.count() < models:
             if time.monotonic() > deadline or not job.alive():
-                job.kill()
                 raise RuntimeError(f"no version 0 release:\n{job.log_tail()}")
             time.sleep(0.2)
-        inputs, outputs = model_shape(params)
-        delta = (
-            np.random.default_rng(0).normal(scale=1e-3, size=inputs * outputs).astype(np.float32)
+        driver = JobDriver(
+            job,
+            watcher,
+            producer,
+            backlog_producer,
+            config.topics.updates,
+            config.topics.partitions,
+            model_ids,
+            window,
+            bench_delta(params),
         )
-
-        backlog_producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            max_request_size=MAX_BYTES,
-            transactional_id=f"bench-backlog-{suffix}",
-        )
-        backlog_producer.init_transactions()
-
-        def burst(prefix: str, n: int, backlog: bool = False) -> Burst:
-            """Produce n updates (round robin over the models, each based on its newest
-            version) and wait until every full window of them is in a visible release.
-
-            Open loop (default): sent as fast as kafka-python can while the job runs. Backlog:
-            sent in one transaction and committed at once, so the job finds them all waiting
-            (read_committed) and the producer's CPU is spent before the clock starts — how
-            the plain aggregator is measured too."""
-            seen = list(visible)  # the watcher thread adds to `visible`: iterate a copy
-            base = {m: max((v for (mid, v) in seen if mid == m), default=0) for m in model_ids}
-            values = [
-                update_value(model_ids[i % models], i, base[model_ids[i % models]], delta, prefix)
-                for i in range(n)
-            ]
-            sender = backlog_producer if backlog else producer
-            if backlog:
-                backlog_producer.begin_transaction()
-            produced: dict[str, float] = {}
-            begin, committed_at = time.perf_counter(), time.time()
-            for i, value in enumerate(values):
-                produced[f"{prefix}-{i}"] = time.perf_counter()
-                # model m on partition m: with two source subtasks, each reads one model's updates
-                sender.send(
-                    config.topics.updates,
-                    value,
-                    key=model_ids[i % models].encode(),
-                    partition=(i % models) % config.topics.partitions,
-                )
-            sender.flush()
-            if backlog:
-                begin, committed_at = time.perf_counter(), time.time()
-                backlog_producer.commit_transaction()
-                produced = dict.fromkeys(produced, begin)
-            per_model = [len(range(m, n, models)) for m in range(models)]
-            expected = sum(k - k % window for k in per_model)
-            deadline = time.monotonic() + 600
-            while (
-                absorbed := sum(u in produced for _, ids, _ in list(visible.values()) for u in ids)
-            ) < expected:
-                if time.monotonic() > deadline or not job.alive():
-                    job.kill()
-                    raise RuntimeError(f"only {absorbed}/{expected} absorbed:\n{job.log_tail()}")
-                time.sleep(0.2)
-            mine = [
-                (t, ids, built) for t, ids, built in list(visible.values()) if produced.keys() & ids
-            ]
-            latencies = [
-                (t - produced[u]) * 1000 for t, ids, _ in mine for u in ids if u in produced
-            ]
-            end = max(t for t, _, _ in mine)
-            processed = max(built for _, _, built in mine) - committed_at
-            log(
-                f"fedstream: {prefix}: {n} updates in releases after {processed:.1f} s, "
-                f"visible after {end - begin:.1f} s"
-            )
-            return Burst(begin, end, processed, sorted(latencies))
-
         # Warm-up: the JVM's JIT compiles the hot paths during the first seconds of traffic
         # (measured: ~2 ms of compiler CPU per update over a cold 300-update run, still ~1.9 ms
         # after a 100-update warm-up). A long-running job pays that once.
-        burst("warmup", max(10 * window * models, count // 2))
-        open_loop = burst("open", count)
-        latencies = open_loop.latencies_ms
-        assert job.pid is not None
-        cpu_before, busy_before = ThreadCpu.snapshot(job.pid), machine_busy_seconds()
-        backlog = burst("backlog", count, backlog=True)
-        drain = backlog.latencies_ms
-        rss = process_rss_mb(job.pid)
-        cpu = ThreadCpu.snapshot(job.pid).since(cpu_before)
+        driver.burst("warmup", max(10 * window * models, count // 2))
+        open_loop = driver.burst("open", count)
+        cpu_before, busy_before = ThreadCpu.snapshot(pgid), machine_busy_seconds()
+        backlog = driver.burst("backlog", count, backlog=True)
+        rss = group_rss_mb(pgid)
+        cpu = ThreadCpu.snapshot(pgid).since(cpu_before)
         machine_cpu = machine_busy_seconds() - busy_before
+    finally:
+        watcher.close()
+        job.kill()
         producer.close()
         backlog_producer.close()
-    finally:
-        # also on Ctrl-C or an error: never leave a job (and its JVM) behind
-        stop.set()
-        job.kill()
+    latencies, drain = open_loop.latencies_ms, backlog.latencies_ms
+    param_bytes = driver.delta.nbytes
     root = work / "checkpoints"
     checkpoints = sorted(root.glob("*/chk-*"), key=lambda p: p.stat().st_mtime)
     last = checkpoints[-1] if checkpoints else None
@@ -577,7 +618,7 @@ def fedstream_job(
         + (f", live_models={live_models})" if live_models is not None else ")"),
         len(drain),
         backlog.processed_s,
-        len(delta) * 4,
+        param_bytes,
         {
             "until_visible_updates_per_s": round(len(drain) / backlog.visible_s, 1),
             "latency_ms_p50": float(np.percentile(latencies, 50)),
@@ -588,7 +629,7 @@ def fedstream_job(
             "window": window,
             "job_rss_mb": round(rss, 1),
             "checkpoint_bytes": state_bytes,
-            "params_bytes_per_model": len(delta) * 4,
+            "params_bytes_per_model": param_bytes,
             "python_execution_mode": config.runtime.python_execution_mode,
             "parallelism": parallelism,
             "live_models": config.runtime.live_models,

@@ -71,7 +71,6 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
     def __init__(self, updates_topic: str, control_topic: str) -> None:
         self._updates = updates_topic
         self._control = control_topic
-        self._profile = OperatorProfile("route", "")  # replaced in open(), on the worker
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._profile = OperatorProfile("route")

@@ -36,8 +36,8 @@ _instances = itertools.count()
 class OperatorProfile:
     """``with profile: ...`` around each call of one operator instance."""
 
-    def __init__(self, operator: str, directory: str | None = None) -> None:
-        folder = directory if directory is not None else os.environ.get(ENV_VAR)
+    def __init__(self, operator: str) -> None:
+        folder = os.environ.get(ENV_VAR)
         self._profile = cProfile.Profile(time.thread_time) if folder else None
         self._path = (
             Path(folder) / f"{operator}-{os.getpid()}-{next(_instances)}.pstats" if folder else None

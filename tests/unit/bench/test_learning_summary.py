@@ -24,7 +24,6 @@ from bench.learning import (
     rotated,
     run_metrics,
     step_hold,
-    time_to_target,
 )
 from fedstream.edge.simulator.fleet import EvalPoint, FleetSettings, RunResult, SentRecord
 from fedstream.jobs.config import load
@@ -50,11 +49,14 @@ def test_the_four_variants_of_the_issue() -> None:
 
 
 def test_time_to_target_is_the_first_crossing() -> None:
+    """The bench takes time to target from `RunResult.time_to` (what the simulator reports)."""
     points = [(0.1, 0.1), (2.0, 0.5), (3.0, 0.8), (4.0, 0.6), (5.0, 0.9)]
-    assert time_to_target(points, 0.8) == 3.0
-    assert time_to_target(points, 0.5) == 2.0  # reaching it exactly counts
-    assert time_to_target(points, 0.95) is None
-    assert time_to_target([], 0.1) is None
+    result = RunResult("async", "m", FleetSettings(devices=2), window=2)
+    result.timeline = [EvalPoint(t, v, acc, 0, 0.0, 0, ()) for v, (t, acc) in enumerate(points)]
+    assert result.time_to(0.8) == 3.0
+    assert result.time_to(0.5) == 2.0  # reaching it exactly counts
+    assert result.time_to(0.95) is None
+    assert RunResult("async", "m", FleetSettings(devices=2), window=2).time_to(0.1) is None
 
 
 def test_bytes_until_counts_what_was_sent_by_then() -> None:
