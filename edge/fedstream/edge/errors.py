@@ -10,6 +10,7 @@ configuration or compress harder).
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "BrokerUnavailableError",
     "DeliveryError",
     "DigestMismatchError",
@@ -32,6 +33,15 @@ class BrokerUnavailableError(EdgeError):
 
     Retriable: the device should keep its update and try again later. Because update ids
     are deterministic, a re-send of an update that did arrive is dropped by the job.
+    """
+
+
+class AuthenticationError(EdgeError):
+    """The broker refused this client's credentials, or the client refused the broker.
+
+    Wrong password, unknown user, a SASL mechanism the broker does not enable, a broker
+    certificate the configured CA did not sign, or a security protocol the listener does
+    not speak. Not retriable: the message names the setting to fix (`KafkaSecurity`).
     """
 
 
