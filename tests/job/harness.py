@@ -48,6 +48,9 @@ from tests.support.records import (
 
 __all__ = ["Feed", "JobOutput", "absorbed", "coordinates", "job_config", "run_job"]
 
+#: Seconds of pause between registrations and the records after them (see `Feed.raw`).
+REGISTRATION_SETTLE = 1.0
+
 # Ship the pacing operator by value: the Python workers need not import `tests`.
 cloudpickle.register_pickle_by_value(pacing)
 
@@ -84,6 +87,7 @@ class Feed:
     _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     _partition_of: dict[str, int] = field(default_factory=dict)
     _markers: int = 0
+    _registered: bool = False
 
     def partition_of(self, model_id: str) -> int:
         """The model's partition: assigned round-robin on first use (like keyed records)."""
@@ -92,8 +96,18 @@ class Feed:
         return self._partition_of[model_id]
 
     def raw(self, value: bytes, topic: str | None = None, partition: int = 0) -> Envelope:
-        """Any bytes, at the next offset of topic/partition; returns the coordinates."""
+        """Any bytes, at the next offset of topic/partition; returns the coordinates.
+
+        The first record after registrations waits `REGISTRATION_SETTLE` seconds:
+        registrations take a detour through the job's registry (one key for the whole
+        job) and, as on Kafka, where updates and registrations are different topics,
+        nothing orders them against updates sent right after them."""
         topic = self.updates_topic if topic is None else topic
+        if topic != self.control_topic and self._registered:
+            self._registered = False
+            self.sleep(REGISTRATION_SETTLE)
+        elif topic == self.control_topic:
+            self._registered = True
         offset = self._offsets.get((topic, partition), 0)
         self._offsets[topic, partition] = offset + 1
         self.rows.append(Row(value, topic, partition, offset))

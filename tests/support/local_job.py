@@ -9,20 +9,26 @@ it exercises the same serialization round trip as the job after every record, an
 
 Timers are processing-time deadlines in seconds; `advance(now)` fires every model whose
 deadline has passed (a Flink timer fires at its timestamp, i.e. `now >= deadline`).
+Like the job, it admits registrations against `limits.max_models` (`admit_registration`)
+and runs every event through `contain`, so a failure stays with its record and model.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
+from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
     DictSeenIds,
     Envelope,
     ModelProcess,
     Output,
     RegisteredModel,
+    admit_registration,
+    contain,
     route,
 )
 from tests.support.records import CONTROL_TOPIC, UPDATES_TOPIC
@@ -47,6 +53,10 @@ class InMemoryJob:
     updates_topic: str = UPDATES_TOPIC
     control_topic: str = CONTROL_TOPIC
     stores: dict[str, StoredModel] = field(default_factory=dict)
+    limits: InputLimits = field(default_factory=InputLimits)
+    dlq_max_bytes: int | None = None
+    #: the models that took a registration slot (the job's registry operator state)
+    registered: set[str] = field(default_factory=set)
     #: every output so far, in order
     outputs: list[Output] = field(default_factory=list)
     #: the envelope of the last record sent
@@ -63,17 +73,43 @@ class InMemoryJob:
         self._offsets[topic, partition] = offset + 1
         envelope = Envelope(value, topic, partition, offset)
         self.last = envelope
-        routed = route(envelope, self.updates_topic, self.control_topic)
+        routed = route(
+            envelope, self.updates_topic, self.control_topic, self.limits, self.dlq_max_bytes
+        )
         if routed.dead is not None:
             return self._emit([routed.dead])
-        assert routed.model_id is not None
-        process = self.process(routed.model_id)
+        model_id = routed.model_id
+        assert model_id is not None
         if topic == self.control_topic:
-            outputs = process.on_registration(envelope)
-        else:
-            outputs = process.on_update(envelope, now)
-        self._persist(routed.model_id, process)
-        return self._emit(outputs)
+            admitted, refused = admit_registration(
+                envelope,
+                model_id,
+                known=model_id in self.registered,
+                registered=len(self.registered),
+                limits=self.limits,
+                dlq_max_bytes=self.dlq_max_bytes,
+            )
+            if refused is not None:
+                return self._emit([refused])
+            if admitted:
+                self.registered.add(model_id)
+        process = self.process(model_id)
+        if topic == self.control_topic:
+            return self._run(model_id, process, lambda: process.on_registration(envelope), envelope)
+        return self._run(model_id, process, lambda: process.on_update(envelope, now), envelope)
+
+    def _run(
+        self,
+        model_id: str,
+        process: ModelProcess,
+        handle: Callable[[], list[Output]],
+        envelope: Envelope | None,
+    ) -> list[Output]:
+        """One event through `contain`, persisting what it says to persist."""
+        contained = contain(handle, lambda: self.process(model_id), envelope, model_id)
+        if contained.persist:
+            self._persist(model_id, contained.replacement or process)
+        return self._emit(contained.outputs)
 
     def send_all(self, values: Iterable[bytes], topic: str | None = None) -> list[Output]:
         out: list[Output] = []
@@ -88,9 +124,8 @@ class InMemoryJob:
             process = self.process(model_id)
             deadline = process.deadline()
             if deadline is not None and deadline <= now:
-                out += process.on_timer(now)
-                self._persist(model_id, process)
-        return self._emit(out)
+                out += self._run(model_id, process, partial(process.on_timer, now), None)
+        return out
 
     # -- state ------------------------------------------------------------------------
     def process(self, model_id: str) -> ModelProcess:
@@ -106,6 +141,9 @@ class InMemoryJob:
             state=stored.state,
             buffer=stored.buffer,
             seen=DictSeenIds(stored.seen),
+            limits=self.limits,
+            dlq_max_bytes=self.dlq_max_bytes,
+            model_id=model_id,
         )
 
     def _persist(self, model_id: str, process: ModelProcess) -> None:
@@ -126,7 +164,13 @@ class InMemoryJob:
         models_topic_max_bytes: int = 16 * 1024 * 1024,
         dedupe_versions: int = 64,
     ) -> InMemoryJob:
-        return cls(models_topic_max_bytes, dedupe_versions, stores=copy.deepcopy(snapshot))
+        registered = {m for m, stored in snapshot.items() if stored.registration is not None}
+        return cls(
+            models_topic_max_bytes,
+            dedupe_versions,
+            stores=copy.deepcopy(snapshot),
+            registered=registered,
+        )
 
     # -- output -----------------------------------------------------------------------
     def _emit(self, outputs: list[Output]) -> list[Output]:

@@ -41,6 +41,7 @@ import numpy as np
 from fedstream.pipelines.accumulator import Accumulator, DeltaAccumulator, make_accumulator
 from fedstream.pipelines.clipping import clip_scale
 from fedstream.pipelines.config import AggregationConfig, Mode
+from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.lineage import Lineage
 from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.optimizers import optimizer_from_config
@@ -123,13 +124,18 @@ class Aggregator:
             max_staleness=self._config.max_staleness,
         )
 
-    def try_add(self, update: ClientUpdate, now: float) -> Rejection | None:
-        """Validate then absorb `update` at clock `now`; returns the rejection if refused."""
+    def try_add(
+        self, update: ClientUpdate, now: float, limits: InputLimits | None = None
+    ) -> Rejection | None:
+        """Validate then absorb `update` at clock `now`; returns the rejection if refused.
+
+        `limits` adds the job's bounds on untrusted input (sample count, delta norm)."""
         checked = check_update(
             update,
             num_params=self._state.num_params,
             current_version=self._state.version,
             max_staleness=self._config.max_staleness,
+            limits=limits,
         )
         if isinstance(checked, Rejection):
             return checked

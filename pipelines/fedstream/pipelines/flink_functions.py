@@ -1,8 +1,11 @@
 """The PyFlink functions of the aggregation job: thin shells around `model_process`.
 
 `RouteFunction` decodes each Kafka record just enough to key it by model (dead-lettering
-what cannot be decoded); `AggregateFunction` holds one model's state in Flink keyed state
-and runs `ModelProcess` on each record and timer.
+what cannot be decoded); `RegistryFunction` (all registrations, under one key) admits new
+models up to `limits.max_models`; `AggregateFunction` holds one model's state in Flink
+keyed state and runs `ModelProcess` on each record and timer, through `contain`: whatever
+one record or timer raises stays with it (a dead letter) and its model (rolled back to
+its state in Flink), and the job goes on.
 
 Keyed state uses our own versioned binary formats (`RegisteredModel.to_state`,
 `ModelState.to_bytes`, `Accumulator.to_bytes`) inside `PICKLED_BYTE_ARRAY` value
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +38,16 @@ from pyflink.datastream import KeyedProcessFunction, MapFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from fedstream.pipelines.aggregator import Aggregator
+from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
+    NO_SOURCE,
     DictSeenIds,
     Envelope,
     ModelProcess,
     Output,
     RegisteredModel,
+    admit_registration,
+    contain,
     route,
 )
 from fedstream.pipelines.profiling import OperatorProfile
@@ -61,16 +68,29 @@ def timer_millis(deadline: float) -> int:
     """The processing-time timer (ms) for a window deadline (s): rounded UP, so that the
     timer's own time is never before the deadline. (Truncating made timestamp / 1000 fall
     short of the deadline for about 1 window in 25; on_timer then kept the window open and
-    re-registered the same past timer, which refired in a loop until the next record.)"""
-    return math.ceil(deadline * 1000)
+    re-registered the same past timer, which refired in a loop until the next record.
+    `deadline * 1000` itself rounds, so the result is checked the way it is used, in
+    seconds: e.g. 1673412707.9490001 s * 1000 is exactly 1673412707949.0.)"""
+    millis = math.ceil(deadline * 1000)
+    while millis / 1000.0 < deadline:
+        millis += 1
+    return millis
 
 
 class RouteFunction(MapFunction):  # type: ignore[misc]
     """Kafka row (value, topic, partition, offset) -> ROUTED row; undecodable -> "dead"."""
 
-    def __init__(self, updates_topic: str, control_topic: str) -> None:
+    def __init__(
+        self,
+        updates_topic: str,
+        control_topic: str,
+        limits: InputLimits | None = None,
+        dlq_max_bytes: int | None = None,
+    ) -> None:
         self._updates = updates_topic
         self._control = control_topic
+        self._limits = limits or InputLimits()
+        self._dlq_max_bytes = dlq_max_bytes
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._profile = OperatorProfile("route")
@@ -84,7 +104,7 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
 
     def _route(self, value: Row) -> Row:
         envelope = Envelope(bytes(value[0] or b""), value[1], int(value[2]), int(value[3]))
-        routed = route(envelope, self._updates, self._control)
+        routed = route(envelope, self._updates, self._control, self._limits, self._dlq_max_bytes)
         if routed.dead is not None:
             return Row("", KIND_DEAD, routed.dead.value, envelope.topic, 0, 0)
         kind = KIND_UPDATE if envelope.topic == self._updates else KIND_REGISTRATION
@@ -96,6 +116,44 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
             envelope.partition,
             envelope.offset,
         )
+
+
+class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
+    """Admits registrations up to `limits.max_models` per job (all under one key).
+
+    Keyed state needs a key, and the bound is on how many keys the aggregate operator
+    holds, which no key's state can count: so registrations, which are rare, meet under
+    one constant key first. Passes ROUTED rows on; a refused one becomes a "dead" row."""
+
+    def __init__(self, limits: InputLimits, dlq_max_bytes: int | None = None) -> None:
+        self._limits = limits
+        self._dlq_max_bytes = dlq_max_bytes
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._models = runtime_context.get_map_state(
+            MapStateDescriptor("registered_models", Types.STRING(), Types.BOOLEAN())
+        )
+        self._count = runtime_context.get_state(ValueStateDescriptor("model_count", Types.LONG()))
+
+    def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
+        model_id = value[0]
+        envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
+        count = self._count.value() or 0
+        admitted, refused = admit_registration(
+            envelope,
+            model_id,
+            known=bool(self._models.contains(model_id)),
+            registered=count,
+            limits=self._limits,
+            dlq_max_bytes=self._dlq_max_bytes,
+        )
+        if refused is not None:
+            yield Row("", KIND_DEAD, refused.value, envelope.topic, 0, 0)
+            return
+        if admitted:
+            self._models.put(model_id, True)
+            self._count.update(count + 1)
+        yield value
 
 
 class _MapStateView:
@@ -141,13 +199,20 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
     Flink state."""
 
     def __init__(
-        self, models_topic_max_bytes: int, dedupe_versions: int, live_models: int = 8
+        self,
+        models_topic_max_bytes: int,
+        dedupe_versions: int,
+        live_models: int = 8,
+        limits: InputLimits | None = None,
+        dlq_max_bytes: int | None = None,
     ) -> None:
         if live_models < 0:
             raise ValueError(f"live_models must be >= 0, got {live_models}")
         self._max_bytes = models_topic_max_bytes
         self._dedupe_versions = dedupe_versions
         self._live_models = live_models
+        self._limits = limits or InputLimits()
+        self._dlq_max_bytes = dlq_max_bytes
         self._registrations: dict[str, RegisteredModel] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -182,16 +247,16 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._profile.dump()
 
     # -- state ------------------------------------------------------------------------
-    def _load(self, model_id: str) -> tuple[ModelProcess, _Loaded]:
+    def _load(self, model_id: str, *, fresh: bool = False) -> tuple[ModelProcess, _Loaded]:
+        """The model's process: its live copy when the generation in state matches (and
+        not `fresh`), else read from Flink state."""
         seen = DictSeenIds(_MapStateView(self._seen))  # type: ignore[arg-type]
         generation = self._generation.value()
-        live = self._live.get(model_id)
+        live = None if fresh else self._live.get(model_id)
         registration: RegisteredModel | None = self._registrations.get(model_id)
         if live is not None and live.generation == generation and registration is not None:
             self._live.move_to_end(model_id)
-            process = ModelProcess(
-                self._max_bytes, self._dedupe_versions, registration, live.aggregator, seen
-            )
+            process = self._template(registration, live.aggregator, seen, model_id)
             return process, _Loaded(True, generation)
         raw = self._registration.value()
         if registration is None and raw is not None:
@@ -204,8 +269,29 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             state=self._model.value(),
             buffer=self._buffer.value(),
             seen=seen,
+            limits=self._limits,
+            dlq_max_bytes=self._dlq_max_bytes,
+            model_id=model_id,
         )
         return process, _Loaded(raw is not None, generation)
+
+    def _template(
+        self,
+        registration: RegisteredModel,
+        aggregator: Aggregator,
+        seen: DictSeenIds,
+        model_id: str,
+    ) -> ModelProcess:
+        return ModelProcess(
+            self._max_bytes,
+            self._dedupe_versions,
+            registration,
+            aggregator,
+            seen,
+            self._limits,
+            self._dlq_max_bytes,
+            model_id,
+        )
 
     @staticmethod
     def _mark(process: ModelProcess) -> tuple[int, int]:
@@ -273,30 +359,51 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         model_id, kind = value[0], value[1]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
         process, loaded = self._load(model_id)
-        before = self._mark(process)
         now = ctx.timer_service().current_processing_time() / 1000.0
         if kind == KIND_REGISTRATION:
-            outputs = process.on_registration(envelope)
-        else:
-            outputs = process.on_update(envelope, now)
-            if process.last_staleness is not None:  # set only when the update was absorbed
-                self._accepted.inc()
-                self._staleness.update(process.last_staleness)
-        self._save(model_id, process, ctx, before, loaded)
-        return self._emit(outputs, process)
+            return self._run(model_id, process, loaded, ctx, envelope, process.on_registration)
+        rows = self._run(
+            model_id, process, loaded, ctx, envelope, lambda e: process.on_update(e, now)
+        )
+        if process.last_staleness is not None:  # set only when the update was absorbed
+            self._accepted.inc()
+            self._staleness.update(process.last_staleness)
+        return rows
 
     def _fire(self, timestamp: int, ctx: Any) -> list[Row]:
         self._timer.clear()
         model_id = ctx.get_current_key()
         process, loaded = self._load(model_id)
-        before = self._mark(process)
         now = timestamp / 1000.0
         deadline = process.deadline()
         if deadline is not None and timer_millis(deadline) <= timestamp:
             now = max(now, deadline)  # this is the window's own timer: its deadline has come
-        outputs = process.on_timer(now)
-        self._save(model_id, process, ctx, before, loaded)
-        return self._emit(outputs, process)
+        return self._run(model_id, process, loaded, ctx, None, lambda _: process.on_timer(now))
+
+    def _run(
+        self,
+        model_id: str,
+        process: ModelProcess,
+        loaded: _Loaded,
+        ctx: Any,
+        envelope: Envelope | None,
+        handle: Callable[[Envelope], list[Output]],
+    ) -> list[Row]:
+        """One event of one model through `contain`, then state written back as it says.
+
+        After a failure the live copy (which the failed event may have changed) is
+        dropped and the model is re-read from Flink state, the only source of truth."""
+        before = self._mark(process)
+
+        def reload() -> ModelProcess:
+            self._live.pop(model_id, None)
+            return self._load(model_id, fresh=True)[0]
+
+        contained = contain(lambda: handle(envelope or NO_SOURCE), reload, envelope, model_id)
+        kept = contained.replacement or process
+        if contained.persist:
+            self._save(model_id, kept, ctx, before, loaded)
+        return self._emit(contained.outputs, kept)
 
     def _emit(self, outputs: list[Output], process: ModelProcess) -> list[Row]:
         rows = []

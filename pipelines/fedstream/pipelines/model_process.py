@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,9 +32,11 @@ from fedstream.pipelines.accumulator import Accumulator
 from fedstream.pipelines.aggregator import Aggregator, ClosedWindow
 from fedstream.pipelines.binary_format import Writer, seal, unseal
 from fedstream.pipelines.config import AggregationConfig, Mode
+from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.lineage import Lineage
 from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.update import ClientUpdate
+from fedstream.pipelines.validation import finite_squared_norm
 from fedstream.schemas import (
     CodecError,
     DeadLetterReason,
@@ -48,6 +50,8 @@ from fedstream.schemas import (
 )
 
 __all__ = [
+    "NO_SOURCE",
+    "Contained",
     "DictSeenIds",
     "Envelope",
     "ModelProcess",
@@ -55,6 +59,9 @@ __all__ = [
     "RegisteredModel",
     "Routed",
     "SeenIds",
+    "WindowCloseError",
+    "admit_registration",
+    "contain",
     "route",
 ]
 
@@ -96,7 +103,9 @@ def dead_letter(
     *,
     model_id: str | None = None,
     update_id: str | None = None,
+    max_bytes: int | None = None,
 ) -> Output:
+    """A dead letter for `envelope`; `max_bytes` (the DLQ's message limit) bounds its size."""
     record = make_dead_letter(
         envelope.value,
         source_topic=envelope.topic,
@@ -107,6 +116,7 @@ def dead_letter(
         created_at=now_ms(),
         model_id=model_id,
         update_id=update_id,
+        max_bytes=max_bytes,
     )
     value = encode("DeadLetter", record)
     return Output("dead_letter", (model_id or "").encode(), value, record["reason"])
@@ -120,23 +130,125 @@ class Routed:
     dead: Output | None
 
 
-def route(envelope: Envelope, updates_topic: str, control_topic: str) -> Routed:
+#: What a dead letter names as its source when no input record caused it (a timer).
+NO_SOURCE = Envelope(b"", "", -1, -1)
+
+
+def route(
+    envelope: Envelope,
+    updates_topic: str,
+    control_topic: str,
+    limits: InputLimits | None = None,
+    dlq_max_bytes: int | None = None,
+) -> Routed:
     """Decode just enough to key the record by model; anything undecodable is dead here.
 
     Updates belong on the updates topic and registrations on the control topic; a record
-    of another type (or on the wrong topic) is dead-lettered as WRONG_RECORD_TYPE.
+    of another type (or on the wrong topic) is dead-lettered as WRONG_RECORD_TYPE. A
+    model_id outside `limits` (empty, too long) is a BAD_FIELD: it would be a state key.
     """
+    limits = limits or InputLimits()
+
+    def dead(reason: CodecError | str, detail: str | None = None) -> Routed:
+        return Routed(None, dead_letter(envelope, reason, detail, max_bytes=dlq_max_bytes))
+
     expected = UPDATE if envelope.topic == updates_topic else REGISTRATION
     if envelope.topic not in (updates_topic, control_topic):
-        return Routed(None, dead_letter(envelope, "OTHER", f"unexpected topic {envelope.topic}"))
+        return dead("OTHER", f"unexpected topic {envelope.topic}")
     try:
         decoded = decode(envelope.value, expected=expected)
     except CodecError as error:
-        return Routed(None, dead_letter(envelope, error))
+        return dead(error)
     model_id = str(decoded.record["model_id"])
-    if not model_id:
-        return Routed(None, dead_letter(envelope, "OTHER", "empty model_id"))
+    problem = limits.id_problem("model_id", model_id)
+    if problem is not None:
+        return dead("BAD_FIELD", problem)
     return Routed(model_id, None)
+
+
+def admit_registration(
+    envelope: Envelope,
+    model_id: str,
+    *,
+    known: bool,
+    registered: int,
+    limits: InputLimits,
+    dlq_max_bytes: int | None = None,
+) -> tuple[bool, Output | None]:
+    """Whether a registration takes one of the job's `limits.max_models` slots, or its
+    dead letter (MODEL_LIMIT) when none is left.
+
+    Only a registration that decodes and checks (`RegisteredModel.from_bytes`) takes a
+    slot; an invalid one passes on to be dead-lettered with its reason by the model, and a
+    known model's record passes on too (a re-send is a no-op there, a conflict refused).
+    """
+    if known:
+        return False, None
+    try:
+        RegisteredModel.from_bytes(envelope.value)
+    except (CodecError, ValueError):
+        return False, None
+    if registered >= limits.max_models:
+        detail = f"the job already holds {registered} models (limits.max_models)"
+        return False, dead_letter(
+            envelope, "MODEL_LIMIT", detail, model_id=model_id, max_bytes=dlq_max_bytes
+        )
+    return True, None
+
+
+class WindowCloseError(Exception):
+    """Closing a window failed (`reason` INTERNAL) or produced a non-finite model
+    (NON_FINITE_AGGREGATE). The caller rolls the model back to its persisted state and
+    discards the window (`ModelProcess.discard_window`), so the model keeps working."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        #: the update whose arrival closed the window (None for a timer)
+        self.update_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Contained:
+    """What `contain` made of one event: the outputs, and which process to keep.
+
+    `replacement`: None when the event ran; else the model as re-read from its persisted
+    state, to use instead of the handled process (drop any live copy of that one).
+    `persist`: whether to write the (replacement) process back."""
+
+    outputs: list[Output]
+    replacement: ModelProcess | None = None
+    persist: bool = True
+
+
+def contain(
+    handle: Callable[[], list[Output]],
+    reload: Callable[[], ModelProcess],
+    envelope: Envelope | None,
+    model_id: str,
+) -> Contained:
+    """Run one event of one model so that no failure leaves that record and that model.
+
+    On `WindowCloseError` the model is rolled back (`reload` reads the persisted state),
+    its open window is discarded to the DLQ, and the rolled-back model is persisted. On any
+    other exception nothing is persisted: the model keeps the state it had before this
+    record, which goes to the DLQ as INTERNAL with the exception text, and the job goes on.
+    """
+    try:
+        return Contained(handle())
+    except WindowCloseError as error:
+        fresh = reload()
+        outputs = []
+        if envelope is not None:
+            outputs.append(
+                fresh.refuse(envelope, error.reason, error.detail, update_id=error.update_id)
+            )
+        return Contained(outputs + fresh.discard_window(error.reason, error.detail), fresh)
+    except Exception as error:
+        fresh = reload()
+        text = f"{type(error).__name__}: {error}"
+        return Contained([fresh.refuse(envelope or NO_SOURCE, "INTERNAL", text)], fresh, False)
 
 
 class SeenIds(Protocol):
@@ -241,6 +353,8 @@ class ModelProcess:
     """One model's job logic. The caller persists `registration`, `state`, `buffer`, `seen`.
 
     Times (`now`) are seconds of processing time; `deadline()` says when a timer must fire.
+    `limits` bounds every field a device controls; `dlq_max_bytes` (the dead-letter
+    topic's message limit) bounds every dead letter, so each one fits its topic.
     """
 
     models_topic_max_bytes: int
@@ -248,6 +362,10 @@ class ModelProcess:
     registration: RegisteredModel | None = None
     aggregator: Aggregator | None = None
     seen: SeenIds = field(default_factory=DictSeenIds)
+    limits: InputLimits = field(default_factory=InputLimits)
+    dlq_max_bytes: int | None = None
+    #: the key this process runs for (names the model in dead letters before registration)
+    model_id: str | None = None
     #: for metrics: staleness of the last accepted update, fill time of the last window
     last_staleness: int | None = None
     last_fill_seconds: float | None = None
@@ -263,15 +381,28 @@ class ModelProcess:
         state: bytes | None,
         buffer: bytes | None,
         seen: SeenIds,
+        limits: InputLimits | None = None,
+        dlq_max_bytes: int | None = None,
+        model_id: str | None = None,
     ) -> ModelProcess:
-        process = cls(models_topic_max_bytes, dedupe_versions, registration, None, seen)
+        """A process over a model's persisted state."""
+        aggregator = None
         if registration is not None and state is not None:
-            process.aggregator = Aggregator(
+            aggregator = Aggregator(
                 registration.config,
                 ModelState.from_bytes(state),
                 Accumulator.from_bytes(buffer) if buffer is not None else None,
             )
-        return process
+        return cls(
+            models_topic_max_bytes,
+            dedupe_versions,
+            registration,
+            aggregator,
+            seen,
+            limits or InputLimits(),
+            dlq_max_bytes,
+            model_id,
+        )
 
     # -- events -----------------------------------------------------------------------
     def on_registration(self, envelope: Envelope) -> list[Output]:
@@ -279,20 +410,19 @@ class ModelProcess:
             if self.registration.digest == hashlib.sha256(envelope.value).hexdigest():
                 return []  # the same registration re-sent (producer retry): nothing to do
             return [
-                dead_letter(
+                self.refuse(
                     envelope,
                     "BAD_REGISTRATION",
                     f"model {self.registration.model_id!r} is already registered "
                     f"(version {self.version}); register a new model_id instead",
-                    model_id=self.registration.model_id,
                 )
             ]
         try:
             model, initial = RegisteredModel.from_bytes(envelope.value)
         except CodecError as error:
-            return [dead_letter(envelope, "BAD_REGISTRATION", f"{error.reason}: {error.detail}")]
+            return [self.refuse(envelope, "BAD_REGISTRATION", f"{error.reason}: {error.detail}")]
         except ValueError as error:  # OnnxTemplateError is a ValueError
-            return [dead_letter(envelope, "BAD_REGISTRATION", str(error))]
+            return [self.refuse(envelope, "BAD_REGISTRATION", str(error))]
         self.registration = model
         self.aggregator = Aggregator(model.config, ModelState(initial, 0))
         try:
@@ -301,23 +431,30 @@ class ModelProcess:
             # The template cannot hold the weights (e.g. a named initializer is an int
             # tensor): refuse the registration instead of failing the job on every restart.
             self.registration, self.aggregator = None, None
-            return [dead_letter(envelope, "BAD_REGISTRATION", str(error))]
+            return [self.refuse(envelope, "BAD_REGISTRATION", str(error))]
 
     def on_update(self, envelope: Envelope, now: float) -> list[Output]:
         try:
             record = decode(envelope.value, expected=UPDATE).record
         except CodecError as error:  # route() decoded it once already; keep this total
-            return [dead_letter(envelope, error)]
-        model_id, update_id = str(record["model_id"]), str(record["update_id"])
+            return [self.refuse(envelope, error)]
+        update_id = str(record["update_id"])
+        if self.model_id is None:
+            self.model_id = str(record["model_id"])
 
         def refuse(reason: CodecError | str, detail: str | None = None) -> list[Output]:
-            return [dead_letter(envelope, reason, detail, model_id=model_id, update_id=update_id)]
+            return [self.refuse(envelope, reason, detail, update_id=update_id)]
+
+        problem = self._field_problem(record)
+        if problem is not None:  # a too-long id is cut in the dead letter
+            return refuse("BAD_FIELD", problem)
 
         if self.registration is None or self.aggregator is None:
-            return refuse("UNKNOWN_MODEL", f"model {model_id!r} is not registered")
+            return refuse("UNKNOWN_MODEL", f"model {self.model_id!r} is not registered")
         if update_id in self.seen:
             return refuse("DUPLICATE", f"update {update_id!r} was already absorbed")
-        lag = self.version - int(record["base_version"])
+        version = self.version
+        lag = version - int(record["base_version"])
         if lag > self.dedupe_versions:
             return refuse(
                 "STALE",
@@ -337,19 +474,72 @@ class ModelProcess:
             delta=delta.reshape(-1),
             device_id=str(record["device_id"]),
         )
-        rejection = self.aggregator.try_add(update, now)
+        rejection = self.aggregator.try_add(update, now, self.limits)
         if rejection is not None:
             return refuse(rejection.reason.value.upper(), rejection.detail)
-        self.seen.add(update_id, self.version)
+        outputs = []
+        if self.aggregator.should_close(now) or self._window_full():
+            try:
+                outputs = self._close(now)
+            except WindowCloseError as error:
+                error.update_id = update_id
+                raise
+        # Written last: a failure above leaves no trace of this update in the seen set.
+        self.seen.add(update_id, version)
         self.last_staleness = lag
-        if self.aggregator.should_close(now):
-            return self._close(now)
-        return []
+        return outputs
 
     def on_timer(self, now: float) -> list[Output]:
         if self.aggregator is not None and self.aggregator.should_close(now):
             return self._close(now)
         return []
+
+    def refuse(
+        self,
+        envelope: Envelope,
+        reason: CodecError | str,
+        detail: str | None = None,
+        *,
+        update_id: str | None = None,
+    ) -> Output:
+        """The dead letter of `envelope` for this model (bounded to the DLQ's limit)."""
+        model_id = self.registration.model_id if self.registration else self.model_id
+        return dead_letter(
+            envelope,
+            reason,
+            detail,
+            model_id=model_id,
+            update_id=update_id,
+            max_bytes=self.dlq_max_bytes,
+        )
+
+    def discard_window(self, reason: str, detail: str) -> list[Output]:
+        """Empty the open window, with a dead letter (no original bytes: the window keeps
+        only sums) naming each update it held, so none disappears silently."""
+        if self.aggregator is None:
+            return []
+        buffer = self.aggregator.buffer
+        text = f"discarded with its window: {detail}"
+        outputs = [self.refuse(NO_SOURCE, reason, text, update_id=u) for u in buffer.update_ids]
+        buffer.clear()
+        return outputs
+
+    def _field_problem(self, record: dict[str, Any]) -> str | None:
+        """Why a decoded update's ids or base_version are out of bounds, or None."""
+        for name in ("update_id", "device_id"):
+            # device_id may be empty until updates are signed by a device identity
+            problem = self.limits.id_problem(name, str(record[name]), required=name != "device_id")
+            if problem is not None:
+                return problem
+        if int(record["base_version"]) < 0:
+            return f"base_version {record['base_version']} is negative"
+        return None
+
+    def _window_full(self) -> bool:
+        """Every window closes at `limits.max_window_updates`, whatever its kind: a time
+        window could otherwise grow a release's lineage past its topic's limit."""
+        assert self.aggregator is not None
+        return self.aggregator.buffer.count >= self.limits.max_window_updates
 
     # -- queries ----------------------------------------------------------------------
     @property
@@ -367,16 +557,28 @@ class ModelProcess:
 
     # -- releases ---------------------------------------------------------------------
     def _close(self, now: float) -> list[Output]:
+        """Close the window and build its release; `WindowCloseError` if that fails or
+        the new model is not finite (it is then never released: see `contain`)."""
         assert self.aggregator is not None
         total_weight = self.aggregator.buffer.total_weight
         first = self.aggregator.buffer.first_added_at
         self.last_fill_seconds = None if first is None else max(0.0, now - first)
-        closed = self.aggregator.close()
+        try:
+            closed = self.aggregator.close()
+            finite = finite_squared_norm(closed.state.params) is not None
+            # FedAsync advances the version once per absorbed update, FedBuff once per window.
+            fedasync = self.aggregator.config.mode is Mode.FEDASYNC
+            parent = closed.state.version - (closed.lineage.count if fedasync else 1)
+            outputs = self._release(closed, total_weight, parent) if finite else []
+        except Exception as error:
+            raise WindowCloseError("INTERNAL", f"{type(error).__name__}: {error}") from error
+        if not finite:
+            raise WindowCloseError(
+                "NON_FINITE_AGGREGATE",
+                f"the window's aggregate made version {closed.state.version} non-finite",
+            )
         self.seen.prune(older_than=closed.state.version - self.dedupe_versions)
-        # FedAsync advances the version once per absorbed update, FedBuff once per window.
-        fedasync = self.aggregator.config.mode is Mode.FEDASYNC
-        parent = closed.state.version - (closed.lineage.count if fedasync else 1)
-        return self._release(closed, total_weight, parent)
+        return outputs
 
     def _release(
         self, closed: ClosedWindow | None, total_weight: float = 0.0, parent: int | None = None

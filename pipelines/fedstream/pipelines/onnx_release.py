@@ -219,11 +219,14 @@ def _to_array(tensor: _Tensor) -> npt.NDArray[Any]:
     else:
         # Varints, as unsigned 64-bit words: keep the type's low bits and read them as the
         # type (int32_data of -1 is ten bytes of ones; FLOAT16 arrives as its bit pattern).
-        words = [
-            packed_varints(f.data) if f.wire_type == LEN else np.array([f.value], np.uint64)
-            for f in tensor.typed
-            if f.number == typed
-        ]
+        try:
+            words = [
+                packed_varints(f.data) if f.wire_type == LEN else np.array([f.value], np.uint64)
+                for f in tensor.typed
+                if f.number == typed
+            ]
+        except WireError as exc:  # found by the fuzz test: a damaged packed field
+            raise OnnxTemplateError(f"initializer {name!r}: {exc}") from exc
         joined = np.concatenate(words) if words else np.zeros(0, np.uint64)
         values = joined.astype(f"<u{dtype.itemsize}").view(dtype.newbyteorder("<"))
     count = math.prod(tensor.dims)

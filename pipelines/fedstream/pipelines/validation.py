@@ -15,6 +15,7 @@ from typing import cast
 import numpy as np
 
 from fedstream.pipelines.clipping import l2_norm
+from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.staleness import staleness
 from fedstream.pipelines.update import ClientUpdate, FloatVector
 
@@ -37,6 +38,7 @@ class RejectReason(StrEnum):
     BAD_DTYPE = "bad_dtype"
     NON_FINITE = "non_finite"
     BAD_NUM_SAMPLES = "bad_num_samples"
+    BAD_FIELD = "bad_field"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +99,12 @@ def check_update(
     num_params: int,
     current_version: int,
     max_staleness: int | None,
+    limits: InputLimits | None = None,
 ) -> Rejection | float:
     """`validate_update`, returning the delta's squared L2 norm when it is accepted.
 
-    The finiteness check computes the norm anyway; returning it saves clipping a pass.
+    The finiteness check computes the norm anyway; returning it saves clipping a pass,
+    and bounds the delta's magnitude (`limits.max_delta_norm`) for free.
     """
 
     def reject(reason: RejectReason, detail: str) -> Rejection:
@@ -115,8 +119,11 @@ def check_update(
     if max_staleness is not None and s > max_staleness:
         return reject(RejectReason.STALE, f"staleness {s} exceeds max_staleness {max_staleness}")
     n = update.num_samples
+    high = limits.max_num_samples if limits is not None else None
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
         return reject(RejectReason.BAD_NUM_SAMPLES, f"num_samples must be an int > 0, got {n!r}")
+    if high is not None and n > high:
+        return reject(RejectReason.BAD_NUM_SAMPLES, f"num_samples {n} exceeds the limit {high}")
     delta = update.delta
     if not isinstance(delta, np.ndarray) or delta.dtype != np.float32:
         found = delta.dtype if isinstance(delta, np.ndarray) else type(delta).__name__
@@ -128,4 +135,10 @@ def check_update(
     squared_norm = finite_squared_norm(cast(FloatVector, delta))
     if squared_norm is None:
         return reject(RejectReason.NON_FINITE, "delta contains NaN or infinity")
+    if limits is not None and squared_norm > limits.max_delta_norm**2:
+        return reject(
+            RejectReason.BAD_FIELD,
+            f"delta L2 norm {math.sqrt(squared_norm):.4g} exceeds the limit "
+            f"{limits.max_delta_norm:g}",
+        )
     return squared_norm

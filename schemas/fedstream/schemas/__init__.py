@@ -47,6 +47,7 @@ from fedstream.schemas.errors import (
 from fedstream.schemas.fingerprint import crc64_avro, schema_fingerprint
 from fedstream.schemas.layout import ParameterLayout
 from fedstream.schemas.records import (
+    DEAD_LETTER_TEXT_LIMIT,
     AggregationSettings,
     DeadLetter,
     GradientUpdate,
@@ -72,6 +73,7 @@ from fedstream.schemas.registry import (
 from fedstream.schemas.tensors import TensorEncoding, pack, unpack
 
 __all__ = [
+    "DEAD_LETTER_TEXT_LIMIT",
     "HEADER_SIZE",
     "MAGIC",
     "NAMESPACE",

@@ -163,6 +163,15 @@ class DeadLetter(TypedDict):
     model_id: str | None
     update_id: str | None
     created_at: int
+    original_truncated: bool
+    original_size: int | None
+
+
+#: Longest `detail` and id strings a dead letter carries (longer ones are cut, marked "...");
+#: four of them take at most 32 KiB of UTF-8, so any limit of 33 KiB leaves room.
+DEAD_LETTER_TEXT_LIMIT: Final = 2048
+#: Room in a DeadLetter for everything but `original` and the texts (Avro framing, ints).
+_DEAD_LETTER_OVERHEAD: Final = 256
 
 
 # ---------------------------------------------------------------- aggregation settings
@@ -259,11 +268,17 @@ def make_dead_letter(
     created_at: int,
     model_id: str | None = None,
     update_id: str | None = None,
+    max_bytes: int | None = None,
 ) -> DeadLetter:
     """A DeadLetter record for `original`.
 
     `error` is either the `CodecError` that rejected it (its reason and detail are used) or
     a reason (symbol), in which case `detail` should say why.
+
+    A dead letter must always fit its topic, or the sink would fail the job on the very
+    record it was meant to contain: texts are cut to `DEAD_LETTER_TEXT_LIMIT` characters,
+    and with `max_bytes` (the dead-letter topic's message limit) an original that would not
+    fit is cut to its first bytes, with `original_truncated` and `original_size` set.
     """
     if isinstance(error, CodecError):
         reason = error.reason
@@ -274,17 +289,34 @@ def make_dead_letter(
         except ValueError:
             raise EncodeError(f"unknown dead-letter reason {error!r}") from None
         text = detail or ""
+    texts = [_cut(t) for t in (source_topic, text, model_id or "", update_id or "")]
+    kept = bytes(original)
+    if max_bytes is not None:
+        room = max_bytes - _DEAD_LETTER_OVERHEAD - sum(len(t.encode()) for t in texts)
+        if room < 0:
+            raise EncodeError(f"max_bytes {max_bytes} leaves no room for a dead letter")
+        kept = kept[:room]
+    truncated = len(kept) < len(original)
     return {
-        "original": bytes(original),
-        "source_topic": source_topic,
+        "original": kept,
+        "source_topic": texts[0],
         "source_partition": source_partition,
         "source_offset": source_offset,
         "reason": reason.value,
-        "detail": text,
-        "model_id": model_id,
-        "update_id": update_id,
+        "detail": texts[1],
+        "model_id": None if model_id is None else texts[2],
+        "update_id": None if update_id is None else texts[3],
         "created_at": created_at,
+        "original_truncated": truncated,
+        "original_size": len(original) if truncated else None,
     }
+
+
+def _cut(text: str) -> str:
+    """`text`, or its first characters and "..." when longer than the limit."""
+    if len(text) <= DEAD_LETTER_TEXT_LIMIT:
+        return text
+    return text[: DEAD_LETTER_TEXT_LIMIT - 3] + "..."
 
 
 # ---------------------------------------------------------------- release chunks

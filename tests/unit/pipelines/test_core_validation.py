@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.update import ClientUpdate
 from fedstream.pipelines.validation import (
     RejectReason,
@@ -18,6 +19,7 @@ from fedstream.pipelines.validation import (
     finite_squared_norm,
     validate_update,
 )
+from fedstream.schemas import DeadLetterReason
 
 P = 4
 
@@ -36,7 +38,39 @@ def test_reason_codes_are_exactly_the_contract() -> None:
         "bad_dtype",
         "non_finite",
         "bad_num_samples",
+        "bad_field",
     }
+    # every code is a dead-letter reason of the wire contract
+    assert {r.value.upper() for r in RejectReason} <= {r.value for r in DeadLetterReason}
+
+
+def test_limits_bound_num_samples_and_the_delta_norm() -> None:
+    limits = InputLimits(max_num_samples=100, max_delta_norm=2.0)
+
+    def check(delta: Any, num_samples: int) -> RejectReason | float:
+        update = ClientUpdate("u", 3, num_samples, np.asarray(delta, dtype=np.float32))
+        got = check_update(
+            update, num_params=P, current_version=3, max_staleness=None, limits=limits
+        )
+        return got.reason if not isinstance(got, float) else got
+
+    assert check([1, 1, 1, 1], 100) == 4.0  # norm 2: at the bound
+    assert check([1, 1, 1, 1], 101) is RejectReason.BAD_NUM_SAMPLES
+    assert check([1, 1, 1, 1.01], 1) is RejectReason.BAD_FIELD
+    assert check([3e38, 3e38, 0, 0], 1) is RejectReason.BAD_FIELD  # finite, norm overflows
+
+
+def test_limits_refuse_bounds_whose_sums_could_overflow() -> None:
+    with pytest.raises(ValueError, match="Avro long"):
+        InputLimits(max_num_samples=2**62, max_window_updates=4)
+    with pytest.raises(ValueError, match="float32"):
+        InputLimits(max_delta_norm=9e14, max_num_samples=10**13, max_window_updates=10**5)
+    with pytest.raises(ValueError, match="max_models"):
+        InputLimits(max_models=0)
+    assert InputLimits().id_problem("model_id", "m" * 256) is None
+    assert "257 bytes" in str(InputLimits().id_problem("model_id", "m" * 257))
+    assert "258 bytes" in str(InputLimits().id_problem("model_id", "é" * 129))
+    assert InputLimits().id_problem("update_id", "") == "update_id is empty"
 
 
 @pytest.mark.parametrize(

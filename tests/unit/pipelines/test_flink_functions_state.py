@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fedstream.pipelines.model_process as model_process
 from fedstream.pipelines.flink_functions import (
     KIND_REGISTRATION,
     KIND_UPDATE,
@@ -249,3 +251,36 @@ def test_state_rolled_back_under_a_live_model_is_read_again() -> None:
     store.values = before_close  # a restore that keeps the function's memory
     replayed = send(function, store, second, UPDATES_TOPIC, 1)
     assert summary(replayed) == summary(closed)
+
+
+def test_a_failure_in_the_shell_is_contained_and_the_live_model_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure closing a live model's window: the update goes to the DLQ as INTERNAL,
+    the live copy (which the failed close had already advanced in place) is dropped, the
+    model is read back from state, and its next window closes from the state it had."""
+    store = Store()
+    function = AggregateFunction(16 << 20, 64, live_models=8)
+    function.open(FakeContext(store))
+    send(function, store, registration_bytes("a", ONNX["a"], AGGREGATION["a"]), CONTROL_TOPIC, 0)
+    send(function, store, update_bytes("a", "a1", delta("a", "a1")), UPDATES_TOPIC, 0)
+    state_before = copy.deepcopy(store.values)
+    real_release = model_process.ModelProcess._release
+    monkeypatch.setattr(
+        model_process.ModelProcess, "_release", lambda *a, **k: (_ for _ in ()).throw(OSError("x"))
+    )
+    out = send(function, store, update_bytes("a", "a2", delta("a", "a2")), UPDATES_TOPIC, 1)
+    letters = [decode(v).record for kind, v in out]
+    assert {(d["update_id"], d["reason"]) for d in letters} == {
+        ("a1", "INTERNAL"),
+        ("a2", "INTERNAL"),
+    }
+    assert store.values[("model", "a")] == state_before[("model", "a")]  # no new version
+    monkeypatch.setattr(model_process.ModelProcess, "_release", real_release)
+    send(function, store, update_bytes("a", "a3", delta("a", "a3")), UPDATES_TOPIC, 2)
+    (release,) = send(function, store, update_bytes("a", "a4", delta("a", "a4")), UPDATES_TOPIC, 3)
+    reference = InMemoryJob()
+    reference.send(registration_bytes("a", ONNX["a"], AGGREGATION["a"]), CONTROL_TOPIC)
+    for uid in ("a3", "a4"):
+        reference.send(update_bytes("a", uid, delta("a", uid)))
+    assert summary([release]) == summary([(o.kind, o.value) for o in reference.outputs[1:]])

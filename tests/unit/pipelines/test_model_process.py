@@ -252,7 +252,13 @@ UNDELIVERABLE = {
     ),
     "update on control": (VALID_UPDATE, CONTROL_TOPIC, "WRONG_RECORD_TYPE", "ModelRegistration"),
     "other topic": (VALID_UPDATE, "fl.elsewhere", "OTHER", "unexpected topic"),
-    "empty model_id": (update_bytes("", "u", delta(0)), UPDATES_TOPIC, "OTHER", "model_id"),
+    "empty model_id": (update_bytes("", "u", delta(0)), UPDATES_TOPIC, "BAD_FIELD", "model_id"),
+    "long model_id": (
+        update_bytes("m" * 257, "u", delta(0)),
+        UPDATES_TOPIC,
+        "BAD_FIELD",
+        "model_id has 257 bytes",
+    ),
 }
 
 
@@ -307,7 +313,10 @@ BAD_UPDATES: dict[str, tuple[bytes, str, str]] = {
     "future base": (_record(base_version=3), "FUTURE_VERSION", "base_version 3"),
     "bad int8 scale": (_record(delta=pack(delta(0), "INT8"), scale=0.0), "UNDECODABLE", "scale"),
     "max_staleness": (_record(base_version=0), "STALE", "max_staleness 1"),
-    "dedupe horizon": (_record(base_version=-2), "STALE", "dedupe horizon of 3"),
+    "negative base": (_record(base_version=-2), "BAD_FIELD", "base_version -2 is negative"),
+    "samples past the limit": (_record(num_samples=2**62), "BAD_NUM_SAMPLES", "limit"),
+    "norm past the limit": (_record(delta=pack(delta(0) + 1e6, "FP32")), "BAD_FIELD", "norm"),
+    "long device_id": (_record(device_id="d" * 300), "BAD_FIELD", "device_id has 300 bytes"),
 }
 
 

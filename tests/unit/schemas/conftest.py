@@ -100,6 +100,8 @@ def make_dead_letter() -> DeadLetter:
         "model_id": "digits-mlp",
         "update_id": None,
         "created_at": CREATED_AT,
+        "original_truncated": False,
+        "original_size": None,
     }
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstream.schemas import (
+    DEAD_LETTER_TEXT_LIMIT,
     DeadLetterReason,
     EncodeError,
     ReleaseError,
@@ -147,6 +148,52 @@ def test_dead_letter_from_reason() -> None:
     with pytest.raises(EncodeError, match="unknown dead-letter reason"):
         make_dead_letter(
             b"", source_topic="t", source_partition=0, source_offset=0, error="bad", created_at=0
+        )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(0, 40_000),
+    detail_len=st.integers(0, 20_000),
+    id_len=st.integers(0, 9_000),
+    max_bytes=st.integers(33 * 1024, 80_000),
+)
+def test_dead_letter_always_fits_its_topic(
+    size: int, detail_len: int, id_len: int, max_bytes: int
+) -> None:
+    """Whatever the original and the texts, the encoded dead letter fits `max_bytes`, and
+    it says when (and from what size) the original was cut."""
+    original = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    letter = make_dead_letter(
+        original,
+        source_topic="fl.updates",
+        source_partition=0,
+        source_offset=2**62,
+        error="INTERNAL",
+        detail="é" * detail_len,
+        created_at=2**62,
+        model_id="m" * id_len,
+        update_id="u" * id_len,
+        max_bytes=max_bytes,
+    )
+    encoded = encode("DeadLetter", letter)
+    assert len(encoded) <= max_bytes
+    assert original.startswith(letter["original"])
+    assert letter["original_truncated"] == (len(letter["original"]) < size)
+    assert letter["original_size"] == (size if letter["original_truncated"] else None)
+    assert len(letter["detail"]) <= DEAD_LETTER_TEXT_LIMIT
+
+
+def test_dead_letter_refuses_a_limit_with_no_room() -> None:
+    with pytest.raises(EncodeError, match="no room"):
+        make_dead_letter(
+            b"x",
+            source_topic="t",
+            source_partition=0,
+            source_offset=0,
+            error="OTHER",
+            created_at=0,
+            max_bytes=100,
         )
 
 
