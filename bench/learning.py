@@ -56,7 +56,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.throughput import REPO, broker, exit_on_sigterm, log, machine
+from bench.kafka_stack import BenchKafka, broker
+from bench.throughput import REPO, exit_on_sigterm, log, machine
 from fedstream.edge.config import EdgeConfig
 from fedstream.edge.simulator.data import load_fleet_data
 from fedstream.edge.simulator.fleet import FleetRun, FleetSettings, RunResult
@@ -247,12 +248,12 @@ def run_metrics(
 
 # ---------------------------------------------------------------------- the run
 def job_overrides(
-    bootstrap: str, work: Path, suffix: str, dedupe_versions: int = DEDUPE_VERSIONS
+    kafka: BenchKafka, work: Path, suffix: str, dedupe_versions: int = DEDUPE_VERSIONS
 ) -> dict[str, str]:
     """The job's config for this benchmark: its own topics, 1 s checkpoints, and a dedupe
     horizon far above FedAsync's staleness in versions (see the module docstring)."""
     return {
-        "kafka.bootstrap": bootstrap,
+        **kafka.job_overrides(),
         "topics.updates": f"learn-{suffix}-updates",
         "topics.control": f"learn-{suffix}-control",
         "topics.models": f"learn-{suffix}-models",
@@ -267,13 +268,13 @@ def job_overrides(
     }
 
 
-def dead_letters_by_model(bootstrap: str, topic: str) -> dict[str, dict[str, int]]:
+def dead_letters_by_model(kafka: BenchKafka, topic: str) -> dict[str, dict[str, int]]:
     """model_id -> reason -> count, from the job's dead-letter topic."""
     from fedstream.jobs.kafka_read import read_topic
     from fedstream.schemas import decode
 
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for value in read_topic(bootstrap, topic):
+    for value in read_topic(kafka.bootstrap, topic, kafka.security):
         letter = decode(value, expected="DeadLetter").record
         counts[str(letter["model_id"])][str(letter["reason"])] += 1
     return {model: dict(reasons) for model, reasons in counts.items()}
@@ -357,15 +358,14 @@ def main(argv: list[str] | None = None) -> None:
     labels = {v.key: v.label for v in VARIANTS}
     suffix = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="fedstream-bench-learning-"))
-    bootstrap = f"127.0.0.1:{args.port}"
-    overrides = job_overrides(bootstrap, work, suffix, args.dedupe_versions)
     results: dict[tuple[int, str], RunResult] = {}
     orders: dict[int, list[str]] = {}
     log(
         f"learning efficiency: {args.seeds} seeds x {len(VARIANTS)} variants x "
         f"{args.duration:g} s, {args.devices} devices, speed spread {args.speed_spread:g}x"
     )
-    with broker(args.port):
+    with broker(args.port) as kafka:
+        overrides = job_overrides(kafka, work, suffix, args.dedupe_versions)
         from fedstream.edge.errors import EdgeError
         from fedstream.jobs.config import load
         from fedstream.jobs.launcher import JobProcess
@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
         config = load(overrides=overrides)
         ensure_topics(config)
         edge = EdgeConfig(
-            bootstrap=bootstrap,
+            bootstrap=kafka.bootstrap,
+            security=kafka.security,
             updates_topic=config.topics.updates,
             control_topic=config.topics.control,
             models_topic=config.topics.models,
@@ -431,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 )
             log("reading dead letters")
-            letters = dead_letters_by_model(bootstrap, config.topics.dlq)
+            letters = dead_letters_by_model(kafka, config.topics.dlq)
         finally:
             job.kill()
     runs: list[dict[str, Any]] = []

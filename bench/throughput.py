@@ -44,8 +44,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +54,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from bench.job_profile import ThreadCpu, group_rss_mb, machine_busy_seconds, python_breakdown
+from bench.kafka_stack import BenchKafka, broker
 from bench.key_groups import subtask_of
 from fedstream.jobs.config import load
 from fedstream.jobs.launcher import JobProcess
@@ -65,7 +64,6 @@ from fedstream.pipelines.profiling import ENV_VAR
 from fedstream.schemas import decode, encode, pack, unpack
 
 REPO = Path(__file__).resolve().parents[1]
-KAFKA_SH = REPO / "infra" / "local" / "kafka.sh"
 MAX_BYTES = 16 * 1024 * 1024
 
 
@@ -100,37 +98,19 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-@contextmanager
-def broker(port: int) -> Iterator[dict[str, str]]:
-    data = tempfile.mkdtemp(prefix="fedstream-bench-kafka-")
-    env = {
-        **os.environ,
-        "FEDSTREAM_KAFKA_PORT": str(port),
-        "FEDSTREAM_KAFKA_CONTROLLER_PORT": str(port + 1),
-        "FEDSTREAM_KAFKA_DIR": data,
-    }
-    subprocess.run([str(KAFKA_SH), "start"], env=env, check=True)
-    try:
-        yield env
-    finally:
-        subprocess.run([str(KAFKA_SH), "stop"], env=env, check=False)
-        # a run writes GBs of updates: keep only the broker's log
-        shutil.rmtree(Path(data) / "data", ignore_errors=True)
-
-
-def make_topic(bootstrap: str, partitions: int = 1) -> str:
+def make_topic(kafka: BenchKafka, partitions: int = 1) -> str:
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(**kafka.client_kwargs())
     config = {"max.message.bytes": str(MAX_BYTES)}
     admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
     admin.close()
     return name
 
 
-def big_record_consumer(bootstrap: str, topic: str, **settings: Any) -> KafkaConsumer:
+def big_record_consumer(kafka: BenchKafka, topic: str, **settings: Any) -> KafkaConsumer:
     """A consumer of partition 0 of `topic`, from the start, sized for multi-MB records."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         auto_offset_reset="earliest",
         fetch_max_bytes=4 * MAX_BYTES,
         max_partition_fetch_bytes=2 * MAX_BYTES,
@@ -140,9 +120,12 @@ def big_record_consumer(bootstrap: str, topic: str, **settings: Any) -> KafkaCon
     return consumer
 
 
-def kafka_tools(env: dict[str, str], bootstrap: str, size: int, count: int) -> list[Result]:
-    """The broker's own perf tools: the ceiling for this record size on this machine."""
-    topic = make_topic(bootstrap)
+def kafka_tools(kafka: BenchKafka, size: int, count: int) -> list[Result]:
+    """The broker's own perf tools: the ceiling for this record size on this machine.
+
+    They log in as admin from 0600 properties files (--producer.config, --consumer.config):
+    the JAAS line holds the password, which must not be a command-line argument."""
+    topic = make_topic(kafka)
     classpath = f"{REPO}/infra/local/.lib/kafka/*"
     java = ["java", "-Xmx1g", "-cp", classpath]
     produced = subprocess.run(
@@ -157,8 +140,10 @@ def kafka_tools(env: dict[str, str], bootstrap: str, size: int, count: int) -> l
             str(size),
             "--throughput",
             "-1",
+            "--producer.config",
+            str(kafka.java_config("producer.properties")),
             "--producer-props",
-            f"bootstrap.servers={bootstrap}",
+            f"bootstrap.servers={kafka.bootstrap}",
             "acks=all",
             f"max.request.size={MAX_BYTES}",
             f"buffer.memory={8 * MAX_BYTES}",
@@ -174,7 +159,7 @@ def kafka_tools(env: dict[str, str], bootstrap: str, size: int, count: int) -> l
             *java,
             "org.apache.kafka.tools.ConsumerPerformance",
             "--bootstrap-server",
-            bootstrap,
+            kafka.bootstrap,
             "--topic",
             topic,
             "--messages",
@@ -182,7 +167,7 @@ def kafka_tools(env: dict[str, str], bootstrap: str, size: int, count: int) -> l
             "--timeout",
             "60000",
             "--consumer.config",
-            "/dev/null",
+            str(kafka.java_config("consumer.properties")),
         ],
         capture_output=True,
         text=True,
@@ -197,11 +182,11 @@ def kafka_tools(env: dict[str, str], bootstrap: str, size: int, count: int) -> l
     ]
 
 
-def kafka_python(bootstrap: str, size: int, count: int) -> list[Result]:
-    topic = make_topic(bootstrap)
+def kafka_python(kafka: BenchKafka, size: int, count: int) -> list[Result]:
+    topic = make_topic(kafka)
     value = os.urandom(size)
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         acks="all",
         max_request_size=MAX_BYTES,
     )
@@ -211,7 +196,7 @@ def kafka_python(bootstrap: str, size: int, count: int) -> list[Result]:
     producer.flush()
     produce_s = time.perf_counter() - start
     producer.close()
-    consumer = big_record_consumer(bootstrap, topic, consumer_timeout_ms=10000)
+    consumer = big_record_consumer(kafka, topic, consumer_timeout_ms=10000)
     start, seen = time.perf_counter(), 0
     for _ in consumer:
         seen += 1
@@ -243,19 +228,19 @@ def update_value(
     )
 
 
-def plain_aggregator(bootstrap: str, params: int, count: int, window: int) -> Result:
+def plain_aggregator(kafka: BenchKafka, params: int, count: int, window: int) -> Result:
     """What a user would write instead: consume, decode, numpy sum, publish every K."""
-    updates, models = make_topic(bootstrap), make_topic(bootstrap)
+    updates, models = make_topic(kafka), make_topic(kafka)
     delta = np.random.default_rng(0).normal(size=params).astype(np.float32)
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         acks="all",
         max_request_size=MAX_BYTES,
     )
     for i in range(count):
         producer.send(updates, update_value("plain", i, 0, delta))
     producer.flush()
-    consumer = big_record_consumer(bootstrap, updates, consumer_timeout_ms=10000)
+    consumer = big_record_consumer(kafka, updates, consumer_timeout_ms=10000)
     model = np.zeros(params, dtype=np.float32)
     total = np.zeros(params, dtype=np.float32)
     cpu = time.process_time()
@@ -376,8 +361,8 @@ class Seen:
 class ReleaseWatcher:
     """Reads every release of a models topic (read_committed) on a thread of its own."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._consumer = big_record_consumer(bootstrap, topic, isolation_level="read_committed")
+    def __init__(self, kafka: BenchKafka, topic: str) -> None:
+        self._consumer = big_record_consumer(kafka, topic, isolation_level="read_committed")
         self._seen: dict[tuple[str, int], Seen] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -514,7 +499,7 @@ def spread_model_ids(models: int, parallelism: int) -> list[str]:
 
 
 def fedstream_job(
-    bootstrap: str,
+    kafka: BenchKafka,
     params: int,
     count: int,
     window: int,
@@ -530,7 +515,7 @@ def fedstream_job(
     suffix = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="fedstream-bench-job-"))
     overrides = {
-        "kafka.bootstrap": bootstrap,
+        **kafka.job_overrides(),
         "topics.updates": f"updates-{suffix}",
         "topics.control": f"control-{suffix}",
         "topics.models": f"models-{suffix}",
@@ -558,12 +543,12 @@ def fedstream_job(
         os.environ.pop(ENV_VAR, None)
     assert job.pid is not None
     pgid = job.pid
-    watcher = ReleaseWatcher(bootstrap, config.topics.models)
+    watcher = ReleaseWatcher(kafka, config.topics.models)
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_BYTES, enable_idempotence=True
+        **kafka.client_kwargs(), acks="all", max_request_size=MAX_BYTES, enable_idempotence=True
     )
     backlog_producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         acks="all",
         max_request_size=MAX_BYTES,
         transactional_id=f"bench-backlog-{suffix}",
@@ -791,7 +776,7 @@ def main(argv: list[str] | None = None) -> None:
         live_models: int | None = None,
     ) -> Result:
         return fedstream_job(
-            bootstrap,
+            kafka,
             args.params,
             args.updates,
             args.window,
@@ -803,14 +788,13 @@ def main(argv: list[str] | None = None) -> None:
             live_models,
         )
 
-    with broker(args.port) as env:
-        bootstrap = f"127.0.0.1:{args.port}"
+    with broker(args.port) as kafka:
         log(f"raw Kafka, perf tools: {args.updates} records of {size:,} bytes")
-        results += kafka_tools(env, bootstrap, size, args.updates)
+        results += kafka_tools(kafka, size, args.updates)
         log("raw Kafka, kafka-python")
-        results += kafka_python(bootstrap, size, args.updates)
+        results += kafka_python(kafka, size, args.updates)
         log("plain Python aggregator")
-        results.append(plain_aggregator(bootstrap, args.params, args.updates, args.window))
+        results.append(plain_aggregator(kafka, args.params, args.updates, args.window))
         log("fedstream's Python logic alone, in this process")
         results.append(job_logic_in_process(args.params, args.updates, args.window))
         # Runs alternate (A B A B ...), so a drift of the machine hits every variant alike;

@@ -2,8 +2,10 @@
 
 The broker is the project's own (infra/local/kafka.sh), started once per test session on
 ports of its own (so a `make demo` stack can run beside the tests) with a throw-away data
-folder. Every test that needs Kafka gets a fresh topic. Nothing here ever skips: if the
-broker cannot start, every test that needs it fails with the script's message.
+folder. It is the secured stack (SASL_SSL, SCRAM-SHA-512, ACLs); tests connect as its
+admin principal (`Broker.security`, `Broker.client_kwargs()`). Every test that needs Kafka
+gets a fresh topic. Nothing here ever skips: if the broker cannot start, every test that
+needs it fails with the script's message.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import FLINK_SH, KAFKA_SH, Broker, FlinkCluster
+from tests.support.stack import FLINK_SH, KAFKA_SH, Broker, FlinkCluster, admin_security
 
 
 def _script(script: Path, command: str, env: dict[str, str], timeout: float = 180) -> str:
@@ -41,10 +43,17 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         "FEDSTREAM_KAFKA_PORT": port,
         "FEDSTREAM_KAFKA_CONTROLLER_PORT": str(int(port) + 1),
         "FEDSTREAM_KAFKA_DIR": str(data),
+        "FEDSTREAM_KAFKA_NODES": "1",
     }
     _script(KAFKA_SH, "start", env)
     try:
-        yield Broker(bootstrap=f"127.0.0.1:{port}", env=env, log_dir=data / "logs")
+        yield Broker(
+            bootstrap=f"127.0.0.1:{port}",
+            env=env,
+            log_dir=data / "node-1" / "logs",
+            credentials=data / "credentials",
+            security=admin_security(data / "credentials"),
+        )
     finally:
         _script(KAFKA_SH, "stop", env)
 
@@ -54,7 +63,7 @@ def topic_factory(kafka_broker: Broker) -> Iterator[Callable[..., str]]:
     """Create a fresh, uniquely named topic: `topic_factory(partitions=1, max_bytes=...)`."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap, request_timeout_ms=30000)
+    admin = KafkaAdminClient(**kafka_broker.client_kwargs(), request_timeout_ms=30000)
 
     def make(prefix: str = "t", partitions: int = 1, max_bytes: int = 16 * 1024 * 1024) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"

@@ -292,12 +292,19 @@ format_storage() {  # format every node once, with the admin's SCRAM credential
   mv "$CLUSTER_ENV.new" "$CLUSTER_ENV"
 }
 
+ports_free() {  # refuse clearly when node $1's ports are taken by something else
+  local i="$1"
+  if port_in_use "$(client_port "$i")"; then
+    die "port $(client_port "$i") is already in use by another process (client port of node $i); set FEDSTREAM_KAFKA_PORT"
+  fi
+  if port_in_use "$(controller_port "$i")"; then
+    die "controller port $(controller_port "$i") is already in use (node $i); set FEDSTREAM_KAFKA_CONTROLLER_PORT"
+  fi
+}
+
 launch() {  # start node $1's JVM (does not wait)
   local i="$1" dir; dir="$(node_dir "$1")"
-  port_in_use "$(client_port "$i")" \
-    && die "port $(client_port "$i") (node $i) is already in use by another process; set FEDSTREAM_KAFKA_PORT"
-  port_in_use "$(controller_port "$i")" \
-    && die "controller port $(controller_port "$i") (node $i) is already in use; set FEDSTREAM_KAFKA_CONTROLLER_PORT"
+  ports_free "$i"
   write_config "$i"
   # 9>&-: the JVM must not inherit the lock held by this script
   nohup java -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
@@ -343,21 +350,21 @@ start() {
   if [[ -f "$CLUSTER_ENV" && "$(cluster_nodes)" != "$NODES" ]]; then
     die "the cluster in $DIR was created with $(cluster_nodes) node(s), FEDSTREAM_KAFKA_NODES=$NODES; use another FEDSTREAM_KAFKA_DIR (or remove $DIR)"
   fi
+  local i count missing=() deadline=$((SECONDS + TIMEOUT))
+  count="$(cluster_nodes)"
+  for ((i = 1; i <= count; i++)); do
+    running_pid "$i" >/dev/null || missing+=("$i")
+  done
+  for i in "${missing[@]}"; do ports_free "$i"; done  # before any slow setup
   make_tls
   make_credentials
   [[ -f "$CLUSTER_ENV" ]] || format_storage
-  local i count started=() deadline=$((SECONDS + TIMEOUT))
-  count="$(cluster_nodes)"
-  for ((i = 1; i <= count; i++)); do
-    if running_pid "$i" >/dev/null; then continue; fi
-    launch "$i"
-    started+=("$i")
-  done
+  for i in "${missing[@]}"; do launch "$i"; done
   for ((i = 1; i <= count; i++)); do await "$i" "$deadline"; done
-  if ((${#started[@]} == 0)); then
+  if ((${#missing[@]} == 0)); then
     echo "kafka: already running ($count node(s))"
   else
-    echo "kafka: up, $count node(s) (started: ${started[*]})"
+    echo "kafka: up, $count node(s) (started: ${missing[*]})"
   fi
   where
 }

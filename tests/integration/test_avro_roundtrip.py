@@ -30,16 +30,14 @@ from tests.support.stack import Broker
 pytestmark = pytest.mark.kafka
 
 
-def _roundtrip(bootstrap: str, topic: str, values: list[bytes]) -> list[bytes]:
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_request_size=8 * 1024 * 1024
-    )
+def _roundtrip(broker: Broker, topic: str, values: list[bytes]) -> list[bytes]:
+    producer = KafkaProducer(**broker.client_kwargs(), acks="all", max_request_size=8 * 1024 * 1024)
     for value in values:
         producer.send(topic, value)
     producer.close()
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **broker.client_kwargs(),
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         consumer_timeout_ms=5000,
@@ -103,7 +101,7 @@ def test_every_record_type_survives_the_broker(kafka_broker: Broker, topic: str)
     )
     sent = [encode("GradientUpdate", u) for u in updates]
     sent += [encode("ModelRelease", release), encode("DeadLetter", letter)]
-    received = _roundtrip(kafka_broker.bootstrap, topic, sent)
+    received = _roundtrip(kafka_broker, topic, sent)
     assert received == sent
     for value, original in zip(received[:4], updates, strict=True):
         record = decode(value, expected="GradientUpdate").record
@@ -127,7 +125,7 @@ def test_codec_errors_on_bytes_from_the_broker(kafka_broker: Broker, topic: str)
     good = encode("GradientUpdate", _update("FP32", np.ones(10, np.float32)))
     unknown = b"\xc3\x01" + b"\x00" * 8 + good[10:]
     sent = [b"\x00garbage, not avro", good[: len(good) // 2], unknown, good]
-    received = _roundtrip(kafka_broker.bootstrap, topic, sent)
+    received = _roundtrip(kafka_broker, topic, sent)
 
     with pytest.raises(UndecodableError) as garbage:
         decode(received[0])

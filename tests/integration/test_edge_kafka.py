@@ -40,6 +40,7 @@ pytestmark = pytest.mark.kafka
 def config(kafka_broker: Broker, topic_factory: Callable[..., str]) -> EdgeConfig:
     return EdgeConfig(
         bootstrap=kafka_broker.bootstrap,
+        security=kafka_broker.security,
         updates_topic=topic_factory("updates", partitions=2),
         control_topic=topic_factory("control"),
         models_topic=topic_factory("models"),
@@ -49,10 +50,11 @@ def config(kafka_broker: Broker, topic_factory: Callable[..., str]) -> EdgeConfi
     )
 
 
-def read_values(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+def read_values(config: EdgeConfig, topic: str) -> list[tuple[bytes | None, bytes]]:
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=config.bootstrap,
+        **config.security.kafka_python_kwargs(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -83,7 +85,7 @@ def test_update_round_trip(config: EdgeConfig, tmp_path: Path) -> None:
     assert first.update_id == make_update_id("dev-1", "digits", 4, 0)
     assert second.update_id == make_update_id("dev-1", "digits", 4, 1)  # same base, next round
     assert first.encoding == "INT8" and first.delivery.topic == config.updates_topic
-    records = read_values(config.bootstrap, config.updates_topic)
+    records = read_values(config, config.updates_topic)
     assert len(records) == 2
     by_id = {}
     for key, value in records:
@@ -113,7 +115,7 @@ def test_registration_goes_to_the_control_topic(config: EdgeConfig) -> None:
         client.register(record)
         with pytest.raises(ValueError, match="registration is for"):
             client.register({**record, "model_id": "other"})
-    ((key, value),) = read_values(config.bootstrap, config.control_topic)
+    ((key, value),) = read_values(config, config.control_topic)
     assert key == b"digits"
     got = decode(value, expected="ModelRegistration").record
     assert got["aggregation"]["window"]["count"] == 3
@@ -124,6 +126,7 @@ def test_payload_over_the_topic_limit(
 ) -> None:
     small = EdgeConfig(
         bootstrap=kafka_broker.bootstrap,
+        security=kafka_broker.security,
         updates_topic=topic_factory("small", max_bytes=20_000),
         models_topic=config.models_topic,
     )
@@ -136,7 +139,7 @@ def test_payload_over_the_topic_limit(
     with EdgeClient(small, device_id="d", model_id="m", compression="topk", topk_fraction=0.1) as c:
         sent = c.send_update(delta, base_version=0, num_samples=1)  # 8 KB: fits
         assert sent.size < 20_000
-    assert len(read_values(small.bootstrap, small.updates_topic)) == 1  # only the one that fit
+    assert len(read_values(small, small.updates_topic)) == 1  # only the one that fit
 
 
 def test_missing_topics_are_named(config: EdgeConfig) -> None:
@@ -166,10 +169,11 @@ def test_unknown_model_times_out_clearly(config: EdgeConfig) -> None:
 class ReleaseWriter:
     """Writes releases like the job's sink: all chunks of a version in one transaction."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, config: EdgeConfig, topic: str) -> None:
         self.topic = topic
         self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
+            bootstrap_servers=config.bootstrap,
+            **config.security.kafka_python_kwargs(),
             transactional_id=f"edge-test-{uuid.uuid4().hex}",
             max_request_size=4 * 1024 * 1024,
         )
@@ -203,7 +207,7 @@ class ReleaseWriter:
 
 @pytest.fixture
 def writer(config: EdgeConfig) -> Iterator[ReleaseWriter]:
-    w = ReleaseWriter(config.bootstrap, config.models_topic)
+    w = ReleaseWriter(config, config.models_topic)
     yield w
     w.producer.close()
 

@@ -83,7 +83,8 @@ def test_fresh_virtualenv_runs_inference_api_without_torch(wheel: Path, tmp_path
         import importlib, sys
         import numpy as np
         from fedstream.edge import (
-            DeltaCompressor, EdgeClient, EdgeConfig, ModelRuntime, ReleaseReader, make_update_id,
+            DeltaCompressor, EdgeClient, EdgeConfig, KafkaSecurity, ModelRuntime, ReleaseReader,
+            make_update_id,
         )
         from fedstream.schemas import decode, default_registry, encode, unpack
         import fedstream.schemas
@@ -99,7 +100,9 @@ def test_fresh_virtualenv_runs_inference_api_without_torch(wheel: Path, tmp_path
         }
         back = decode(encode("GradientUpdate", record), expected="GradientUpdate").record
         assert np.abs(unpack(back["delta"], expected_shape=[100]) - delta).max() < 0.01
-        EdgeClient(EdgeConfig(), device_id="dev", model_id="m")  # lazy: no broker needed yet
+        login = KafkaSecurity(username="dev", password="not-a-real-one")  # system CAs
+        assert "not-a-real-one" not in repr(login)
+        EdgeClient(EdgeConfig(security=login), device_id="dev", model_id="m")  # lazy: no broker
         import onnxruntime
         for name in ("torch", "pyflink", "apache_beam", "fedstream.pipelines", "fedstream.jobs"):
             try:

@@ -57,8 +57,8 @@ class RunningJob:
     config: EdgeConfig
 
 
-def _wait_for_topics(bootstrap: str, names: list[str], job: JobProcess, timeout: float) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+def _wait_for_topics(broker: Broker, names: list[str], job: JobProcess, timeout: float) -> None:
+    admin = KafkaAdminClient(**broker.client_kwargs())
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -77,17 +77,18 @@ def job(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     folder = tmp_path_factory.mktemp("fleet-job")
     topics = JobTopics()
     log = folder / "job.log"
-    process = job_process(kafka_broker.bootstrap, folder / "checkpoints", topics, log)
+    process = job_process(kafka_broker, folder / "checkpoints", topics, log)
     process.start()
     try:
         _wait_for_topics(
-            kafka_broker.bootstrap,
+            kafka_broker,
             [topics.updates, topics.control, topics.models, topics.dlq],
             process,
             timeout=120,
         )
         config = EdgeConfig(
             bootstrap=kafka_broker.bootstrap,
+            security=kafka_broker.security,
             updates_topic=topics.updates,
             control_topic=topics.control,
             models_topic=topics.models,
@@ -144,7 +145,7 @@ def test_simulator_cli_compares_async_and_sync(job: RunningJob, tmp_path: Path) 
     c = job.config
     command = [
         sys.executable, "-m", "fedstream.edge.simulator",
-        "--bootstrap", c.bootstrap,
+        "--bootstrap", c.bootstrap, *c.security.arguments(),
         "--updates-topic", c.updates_topic, "--control-topic", c.control_topic,
         "--models-topic", c.models_topic, "--dlq-topic", c.dlq_topic,
         "--model-id", f"cli-{job.topics.suffix}",

@@ -15,7 +15,7 @@ def test_flink_run_py_copies_a_topic_through_the_connector(
     kafka_broker: Broker, flink_cluster: FlinkCluster, topic_factory: Callable[..., str]
 ) -> None:
     source, sink = topic_factory("copy-in"), topic_factory("copy-out")
-    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    producer = KafkaProducer(**kafka_broker.client_kwargs())
     sent = [f"record-{i}" for i in range(20)]
     for value in sent:
         producer.send(source, value.encode())
@@ -31,13 +31,14 @@ def test_flink_run_py_copies_a_topic_through_the_connector(
         source,
         "--sink",
         sink,
+        *kafka_broker.security.arguments(),  # paths only: no password on the command line
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nlogs: {flink_cluster.log_dir}"
     assert "has finished" in done.stdout
 
     consumer = KafkaConsumer(
         sink,
-        bootstrap_servers=kafka_broker.bootstrap,
+        **kafka_broker.client_kwargs(),
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         consumer_timeout_ms=5000,

@@ -18,6 +18,7 @@ from fedstream.schemas import encode, pack
 from tests.support.job_runner import JobTopics
 from tests.support.kafka_io import releases, wait_for
 from tests.support.onnx_models import linear_model
+from tests.support.secrets import files_containing
 from tests.support.stack import REPO, Broker, FlinkCluster
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
@@ -29,7 +30,7 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
     topics = JobTopics()
     settings = {
         **topics.overrides(),
-        "kafka.bootstrap": kafka_broker.bootstrap,
+        **kafka_broker.job_overrides(),  # as admin; the password file's path, not the password
         "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
         "checkpoint.interval_ms": "1000",
     }
@@ -48,13 +49,13 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
     assert match, submit.stdout
     job_id = match.group(1)
     try:
-        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+        producer = KafkaProducer(**kafka_broker.client_kwargs(), acks="all")
         onnx = linear_model()
         aggregation = {"window": {"count": 3, "seconds": None}}
         producer.send(topics.control, registration_bytes("m", onnx, ["W", "b"], aggregation))
         producer.flush()
         logs = lambda: f"cluster logs: {flink_cluster.log_dir}"  # noqa: E731
-        wait_for(lambda: bool(releases(kafka_broker.bootstrap, topics.models)), 120, "v0", logs)
+        wait_for(lambda: bool(releases(kafka_broker, topics.models)), 120, "v0", logs)
         for i in range(6):
             record = {
                 "update_id": f"u{i}",
@@ -70,16 +71,20 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
             producer.send(topics.updates, encode("GradientUpdate", record), key=b"m")
         producer.close()
         wait_for(
-            lambda: len(releases(kafka_broker.bootstrap, topics.models)) == 3,
+            lambda: len(releases(kafka_broker, topics.models)) == 3,
             120,
             "versions 1 and 2",
             logs,
         )
-        found = releases(kafka_broker.bootstrap, topics.models)
+        found = releases(kafka_broker, topics.models)
         assert [r.version for r in found] == [0, 1, 2]
         assert [r.lineage["update_ids"] for r in found[1:]] == [
             ["u0", "u1", "u2"],
             ["u3", "u4", "u5"],
         ]
+        # the cluster's processes logged the Kafka settings, the password [hidden]
+        password = (kafka_broker.credentials / "admin.password").read_text().strip()
+        assert files_containing(flink_cluster.log_dir, password) == []
+        assert password not in submit.stdout + submit.stderr
     finally:
         flink_cluster.run("cancel", job_id, timeout=60)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pyflink
 import pytest
 from kafka import KafkaProducer
 
@@ -36,6 +37,7 @@ from fedstream.schemas import ParameterLayout, encode, pack
 from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import Release, dead_letters, releases, wait_for
 from tests.support.onnx_models import linear_model
+from tests.support.secrets import files_containing
 from tests.support.stack import Broker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
@@ -56,7 +58,8 @@ class SentUpdate:
 class Fleet:
     """A few devices producing updates with an idempotent producer, remembering what they sent."""
 
-    def __init__(self, bootstrap: str, topics: JobTopics, onnx: bytes, seed: int = 7) -> None:
+    def __init__(self, broker: Broker, topics: JobTopics, onnx: bytes, seed: int = 7) -> None:
+        self.broker = broker
         self.topics = topics
         self.onnx = onnx
         names = ["W", "b"]
@@ -66,7 +69,7 @@ class Fleet:
         self.rng = np.random.default_rng(seed)
         self.sent: dict[str, SentUpdate] = {}
         self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
+            **broker.client_kwargs(),
             acks="all",
             enable_idempotence=True,
             max_request_size=16 * 1024 * 1024,
@@ -76,9 +79,8 @@ class Fleet:
         """Register, then wait for version 0 as a device would before training on it."""
         value = registration_bytes(MODEL, self.onnx, ["W", "b"], AGGREGATION)
         self.producer.send(self.topics.control, value).get(timeout=30)
-        bootstrap = str(self.producer.config["bootstrap_servers"])
         wait_for(
-            lambda: bool(releases(bootstrap, self.topics.models)),
+            lambda: bool(releases(self.broker, self.topics.models)),
             120,
             "version 0",
             job.log_tail,
@@ -155,11 +157,9 @@ def check_invariants(fleet: Fleet, found: list[Release], accepted: set[str]) -> 
 @pytest.fixture
 def job_env(kafka_broker: Broker, tmp_path: Path) -> Iterator[tuple[JobProcess, Fleet, JobTopics]]:
     topics = JobTopics()
-    ensure_topics(load(overrides={**topics.overrides(), "kafka.bootstrap": kafka_broker.bootstrap}))
-    job = job_process(
-        kafka_broker.bootstrap, tmp_path / "checkpoints", topics, tmp_path / "job.log"
-    )
-    fleet = Fleet(kafka_broker.bootstrap, topics, linear_model(inputs=8, outputs=4))
+    ensure_topics(load(overrides={**topics.overrides(), **kafka_broker.job_overrides()}))
+    job = job_process(kafka_broker, tmp_path / "checkpoints", topics, tmp_path / "job.log")
+    fleet = Fleet(kafka_broker, topics, linear_model(inputs=8, outputs=4))
     try:
         yield job, fleet, topics
     finally:
@@ -168,7 +168,7 @@ def job_env(kafka_broker: Broker, tmp_path: Path) -> Iterator[tuple[JobProcess, 
 
 
 def _wait_absorbed(
-    bootstrap: str, topics: JobTopics, job: JobProcess, count: int, timeout: float = 150
+    broker: Broker, topics: JobTopics, job: JobProcess, count: int, timeout: float = 150
 ) -> list[Release]:
     found: list[Release] = []
 
@@ -176,7 +176,7 @@ def _wait_absorbed(
         nonlocal found
         if not job.alive():
             raise AssertionError(f"the job died:\n{job.log_tail()}")
-        found = releases(bootstrap, topics.models)
+        found = releases(broker, topics.models)
         return sum(int(r.lineage["num_updates"]) for r in found) >= count
 
     wait_for(done, timeout, f"{count} absorbed updates", job.log_tail)
@@ -194,13 +194,13 @@ def test_every_update_counted_exactly_once_and_params_match_replay(
     for _ in range(4):  # devices train from whatever release they last saw
         accepted |= set(fleet.send(10, base))
         time.sleep(2)
-        base = max((r.version for r in releases(kafka_broker.bootstrap, topics.models)), default=0)
+        base = max((r.version for r in releases(kafka_broker, topics.models)), default=0)
     # a device that crashed after sending re-sends: absorbed once, the copy is dead-lettered
     for update_id in sorted(accepted)[:3]:
         fleet.resend(update_id)
     fleet.producer.send(topics.updates, b"not avro at all")
     fleet.producer.flush()
-    found = _wait_absorbed(kafka_broker.bootstrap, topics, job, len(accepted))
+    found = _wait_absorbed(kafka_broker, topics, job, len(accepted))
     check_invariants(fleet, found, accepted)
     assert len(found) == 1 + len(accepted) // WINDOW
 
@@ -208,7 +208,7 @@ def test_every_update_counted_exactly_once_and_params_match_replay(
 
     def four_letters() -> bool:
         nonlocal letters
-        letters = dead_letters(kafka_broker.bootstrap, topics.dlq)
+        letters = dead_letters(kafka_broker, topics.dlq)
         return len(letters) >= 4
 
     wait_for(four_letters, 60, "4 dead letters", job.log_tail)
@@ -217,6 +217,10 @@ def test_every_update_counted_exactly_once_and_params_match_replay(
     garbage = next(d for d in letters if d["reason"] == "UNDECODABLE")
     assert garbage["original"] == b"not avro at all"
     assert garbage["source_topic"] == topics.updates and int(str(garbage["source_offset"])) >= 0
+    # the job logged in as admin, yet neither its output nor Flink's logs hold the password
+    password = (kafka_broker.credentials / "admin.password").read_text().strip()
+    assert password not in job.log.read_text()
+    assert files_containing(Path(pyflink.__file__).parent / "log", password) == []
 
 
 def test_sigkill_mid_stream_then_resume_loses_and_doubles_nothing(
@@ -226,7 +230,7 @@ def test_sigkill_mid_stream_then_resume_loses_and_doubles_nothing(
     job.start()
     fleet.register(job)
     accepted = set(fleet.send(24, 0))
-    _wait_absorbed(kafka_broker.bootstrap, topics, job, 8)
+    _wait_absorbed(kafka_broker, topics, job, 8)
     # Crash while updates are still arriving: some are consumed but not yet checkpointed,
     # and the sink has an open transaction with releases no consumer may ever see.
     accepted |= set(fleet.send(12, 0))
@@ -234,7 +238,7 @@ def test_sigkill_mid_stream_then_resume_loses_and_doubles_nothing(
     accepted |= set(fleet.send(12, 0))  # produced while the job is down
     job.start(resume=True)
     accepted |= set(fleet.send(12, 0))
-    found = _wait_absorbed(kafka_broker.bootstrap, topics, job, len(accepted), timeout=200)
+    found = _wait_absorbed(kafka_broker, topics, job, len(accepted), timeout=200)
     check_invariants(fleet, found, accepted)
     assert "resuming from" in job.log.read_text()
     assert (

@@ -13,10 +13,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from tests.support.stack import Broker
 
 
-def _read_all(bootstrap: str, topic: str, isolation: str) -> list[bytes]:
+def _read_all(broker: Broker, topic: str, isolation: str) -> list[bytes]:
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **broker.client_kwargs(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level=isolation,
@@ -32,7 +32,7 @@ def test_aborted_transaction_is_invisible_and_committed_is_seen_once(
     kafka_broker: Broker, topic: str
 ) -> None:
     producer = KafkaProducer(
-        bootstrap_servers=kafka_broker.bootstrap,
+        **kafka_broker.client_kwargs(),
         transactional_id=f"test-{uuid.uuid4().hex}",
     )
     producer.init_transactions()
@@ -48,9 +48,9 @@ def test_aborted_transaction_is_invisible_and_committed_is_seen_once(
     producer.commit_transaction()
     producer.close()
 
-    assert _read_all(kafka_broker.bootstrap, topic, "read_committed") == [b"committed"]
+    assert _read_all(kafka_broker, topic, "read_committed") == [b"committed"]
     # The contrast proves the aborted records really were written to the log.
-    uncommitted = _read_all(kafka_broker.bootstrap, topic, "read_uncommitted")
+    uncommitted = _read_all(kafka_broker, topic, "read_uncommitted")
     assert sorted(uncommitted) == [b"aborted-1", b"aborted-2", b"committed"]
 
 
@@ -58,13 +58,13 @@ def test_open_transaction_blocks_read_committed_until_commit(
     kafka_broker: Broker, topic: str
 ) -> None:
     producer = KafkaProducer(
-        bootstrap_servers=kafka_broker.bootstrap, transactional_id=f"test-{uuid.uuid4().hex}"
+        **kafka_broker.client_kwargs(), transactional_id=f"test-{uuid.uuid4().hex}"
     )
     producer.init_transactions()
     producer.begin_transaction()
     producer.send(topic, b"pending")
     producer.flush()
-    assert _read_all(kafka_broker.bootstrap, topic, "read_committed") == []
+    assert _read_all(kafka_broker, topic, "read_committed") == []
     producer.commit_transaction()
     producer.close()
-    assert _read_all(kafka_broker.bootstrap, topic, "read_committed") == [b"pending"]
+    assert _read_all(kafka_broker, topic, "read_committed") == [b"pending"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedstream.jobs.launcher import JobProcess
+from tests.support.stack import Broker
 
 
 @dataclass
@@ -44,11 +45,12 @@ class JobTopics:
 
 
 def job_process(
-    bootstrap: str, checkpoint_dir: Path, topics: JobTopics, log: Path, **settings: str
+    broker: Broker, checkpoint_dir: Path, topics: JobTopics, log: Path, **settings: str
 ) -> JobProcess:
-    """The job on `bootstrap` with its own topics, 1 s checkpoints and no silent restarts."""
+    """The job on `broker` (as its admin) with its own topics, 1 s checkpoints and no
+    silent restarts."""
     overrides = {
-        "kafka.bootstrap": bootstrap,
+        **broker.job_overrides(),
         "checkpoint.dir": checkpoint_dir.as_uri(),
         "checkpoint.interval_ms": "1000",
         "runtime.restart_attempts": "0",

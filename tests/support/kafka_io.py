@@ -9,6 +9,7 @@ from typing import Any
 
 from fedstream.jobs.kafka_read import read_topic
 from fedstream.schemas import assemble_release, decode
+from tests.support.stack import Broker
 
 
 @dataclass(frozen=True)
@@ -19,11 +20,11 @@ class Release:
     lineage: dict[str, Any]
 
 
-def releases(bootstrap: str, topic: str) -> list[Release]:
+def releases(broker: Broker, topic: str) -> list[Release]:
     """The committed releases of every model, chunks reassembled and digests verified."""
     chunks: dict[tuple[str, int], list[dict[str, Any]]] = {}
     order: list[tuple[str, int]] = []
-    for value in read_topic(bootstrap, topic):
+    for value in read_topic(broker.bootstrap, topic, broker.security):
         record = decode(value, expected="ModelRelease").record
         key = (record["model_id"], record["version"])
         if key not in chunks:
@@ -40,8 +41,11 @@ def releases(bootstrap: str, topic: str) -> list[Release]:
     return out
 
 
-def dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    return [decode(v, expected="DeadLetter").record for v in read_topic(bootstrap, topic)]
+def dead_letters(broker: Broker, topic: str) -> list[dict[str, Any]]:
+    return [
+        decode(v, expected="DeadLetter").record
+        for v in read_topic(broker.bootstrap, topic, broker.security)
+    ]
 
 
 def wait_for(

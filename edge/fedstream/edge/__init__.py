@@ -4,7 +4,9 @@ Inference-only API (numpy, fastavro, kafka-python, onnxruntime; no torch)::
 
     from fedstream.edge import EdgeClient, EdgeConfig
 
-    config = EdgeConfig(bootstrap="broker:9092")
+    security = KafkaSecurity(username="cam-17", password_file="/etc/fedstream/kafka.password",
+                             ca_file="/etc/fedstream/ca.pem")    # or KafkaSecurity.from_env()
+    config = EdgeConfig(bootstrap="broker:9092", security=security)
     with EdgeClient(config, device_id="cam-17", model_id="digits") as client:
         client.wait_for_model(timeout_s=30)       # newest release, digest-checked, installed
         logits = client.predict(batch)            # lock-free; hot-swapped on refresh()
@@ -15,7 +17,8 @@ Training devices add `fedstream.edge.training` (``pip install 'fedstream-edge[tr
 `EdgeClient.send_update` (compression with error feedback, idempotent producer,
 deterministic update ids). `fedstream.edge.simulator` runs a whole fleet.
 
-Every failure is an `EdgeError`: `BrokerUnavailableError`, `TopicNotFoundError`,
+Every failure is an `EdgeError`: `AuthenticationError` (refused credentials, untrusted
+broker certificate), `BrokerUnavailableError`, `TopicNotFoundError`,
 `PayloadTooLargeError`, `UnknownModelError`, `DigestMismatchError`, ...
 
 The SDK never imports fedstream.pipelines or fedstream.jobs (the server side), only the
@@ -25,7 +28,9 @@ wire contract `fedstream.schemas`, which it ships with.
 from fedstream.edge.client import EdgeClient, SentUpdate
 from fedstream.edge.compression import Compression, DeltaCompressor, PreparedDelta
 from fedstream.edge.config import EdgeConfig
+from fedstream.edge.connection import check_broker
 from fedstream.edge.errors import (
+    AuthenticationError,
     BrokerUnavailableError,
     DeliveryError,
     DigestMismatchError,
@@ -42,8 +47,10 @@ from fedstream.edge.producer import Delivery, RecordProducer
 from fedstream.edge.registration import registration_record
 from fedstream.edge.releases import Release, ReleaseAssembler, ReleaseReader
 from fedstream.edge.runtime import LoadedModel, ModelRuntime, Prediction
+from fedstream.edge.security import KafkaSecurity, SecurityConfigError
 
 __all__ = [
+    "AuthenticationError",
     "BrokerUnavailableError",
     "Compression",
     "Delivery",
@@ -54,6 +61,7 @@ __all__ = [
     "EdgeConfig",
     "EdgeError",
     "InvalidReleaseError",
+    "KafkaSecurity",
     "LoadedModel",
     "ModelMismatchError",
     "ModelRuntime",
@@ -66,9 +74,11 @@ __all__ = [
     "ReleaseAssembler",
     "ReleaseReader",
     "RoundCounter",
+    "SecurityConfigError",
     "SentUpdate",
     "TopicNotFoundError",
     "UnknownModelError",
+    "check_broker",
     "make_update_id",
     "registration_record",
 ]

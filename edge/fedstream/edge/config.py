@@ -3,11 +3,17 @@
 Topic names and size limits are configuration, never literals (DESIGN.md, "The
 contract"); the defaults match the job's `jobs/config/local.toml`, so a device and a job
 started with no configuration talk to each other on the local stack.
+
+How the device authenticates is `security` (`KafkaSecurity`): by default it is read from
+the ``FEDSTREAM_KAFKA_*`` environment (`KafkaSecurity.from_env`), and building an
+`EdgeConfig` without credentials for a SASL listener is an error that says what to set.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from fedstream.edge.security import KafkaSecurity
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "EdgeConfig"]
 
@@ -21,6 +27,8 @@ class EdgeConfig:
 
     bootstrap: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, ``host:port[,host:port]``."""
+    security: KafkaSecurity = field(default_factory=KafkaSecurity.from_env)
+    """Protocol, SASL credentials and CA (default: from the FEDSTREAM_KAFKA_* environment)."""
     updates_topic: str = "fl.updates"
     control_topic: str = "fl.control"
     models_topic: str = "fl.models"

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from fedstream.edge.errors import AuthenticationError, BrokerUnavailableError
 from fedstream.edge.security import ENV_CA_FILE, ENV_PROTOCOL, KafkaSecurity
 
-__all__ = ["check_broker", "open_kafka_client"]
+__all__ = ["check_broker", "hidden_topic_hint", "open_kafka_client"]
 
 T = TypeVar("T")
 
@@ -40,7 +40,8 @@ _API_VERSIONS, _SASL_HANDSHAKE, _SASL_AUTHENTICATE = 18, 17, 36
 _UNSUPPORTED_SASL_MECHANISM = 33
 _CLIENT_ID = b"fedstream-check"
 
-_verified: set[tuple[str, KafkaSecurity]] = set()
+# (servers, settings, in-memory password): settings compare without their password
+_verified: set[tuple[str, KafkaSecurity, str | None]] = set()
 _verified_lock = threading.Lock()
 
 
@@ -266,14 +267,23 @@ def check_broker(bootstrap: str, security: KafkaSecurity, timeout_s: float = 10.
         finally:
             wire.sock.close()
     raise BrokerUnavailableError(
-        f"no Kafka broker accepted a connection at {bootstrap} ({'; '.join(unreachable)})"
+        f"no Kafka broker answered at {bootstrap} ({'; '.join(unreachable)})"
     )
+
+
+def hidden_topic_hint(security: KafkaSecurity) -> str:
+    """What to add to "topic does not exist": with an authorizer, a topic the principal may
+    not describe is reported exactly like a missing one (measured with a user without
+    ACLs), and the device's operator must learn that it may be an ACL."""
+    if not security.uses_sasl:
+        return ""
+    return f", or user {security.username!r} has no ACL to see it"
 
 
 def _check_once(bootstrap: str, security: KafkaSecurity, timeout_s: float) -> None:
     """`check_broker`, once per process for the same servers and settings; a broker that
     is not reachable yet is left to the client's own bootstrap timeout."""
-    key = (bootstrap, security)
+    key = (bootstrap, security, security.password)
     with _verified_lock:
         if key in _verified:
             return
@@ -308,7 +318,7 @@ def open_kafka_client(
         return factory(bootstrap_servers=bootstrap, **security.kafka_python_kwargs(), **settings)
     except kafka.errors.KafkaError as error:
         with _verified_lock:
-            _verified.discard((bootstrap, security))
+            _verified.discard((bootstrap, security, security.password))
         check_broker(bootstrap, security, timeout_s)  # raises the precise cause if it finds one
         raise BrokerUnavailableError(
             f"{what}: no Kafka broker answered at {bootstrap} within {timeout_s:g} s ({error})"

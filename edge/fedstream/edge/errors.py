@@ -46,7 +46,8 @@ class AuthenticationError(EdgeError):
 
 
 class TopicNotFoundError(EdgeError):
-    """The topic does not exist on the broker (fedstream never auto-creates topics)."""
+    """The topic does not exist on the broker (fedstream never auto-creates topics), or,
+    with an authorizer, the principal has no ACL to see it: Kafka reports both the same."""
 
 
 class PayloadTooLargeError(EdgeError):

@@ -10,6 +10,9 @@ Settings and why:
   must learn about an outage (`BrokerUnavailableError`) instead of buffering forever.
 * gzip compression: the only codec kafka-python supports without an extra package.
 * ``allow_auto_create_topics=False``: a typo in a topic name is an error, not a new topic.
+* The connection is authenticated with ``config.security`` (`KafkaSecurity`), and a
+  refused one raises `AuthenticationError` at once (`open_kafka_client`), never a
+  bootstrap timeout.
 * Size is checked *before* sending against the smaller of the producer's
   ``max_request_size`` and the topic's ``max.message.bytes`` (read once from the broker),
   so an oversized update fails at once with `PayloadTooLargeError` naming both numbers,
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedstream.edge.config import EdgeConfig
+from fedstream.edge.connection import hidden_topic_hint, open_kafka_client
 from fedstream.edge.errors import (
     BrokerUnavailableError,
     DeliveryError,
@@ -64,23 +68,24 @@ def topic_max_message_bytes(config: EdgeConfig, topic: str) -> int | None:
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
     errors = _kafka_errors()
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=config.bootstrap,
-            client_id=config.client_id or "fedstream-edge",
-            bootstrap_timeout_ms=int(config.connect_timeout_s * 1000),
-            request_timeout_ms=int(config.connect_timeout_s * 1000),
-        )
-    except errors.KafkaError as error:
-        raise BrokerUnavailableError(
-            f"no Kafka broker answered at {config.bootstrap} within "
-            f"{config.connect_timeout_s:g} s ({error})"
-        ) from error
+    admin = open_kafka_client(
+        KafkaAdminClient,
+        config.bootstrap,
+        config.security,
+        timeout_s=config.connect_timeout_s,
+        what="admin client",
+        client_id=config.client_id or "fedstream-edge",
+        bootstrap_timeout_ms=int(config.connect_timeout_s * 1000),
+        request_timeout_ms=int(config.connect_timeout_s * 1000),
+    )
     try:
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, ["max.message.bytes"])
         answer = admin.describe_configs([resource], config_filter="all")
     except errors.UnknownTopicOrPartitionError as error:
-        raise TopicNotFoundError(f"topic {topic!r} does not exist at {config.bootstrap}") from error
+        raise TopicNotFoundError(
+            f"topic {topic!r} does not exist at {config.bootstrap}"
+            f"{hidden_topic_hint(config.security)}"
+        ) from error
     except errors.AuthorizationError:
         log.warning(
             "not allowed to read the config of topic %r; checking sizes against "
@@ -96,7 +101,10 @@ def topic_max_message_bytes(config: EdgeConfig, topic: str) -> int | None:
         admin.close()
     entry = answer.get("topic", {}).get(topic) or {}
     if not entry:
-        raise TopicNotFoundError(f"topic {topic!r} does not exist at {config.bootstrap}")
+        raise TopicNotFoundError(
+            f"topic {topic!r} does not exist at {config.bootstrap}"
+            f"{hidden_topic_hint(config.security)}"
+        )
     value = entry.get("max.message.bytes", {}).get("value")
     return int(value) if value is not None else None
 
@@ -108,31 +116,28 @@ class RecordProducer:
         from kafka import KafkaProducer
 
         self.config = config
-        errors = _kafka_errors()
         send_ms = int(config.send_timeout_s * 1000)
         # request timeout below the delivery timeout so that retries fit inside it
         request_ms = max(1000, send_ms // max(1, config.retries + 1))
-        try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=config.bootstrap,
-                client_id=config.client_id or "fedstream-edge",
-                enable_idempotence=True,
-                acks="all",
-                compression_type=config.compression_type,
-                retries=config.retries,
-                delivery_timeout_ms=send_ms,
-                request_timeout_ms=min(request_ms, send_ms),
-                max_block_ms=send_ms,
-                max_request_size=config.max_request_size,
-                allow_auto_create_topics=False,
-                bootstrap_timeout_ms=int(config.connect_timeout_s * 1000),
-                linger_ms=0,
-            )
-        except errors.KafkaError as error:
-            raise BrokerUnavailableError(
-                f"no Kafka broker answered at {config.bootstrap} within "
-                f"{config.connect_timeout_s:g} s ({error})"
-            ) from error
+        self._producer = open_kafka_client(
+            KafkaProducer,
+            config.bootstrap,
+            config.security,
+            timeout_s=config.connect_timeout_s,
+            what="producer",
+            client_id=config.client_id or "fedstream-edge",
+            enable_idempotence=True,
+            acks="all",
+            compression_type=config.compression_type,
+            retries=config.retries,
+            delivery_timeout_ms=send_ms,
+            request_timeout_ms=min(request_ms, send_ms),
+            max_block_ms=send_ms,
+            max_request_size=config.max_request_size,
+            allow_auto_create_topics=False,
+            bootstrap_timeout_ms=int(config.connect_timeout_s * 1000),
+            linger_ms=0,
+        )
         self._topic_limits: dict[str, int | None] = {}
         self._limits_lock = threading.Lock()
 

@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedstream.edge.config import EdgeConfig
+from fedstream.edge.connection import hidden_topic_hint, open_kafka_client
 from fedstream.edge.errors import (
     BrokerUnavailableError,
     DigestMismatchError,
+    EdgeError,
     InvalidReleaseError,
     TopicNotFoundError,
     UnknownModelError,
@@ -210,29 +212,28 @@ class ReleaseReader:
         self.config = config
         self.model_id = model_id
         self._errors = kafka_errors
-        try:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=config.bootstrap,
-                client_id=config.client_id or "fedstream-edge",
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=config.max_fetch_bytes,
-                fetch_max_bytes=max(config.max_fetch_bytes, 52428800),
-                bootstrap_timeout_ms=int(config.connect_timeout_s * 1000),
-                request_timeout_ms=max(30000, int(config.connect_timeout_s * 1000) + 5000),
-            )
-        except kafka_errors.KafkaError as error:
-            raise BrokerUnavailableError(
-                f"no Kafka broker answered at {config.bootstrap} within "
-                f"{config.connect_timeout_s:g} s ({error})"
-            ) from error
+        self._consumer = open_kafka_client(
+            KafkaConsumer,
+            config.bootstrap,
+            config.security,
+            timeout_s=config.connect_timeout_s,
+            what="release reader",
+            client_id=config.client_id or "fedstream-edge",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=config.max_fetch_bytes,
+            fetch_max_bytes=max(config.max_fetch_bytes, 52428800),
+            bootstrap_timeout_ms=int(config.connect_timeout_s * 1000),
+            request_timeout_ms=max(30000, int(config.connect_timeout_s * 1000) + 5000),
+        )
         try:
             partitions = self._consumer.partitions_for_topic(config.models_topic)
             if not partitions:
                 raise TopicNotFoundError(
                     f"models topic {config.models_topic!r} does not exist at {config.bootstrap}"
+                    f"{hidden_topic_hint(config.security)}"
                 )
             self._partitions = [TopicPartition(config.models_topic, p) for p in sorted(partitions)]
             self._consumer.assign(self._partitions)
@@ -394,8 +395,12 @@ def recent_dead_letters(
 
     found: list[dict[str, Any]] = []
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=config.bootstrap,
+        consumer = open_kafka_client(
+            KafkaConsumer,
+            config.bootstrap,
+            config.security,
+            timeout_s=config.connect_timeout_s,
+            what="dead-letter reader",
             client_id=config.client_id or "fedstream-edge",
             group_id=None,
             enable_auto_commit=False,
@@ -403,7 +408,7 @@ def recent_dead_letters(
             max_partition_fetch_bytes=config.max_fetch_bytes,
             bootstrap_timeout_ms=int(config.connect_timeout_s * 1000),
         )
-    except kafka_errors.KafkaError:
+    except EdgeError:
         return found
     try:
         partitions = consumer.partitions_for_topic(config.dlq_topic) or set()

@@ -22,11 +22,14 @@ silent fall-back to anonymous.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fedstream.edge.errors import EdgeError
 
 __all__ = [
     "ENV_CA_FILE",
@@ -35,10 +38,13 @@ __all__ = [
     "ENV_PASSWORD_FILE",
     "ENV_PROTOCOL",
     "ENV_USERNAME",
+    "FLINK_CONNECTOR_SHADED_PREFIX",
     "MECHANISMS",
     "PROTOCOLS",
     "KafkaSecurity",
     "SecurityConfigError",
+    "add_arguments",
+    "from_arguments",
     "write_java_properties",
 ]
 
@@ -52,6 +58,9 @@ ENV_PASSWORD_FILE = "FEDSTREAM_KAFKA_PASSWORD_FILE"
 ENV_PASSWORD = "FEDSTREAM_KAFKA_PASSWORD"
 ENV_CA_FILE = "FEDSTREAM_KAFKA_CA_FILE"
 
+#: Where flink-sql-connector-kafka relocates the Kafka client classes it bundles.
+FLINK_CONNECTOR_SHADED_PREFIX = "org.apache.flink.kafka.shaded."
+
 _LOGIN_MODULES = {
     "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
     "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
@@ -59,8 +68,10 @@ _LOGIN_MODULES = {
 }
 
 
-class SecurityConfigError(ValueError):
-    """The Kafka security settings are incomplete or contradict each other."""
+class SecurityConfigError(EdgeError, ValueError):
+    """The Kafka security settings are incomplete or contradict each other (or the password
+    file cannot be read). A ValueError like every other configuration error, and an
+    `EdgeError` because a device may hit it when it (re)connects."""
 
 
 def _path(value: str | os.PathLike[str] | None) -> Path | None:
@@ -72,7 +83,7 @@ def _jaas_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True, repr=False, init=False)
 class KafkaSecurity:
     """Security settings of one Kafka client. Validated on construction.
 
@@ -90,12 +101,26 @@ class KafkaSecurity:
     ca_file: Path | None = None
     password: str | None = field(default=None, compare=False)
 
-    def __post_init__(self) -> None:
-        # accept str paths and lower-case names; store them normalized
-        object.__setattr__(self, "protocol", str(self.protocol).upper())
-        object.__setattr__(self, "mechanism", str(self.mechanism).upper())
-        object.__setattr__(self, "password_file", _path(self.password_file))
-        object.__setattr__(self, "ca_file", _path(self.ca_file))
+    def __init__(
+        self,
+        protocol: str = "SASL_SSL",
+        mechanism: str = "SCRAM-SHA-512",
+        username: str | None = None,
+        password_file: str | os.PathLike[str] | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        password: str | None = None,
+    ) -> None:
+        # written out (not generated) to accept str paths and lower-case names, stored
+        # normalized, and to validate once
+        for name, value in (
+            ("protocol", str(protocol).upper()),
+            ("mechanism", str(mechanism).upper()),
+            ("username", username),
+            ("password_file", _path(password_file)),
+            ("ca_file", _path(ca_file)),
+            ("password", password),
+        ):
+            object.__setattr__(self, name, value)
         self._validate()
 
     # ------------------------------------------------------------------ building
@@ -186,18 +211,22 @@ class KafkaSecurity:
                 kwargs["ssl_cafile"] = str(self.ca_file)
         return kwargs
 
-    def java_properties(self) -> dict[str, str]:
+    def java_properties(self, shaded_prefix: str = "") -> dict[str, str]:
         """Properties for Java clients (Flink's Kafka connector, Kafka's command-line tools).
 
         Carries the password inside ``sasl.jaas.config``: hand it over in a 0600 file
         (`write_java_properties`) or inside a job graph, never as a process argument.
+        `shaded_prefix` is prepended to the JAAS login module's class name for a client
+        whose Kafka classes are relocated: ``flink-sql-connector-kafka`` shades them under
+        `FLINK_CONNECTOR_SHADED_PREFIX` (measured: the plain name gives "No LoginModule
+        found for org.apache.kafka.common.security.scram.ScramLoginModule").
         """
         props = {"security.protocol": self.protocol}
         if self.uses_sasl:
             assert self.username is not None  # checked by _validate
             props["sasl.mechanism"] = self.mechanism
             props["sasl.jaas.config"] = (
-                f"{_LOGIN_MODULES[self.mechanism]} required "
+                f"{shaded_prefix}{_LOGIN_MODULES[self.mechanism]} required "
                 f"username={_jaas_quote(self.username)} "
                 f"password={_jaas_quote(self.resolve_password())};"
             )
@@ -205,6 +234,21 @@ class KafkaSecurity:
             props["ssl.truststore.type"] = "PEM"
             props["ssl.truststore.location"] = str(self.ca_file.resolve())
         return props
+
+    def arguments(self) -> list[str]:
+        """These settings as the flags of `add_arguments`, for a child process.
+
+        Paths only: a password that is not in a file must reach the child through its
+        environment (FEDSTREAM_KAFKA_PASSWORD), never through its arguments.
+        """
+        flags = ["--security-protocol", self.protocol]
+        if self.uses_sasl:
+            flags += ["--username", str(self.username)]
+        if self.password_file is not None:
+            flags += ["--password-file", str(self.password_file.resolve())]
+        if self.ca_file is not None:
+            flags += ["--ca-file", str(self.ca_file.resolve())]
+        return flags
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
@@ -278,3 +322,31 @@ def _escape_property(text: str) -> str:
     """Escape for java.util.Properties: backslash, line breaks, and leading spaces."""
     out = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
     return "\\ " + out[1:] if out.startswith(" ") else out
+
+
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Command-line flags for the security settings (defaults: the environment).
+
+    There is deliberately no password flag: arguments are visible to every local user
+    (/proc/PID/cmdline); the password comes from a file or FEDSTREAM_KAFKA_PASSWORD.
+    """
+    parser.add_argument(
+        "--security-protocol", help=f"SASL_SSL, SASL_PLAINTEXT, SSL or PLAINTEXT (${ENV_PROTOCOL})"
+    )
+    parser.add_argument("--username", help=f"SASL user (${ENV_USERNAME})")
+    parser.add_argument("--password-file", help=f"file holding the password (${ENV_PASSWORD_FILE})")
+    parser.add_argument("--ca-file", help=f"CA certificate(s), PEM (${ENV_CA_FILE})")
+
+
+def from_arguments(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> KafkaSecurity:
+    """`KafkaSecurity.from_env`, with the flags of `add_arguments` (when given) on top."""
+    flags = {
+        ENV_PROTOCOL: args.security_protocol,
+        ENV_USERNAME: args.username,
+        ENV_PASSWORD_FILE: args.password_file,
+        ENV_CA_FILE: args.ca_file,
+    }
+    base = os.environ if environ is None else environ
+    return KafkaSecurity.from_env({**base, **{k: v for k, v in flags.items() if v}})

@@ -30,6 +30,7 @@ from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 from pyflink.table import StreamTableEnvironment
 
+from fedstream.edge.security import FLINK_CONNECTOR_SHADED_PREFIX
 from fedstream.jobs.config import JobConfig, load
 from fedstream.jobs.runtime import connector_jar, jar_url
 
@@ -89,8 +90,26 @@ def source_folders() -> list[Path]:
     ]
 
 
+def _login(config: JobConfig) -> dict[str, str]:
+    """The Kafka client properties that log the source and sinks in (the connector's
+    relocated login module class)."""
+    return config.kafka.security().java_properties(FLINK_CONNECTOR_SHADED_PREFIX)
+
+
+def _sql(text: str) -> str:
+    """A SQL string literal's content (single quotes doubled)."""
+    return text.replace("'", "''")
+
+
 def _source_ddl(config: JobConfig) -> str:
+    """The Kafka table source. Its ``properties.*`` carry the login (security protocol,
+    SASL mechanism, JAAS line with the password, PEM truststore): they end up in the job
+    graph, which is the job's own, and never on a command line."""
     k, t = config.kafka, config.topics
+    login = "".join(
+        f"\n          'properties.{key}' = '{_sql(value)}',"
+        for key, value in _login(config).items()
+    )
     return f"""
         CREATE TEMPORARY TABLE fedstream_input (
           `value` BYTES,
@@ -100,7 +119,7 @@ def _source_ddl(config: JobConfig) -> str:
         ) WITH (
           'connector' = 'kafka',
           'topic' = '{t.updates};{t.control}',
-          'properties.bootstrap.servers' = '{k.bootstrap}',
+          'properties.bootstrap.servers' = '{k.bootstrap}',{login}
           'properties.group.id' = '{k.group_id}',
           'properties.isolation.level' = 'read_committed',
           'properties.max.partition.fetch.bytes' = '{t.updates_max_message_bytes}',
@@ -111,9 +130,11 @@ def _source_ddl(config: JobConfig) -> str:
 
 def _sink(config: JobConfig, topic: str, role: str) -> KafkaSink:
     k = config.kafka
+    builder = KafkaSink.builder()
+    for key, value in _login(config).items():
+        builder = builder.set_property(key, value)
     return (
-        KafkaSink.builder()
-        .set_bootstrap_servers(k.bootstrap)
+        builder.set_bootstrap_servers(k.bootstrap)
         .set_record_serializer(
             KafkaRecordSerializationSchema.builder()
             .set_topic(topic)
@@ -246,9 +267,24 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _checked_config(args: argparse.Namespace) -> JobConfig:
+    """The config, after one login to Kafka: bad credentials end the job here, in one line
+    that says what to check, instead of as a failing Flink source after its restarts."""
+    from fedstream.edge.errors import EdgeError
+    from fedstream.jobs.config import ConfigError
+    from fedstream.jobs.kafka_clients import check_kafka
+
+    try:
+        config = load(args.config, parse_overrides(args.set))
+        check_kafka(config)
+    except (ConfigError, EdgeError) as error:
+        raise SystemExit(f"fedstream: {error}") from None
+    return config
+
+
 def main(argv: list[str] | None = None) -> None:
     args = arguments(argv)
-    config = load(args.config, parse_overrides(args.set))
+    config = _checked_config(args)
     if args.create_topics:
         from fedstream.jobs.topics import ensure_topics
 

@@ -8,7 +8,10 @@
     fedstream dead-letters               what was refused, and why
 
 Every command reads the same config file as the job (`--config`, default
-jobs/config/local.toml) and accepts `--set section.key=value` overrides.
+jobs/config/local.toml) and accepts `--set section.key=value` overrides. Every command logs
+in to Kafka as the config's principal ([kafka] username, password_file, ca_file; the local
+stack's admin by default); a refused login or a missing credentials file ends the command
+with one line saying what to check (exit status 2).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def _aggregation(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_register(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
 
+    from fedstream.jobs.kafka_clients import kafka_client
     from fedstream.jobs.registration import registration_bytes
 
     config = _config(args)
@@ -71,8 +75,12 @@ def cmd_register(args: argparse.Namespace) -> int:
             f"registration is {len(value)} bytes, over the control topic's limit", file=sys.stderr
         )
         return 1
-    producer = KafkaProducer(
-        bootstrap_servers=config.kafka.bootstrap, acks="all", max_request_size=len(value) + 65536
+    producer = kafka_client(
+        KafkaProducer,
+        config,
+        what="registration producer",
+        acks="all",
+        max_request_size=len(value) + 65536,
     )
     try:
         producer.send(config.topics.control, value).get(timeout=30)
@@ -123,7 +131,7 @@ def cmd_releases(args: argparse.Namespace) -> int:
 
     config = _config(args)
     rows = []
-    for value in read_topic(config.kafka.bootstrap, config.topics.models):
+    for value in read_topic(config.kafka.bootstrap, config.topics.models, config.kafka.security()):
         record = decode(value, expected="ModelRelease").record
         if record["model_id"] != args.model_id or record["chunk_index"] != 0:
             continue
@@ -162,7 +170,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     config = _config(args)
     letters = [
         decode(v, expected="DeadLetter").record
-        for v in read_topic(config.kafka.bootstrap, config.topics.dlq)
+        for v in read_topic(config.kafka.bootstrap, config.topics.dlq, config.kafka.security())
     ]
     counts = Counter(str(d["reason"]) for d in letters)
     for reason, count in counts.most_common():
@@ -217,8 +225,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fedstream.edge.errors import EdgeError
+    from fedstream.jobs.config import ConfigError
+
     args = parser().parse_args(argv)
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except (EdgeError, ConfigError) as error:  # bad credentials, no broker, bad config
+        print(f"fedstream {args.command}: {error}", file=sys.stderr)
+        return 2
     return code
 
 

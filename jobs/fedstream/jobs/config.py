@@ -9,10 +9,14 @@ starts.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedstream.edge.security import KafkaSecurity
 
 # jobs/config/local.toml in the repository; fedstream/jobs/config/local.toml in the wheel
 _CANDIDATES = (
@@ -22,16 +26,78 @@ _CANDIDATES = (
 DEFAULT_CONFIG = next((p for p in _CANDIDATES if p.is_file()), _CANDIDATES[0])
 
 
+#: Relative paths in the config (kafka.password_file, kafka.ca_file) are relative to this
+#: folder: the repository root.
+REPO_ROOT = Path(__file__).resolve().parents[3]
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, of the wrong type or out of range."""
 
 
 @dataclass(frozen=True)
 class KafkaConfig:
+    """[kafka]: where the brokers are and how the job, its CLI and tools log in.
+
+    The security keys are the job's side of `fedstream.edge.KafkaSecurity`: every Kafka
+    client the job side builds (the Flink source and sinks, the topic and CLI clients)
+    takes them from `security()`. The defaults match the local stack (infra/local/kafka.sh)
+    as its admin principal; a deployment sets its own principal (e.g. Terraform's job user).
+    """
+
     bootstrap: str = "127.0.0.1:9092"
     group_id: str = "fedstream-aggregator"
     transactional_id_prefix: str = "fedstream-aggregator"
     transaction_timeout_ms: int = 900_000
+    # SASL_SSL | SASL_PLAINTEXT | SSL | PLAINTEXT (only for a broker without security)
+    security_protocol: str = "SASL_SSL"
+    # SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    # the SASL principal; required with SASL_*
+    username: str = "admin"
+    # file holding the password (relative to the repository root, or absolute); empty: the
+    # password comes from the FEDSTREAM_KAFKA_PASSWORD environment variable. Never put a
+    # password itself in this file or on a command line.
+    password_file: str = "infra/local/.run/kafka/credentials/admin.password"
+    # PEM file of the CA that signed the brokers' certificates (relative to the repository
+    # root, or absolute); empty: the system's CAs
+    ca_file: str = "infra/local/.run/kafka/credentials/ca.pem"
+
+    def security(self) -> KafkaSecurity:
+        """These settings as a `KafkaSecurity`, with files resolved and checked.
+
+        Raises `ConfigError` naming the key when a file is missing or a password is absent
+        (checked here, not at load time: a config is also built where no broker exists).
+        """
+        from fedstream.edge.security import ENV_PASSWORD, KafkaSecurity, SecurityConfigError
+
+        sasl = self.security_protocol.startswith("SASL_")
+        password_file = _repo_path(self.password_file) if sasl else None
+        try:
+            return KafkaSecurity(
+                protocol=self.security_protocol,
+                mechanism=self.sasl_mechanism,
+                username=(self.username or None) if sasl else None,
+                password_file=password_file,
+                password=None if password_file or not sasl else os.environ.get(ENV_PASSWORD),
+                ca_file=_repo_path(self.ca_file)
+                if self.security_protocol.endswith("SSL")
+                else None,
+            )
+        except SecurityConfigError as error:
+            raise ConfigError(
+                f"[kafka] security (kafka.password_file, kafka.ca_file): {error}"
+            ) from None
+
+
+def _repo_path(value: str) -> Path | None:
+    """A path from the config: absolute, or relative to the repository root."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 @dataclass(frozen=True)
@@ -153,6 +219,22 @@ def _positive(name: str, value: int) -> None:
         raise ConfigError(f"{name} must be > 0, got {value}")
 
 
+def _validate_security(kafka: KafkaConfig) -> None:
+    """The security keys' values (files are checked when a client needs them)."""
+    if kafka.security_protocol not in _SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"kafka.security_protocol must be one of {', '.join(_SECURITY_PROTOCOLS)}, "
+            f"got {kafka.security_protocol!r}"
+        )
+    if kafka.sasl_mechanism not in _SASL_MECHANISMS:
+        raise ConfigError(
+            f"kafka.sasl_mechanism must be one of {', '.join(_SASL_MECHANISMS)}, "
+            f"got {kafka.sasl_mechanism!r}"
+        )
+    if kafka.security_protocol.startswith("SASL_") and not kafka.username:
+        raise ConfigError(f"kafka.username must not be empty with {kafka.security_protocol}")
+
+
 def _validate(config: JobConfig) -> None:
     kafka, topics, checkpoint, runtime = (
         config.kafka,
@@ -165,6 +247,7 @@ def _validate(config: JobConfig) -> None:
     for name in ("group_id", "transactional_id_prefix"):
         if not getattr(kafka, name):
             raise ConfigError(f"kafka.{name} must not be empty")
+    _validate_security(kafka)
     names = {"updates": topics.updates, "control": topics.control}
     names |= {"models": topics.models, "dlq": topics.dlq}
     for key, value in names.items():

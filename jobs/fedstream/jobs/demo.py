@@ -1,6 +1,8 @@
 """`make demo`: fedstream end to end on one machine.
 
-1. the local Kafka broker (infra/local/kafka.sh; reused if one already runs),
+1. the local Kafka broker (infra/local/kafka.sh; reused if one already runs), secured:
+   the job and the fleet log in with the [kafka] principal of jobs/config/local.toml (the
+   stack's admin; a provisioned deployment sets kafka.username / password_file),
 2. the aggregation job in a Flink mini-cluster (EXACTLY_ONCE checkpoints),
 3. a simulated fleet (fedstream.edge.simulator): 20 devices with a 10x speed spread,
    dropouts and non-IID digits, first asynchronous (FedBuff), then synchronous FedAvg on the
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 "fedstream.edge.simulator",
                 "--bootstrap",
                 config.kafka.bootstrap,
+                # the job's principal and CA (paths only; the local stack's admin for now)
+                *config.kafka.security().arguments(),
                 "--updates-topic",
                 config.topics.updates,
                 "--control-topic",

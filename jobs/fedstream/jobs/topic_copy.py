@@ -6,7 +6,11 @@ aggregation job. The source is bounded at the offsets that are latest when the j
 so the job ends by itself.
 
     flink run -py jobs/fedstream/jobs/topic_copy.py --bootstrap 127.0.0.1:9092 \
-        --source in-topic --sink out-topic
+        --source in-topic --sink out-topic [--username U --password-file F --ca-file CA]
+
+Kafka security: the FEDSTREAM_KAFKA_* environment (`KafkaSecurity.from_env`, e.g.
+``eval "$(infra/local/kafka.sh env)"``), overridden by the flags. The password is read from
+a file (or FEDSTREAM_KAFKA_PASSWORD), never taken from the command line.
 """
 
 from __future__ import annotations
@@ -25,13 +29,26 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSource,
 )
 
+from fedstream.edge import security as kafka_security
 from fedstream.jobs.runtime import connector_jar, jar_url
 
 
-def build(env: StreamExecutionEnvironment, bootstrap: str, source: str, sink: str) -> None:
+def build(
+    env: StreamExecutionEnvironment,
+    bootstrap: str,
+    source: str,
+    sink: str,
+    security: kafka_security.KafkaSecurity,
+) -> None:
+    # into the job graph, never onto a command line
+    login = security.java_properties(kafka_security.FLINK_CONNECTOR_SHADED_PREFIX)
+    source_builder = KafkaSource.builder()
+    sink_builder = KafkaSink.builder()
+    for key, value in login.items():
+        source_builder = source_builder.set_property(key, value)
+        sink_builder = sink_builder.set_property(key, value)
     kafka_source = (
-        KafkaSource.builder()
-        .set_bootstrap_servers(bootstrap)
+        source_builder.set_bootstrap_servers(bootstrap)
         .set_topics(source)
         .set_group_id(f"fedstream-topic-copy-{source}")
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
@@ -41,8 +58,7 @@ def build(env: StreamExecutionEnvironment, bootstrap: str, source: str, sink: st
         .build()
     )
     kafka_sink = (
-        KafkaSink.builder()
-        .set_bootstrap_servers(bootstrap)
+        sink_builder.set_bootstrap_servers(bootstrap)
         .set_record_serializer(
             KafkaRecordSerializationSchema.builder()
             .set_topic(sink)
@@ -69,11 +85,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--sink", required=True)
+    kafka_security.add_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        security = kafka_security.from_arguments(args)
+    except kafka_security.SecurityConfigError as error:
+        parser.error(str(error))
     config = Configuration()
     config.set_string("pipeline.jars", jar_url(connector_jar()))
     env = StreamExecutionEnvironment.get_execution_environment(config)
-    build(env, args.bootstrap, args.source, args.sink)
+    build(env, args.bootstrap, args.source, args.sink, security)
     env.execute(f"fedstream-topic-copy-{args.source}")
 
 

@@ -13,6 +13,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from fedstream.jobs.config import JobConfig
+from fedstream.jobs.kafka_clients import kafka_client
 
 
 def topic_specs(config: JobConfig) -> list[NewTopic]:
@@ -41,7 +42,7 @@ def topic_specs(config: JobConfig) -> list[NewTopic]:
 
 def ensure_topics(config: JobConfig) -> list[str]:
     """Create the topics that don't exist yet; returns the names created."""
-    admin = KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap, request_timeout_ms=30000)
+    admin = kafka_client(KafkaAdminClient, config, what="topic admin", request_timeout_ms=30000)
     try:
         existing = set(admin.list_topics())
         missing = [spec for spec in topic_specs(config) if spec.name not in existing]

@@ -76,3 +76,65 @@ def test_latest_checkpoint_picks_the_newest_completed_one(tmp_path: Path) -> Non
     assert latest_checkpoint(tmp_path.as_uri()) == str(tmp_path / "a" / "chk-12")
     with pytest.raises(ValueError, match="file://"):
         latest_checkpoint("s3://bucket/checkpoints")
+
+
+# ---------------------------------------------------------------- Kafka security keys
+def test_security_defaults_point_at_the_local_stack_admin() -> None:
+    kafka = load(DEFAULT_CONFIG).kafka
+    assert (kafka.security_protocol, kafka.sasl_mechanism, kafka.username) == (
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+        "admin",
+    )
+    assert kafka.password_file == "infra/local/.run/kafka/credentials/admin.password"
+    assert kafka.ca_file == "infra/local/.run/kafka/credentials/ca.pem"
+    assert JobConfig().kafka == kafka  # the dataclass defaults are the shipped file's
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"kafka": {"security_protocol": "TLS"}}, "kafka.security_protocol must be one of"),
+        ({"kafka": {"sasl_mechanism": "GSSAPI"}}, "kafka.sasl_mechanism must be one of"),
+        ({"kafka": {"username": ""}}, "kafka.username must not be empty with SASL_SSL"),
+        ({"kafka": {"password_file": 3}}, "kafka.password_file must be a string"),
+    ],
+)
+def test_invalid_security_values_name_the_key(
+    data: dict[str, dict[str, object]], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(data)
+
+
+def test_security_resolves_paths_against_the_repository_root(tmp_path: Path) -> None:
+    from fedstream.jobs.config import REPO_ROOT
+
+    password = tmp_path / "job.password"
+    password.write_text("pw\n")
+    config = JobConfig().with_overrides(
+        {"kafka.password_file": str(password), "kafka.ca_file": "", "kafka.username": "job"}
+    )
+    security = config.kafka.security()
+    assert security.password_file == password and security.ca_file is None
+    assert security.resolve_password() == "pw"
+    relative = JobConfig().with_overrides({"kafka.password_file": "no/such/file"})
+    with pytest.raises(ConfigError, match=re.escape(str(REPO_ROOT / "no/such/file"))):
+        relative.kafka.security()
+
+
+def test_an_empty_password_file_key_takes_the_password_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = JobConfig().with_overrides({"kafka.password_file": "", "kafka.ca_file": ""})
+    monkeypatch.delenv("FEDSTREAM_KAFKA_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="FEDSTREAM_KAFKA_PASSWORD"):
+        config.kafka.security()
+    monkeypatch.setenv("FEDSTREAM_KAFKA_PASSWORD", "from-env")
+    assert config.kafka.security().resolve_password() == "from-env"
+    assert "from-env" not in repr(config) and "from-env" not in repr(config.kafka.security())
+
+
+def test_plaintext_ignores_the_credential_keys() -> None:
+    config = JobConfig().with_overrides({"kafka.security_protocol": "PLAINTEXT"})
+    assert config.kafka.security().kafka_python_kwargs() == {"security_protocol": "PLAINTEXT"}

@@ -3,8 +3,13 @@
 The job must already be running and the broker reachable (the simulator only talks to
 Kafka, like real devices). Example, on the local stack with the job's default topics::
 
+    eval "$(infra/local/kafka.sh env)"      # credentials of the local stack (paths only)
     python -m fedstream.edge.simulator --bootstrap 127.0.0.1:9092 --devices 20 \\
         --mode both --target-accuracy 0.9 --duration 180 --out fleet-report
+
+Kafka security comes from the FEDSTREAM_KAFKA_* environment (`KafkaSecurity.from_env`);
+the flags below override it. The password is only ever read from a file or from
+FEDSTREAM_KAFKA_PASSWORD, never from a flag (arguments are visible to every local user).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
+
+from fedstream.edge import security
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -26,6 +33,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     k = p.add_argument_group("Kafka (the job must be running)")
     k.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    security.add_arguments(k)
     k.add_argument("--updates-topic", default="fl.updates")
     k.add_argument("--control-topic", default="fl.control")
     k.add_argument("--models-topic", default="fl.models")
@@ -96,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(line, flush=True)
 
+    try:
+        kafka = security.from_arguments(args)
+    except EdgeError as error:
+        print(f"simulator: {error}", file=sys.stderr)
+        return 2
     config = EdgeConfig(
         bootstrap=args.bootstrap,
+        security=kafka,
         updates_topic=args.updates_topic,
         control_topic=args.control_topic,
         models_topic=args.models_topic,
