@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 LIB := infra/local/.lib
 STACK := infra/local/stack.sh
 
-.PHONY: help setup venv jars demo test test-unit lint stack-up stack-down stack-status bench clean lock
+.PHONY: help setup venv jars demo test test-unit lint stack-up stack-down stack-status bench clean lock \
+	terraform-tools provision
 
 help:
 	@echo "make demo          set up, start the local broker, run fedstream end to end"
@@ -15,6 +16,7 @@ help:
 	@echo "make lint          ruff + mypy"
 	@echo "make stack-up      start the local Kafka broker and Flink cluster (stack-down, stack-status)"
 	@echo "make bench         run the benchmarks, write bench/results/"
+	@echo "make provision     topics, SCRAM users and ACLs on the local stack (Terraform)"
 
 setup: venv jars
 
@@ -45,13 +47,24 @@ lock: venv
 	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/direct.txt
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements/lock.txt
 
+# Terraform (or OpenTofu, built once from the Go module proxy when no terraform >= 1.11 is on
+# PATH: ~8 min) and the mongey/kafka provider (~1 min), cached outside the repository
+# (~/.cache/fedstream/terraform); instant once built.
+terraform-tools:
+	@infra/terraform/tools.sh ensure >/dev/null
+
+# Provision the running local stack (make stack-up): topics, one SCRAM user per role,
+# ACLs. infra/terraform/provision.sh plan|destroy for the rest.
+provision: terraform-tools
+	infra/terraform/provision.sh apply
+
 demo: setup
 	$(PY) -m fedstream.jobs.demo
 
-test: setup
+test: setup terraform-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: setup
+test-unit: setup terraform-tools
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv
