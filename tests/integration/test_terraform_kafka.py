@@ -102,7 +102,8 @@ class Stack:
             text=True,
             timeout=timeout,
         )
-        self.timings[command] = time.monotonic() - start
+        label = command if not extra else f"{command} (invalid values)"
+        self.timings[label] = time.monotonic() - start
         return done
 
     def security(self, role: str) -> dict[str, Any]:
