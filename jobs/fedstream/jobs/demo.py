@@ -24,7 +24,9 @@ import time
 import uuid
 from pathlib import Path
 
-from fedstream.jobs.config import load
+from fedstream.edge.errors import EdgeError
+from fedstream.jobs.config import ConfigError, load
+from fedstream.jobs.kafka_clients import check_kafka
 from fedstream.jobs.launcher import REPO, JobProcess
 from fedstream.jobs.topics import ensure_topics
 
@@ -35,6 +37,20 @@ def say(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
+def stack_overrides() -> dict[str, str]:
+    """Follow the local stack when FEDSTREAM_KAFKA_PORT / FEDSTREAM_KAFKA_DIR move it (the
+    config's defaults name port 9092 and infra/local/.run/kafka): the demo starts that
+    stack, so its job and fleet must connect to it and log in with its credentials."""
+    out: dict[str, str] = {}
+    if port := os.environ.get("FEDSTREAM_KAFKA_PORT"):
+        out["kafka.bootstrap"] = f"127.0.0.1:{port}"
+    if folder := os.environ.get("FEDSTREAM_KAFKA_DIR"):
+        credentials = Path(folder).resolve() / "credentials"
+        out["kafka.password_file"] = str(credentials / "admin.password")
+        out["kafka.ca_file"] = str(credentials / "ca.pem")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=20)
@@ -42,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-accuracy", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=REPO / "demo-report")
     parser.add_argument("--keep-broker", action="store_true", help="leave the broker running")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a job config key, e.g. the principal the job and the fleet log in as: "
+        "--set kafka.username=job --set kafka.password_file=PATH (default: the stack's admin)",
+    )
     args = parser.parse_args(argv)
 
     run = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
@@ -56,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         "kafka.transactional_id_prefix": f"demo-{run}",
         "checkpoint.dir": (work / "checkpoints").as_uri(),
         "checkpoint.interval_ms": "1000",
+        **stack_overrides(),
     }
+    for pair in args.set:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            parser.error(f"--set expects section.key=value, got {pair!r}")
+        overrides[key] = value
     config = load(overrides=overrides)
     say(f"Kafka broker at {config.kafka.bootstrap}")
     was_running = subprocess.run([str(KAFKA_SH), "status"], capture_output=True).returncode == 0
@@ -69,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
+        check_kafka(config)  # a refused login ends the demo here, in one line
         ensure_topics(config)
         say(f"aggregation job in a local mini-cluster (log: {job.log})")
         job.start()
@@ -114,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", file=sys.stderr)
         return 130
+    except (ConfigError, EdgeError) as error:  # bad credentials, no broker
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
     finally:
         if fleet is not None and fleet.poll() is None:
             fleet.terminate()
