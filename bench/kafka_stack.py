@@ -43,8 +43,8 @@ class BenchKafka:
         return {
             "kafka.bootstrap": self.bootstrap,
             "kafka.username": str(self.security.username),
-            "kafka.password_file": str(self.security.password_file),
-            "kafka.ca_file": str(self.security.ca_file),
+            "kafka.password_file": str(self.security.password_file or ""),
+            "kafka.ca_file": str(self.security.ca_file or ""),
         }
 
     def java_config(self, name: str, extra: Mapping[str, str] | None = None) -> Path:

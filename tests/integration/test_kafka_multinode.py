@@ -25,7 +25,9 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from fedstream.edge import EdgeConfig, KafkaSecurity, RecordProducer
+from fedstream.jobs.config import load
 from fedstream.jobs.kafka_read import read_topic
+from fedstream.jobs.topics import ensure_topics
 from tests.support.secrets import command_lines, watch_command_lines
 from tests.support.stack import KAFKA_SH, admin_security
 
@@ -122,9 +124,12 @@ def test_three_nodes_start_with_replicated_defaults_and_no_password_in_arguments
     password = cluster.security.resolve_password()
     # StorageTool ran as `java ... @node-N/format.args`: the JVM read its arguments, the
     # --add-scram with the password among them, from the 0600 file
-    formats = [line for line in cluster.seen_at_start if "/format.args" in line]
+    # (rm/chmod of the argfile show its path too: only the JVMs are looked at)
+    formats = [
+        line for line in cluster.seen_at_start if line.startswith("java ") and "format.args" in line
+    ]
     assert formats, "the storage format was not observed"
-    assert all("--add-scram" not in line and " @" in line for line in formats)
+    assert all("--add-scram" not in line and " @/" in line for line in formats)
     assert not [line for line in cluster.seen_at_start if password in line]
     assert not [line for line in command_lines().values() if password in line]
     assert not list(cluster.folder.glob("node-*/format.args"))  # removed after use
@@ -182,6 +187,27 @@ def test_a_topic_keeps_taking_acks_all_writes_with_one_node_down(cluster: Cluste
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     assert cluster.run("status").returncode == 0
     wait_until(lambda: in_sync(cluster, topic) == [1, 2, 3], 120, "node 2 to catch up")
+
+
+def test_the_jobs_topics_are_replicated_on_every_node(cluster: Cluster) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    config = load(
+        overrides={
+            "kafka.bootstrap": cluster.bootstrap,
+            "kafka.password_file": str(cluster.security.password_file),
+            "kafka.ca_file": str(cluster.security.ca_file),
+            **{f"topics.{t}": f"{t}-{suffix}" for t in ("updates", "control", "models", "dlq")},
+        }
+    )
+    created = ensure_topics(config)
+    assert len(created) == 4
+    admin = cluster.admin()
+    try:
+        described = admin.describe_topics(created)
+    finally:
+        admin.close()
+    for topic in described:
+        assert all(len(p["replica_nodes"]) == 3 for p in topic["partitions"]), topic["name"]
 
 
 def test_stop_stops_every_node(cluster: Cluster) -> None:

@@ -35,8 +35,8 @@ class Broker:
         return {
             "kafka.bootstrap": self.bootstrap,
             "kafka.username": self.security.username or "",
-            "kafka.password_file": str(self.security.password_file),
-            "kafka.ca_file": str(self.security.ca_file),
+            "kafka.password_file": str(self.security.password_file or ""),
+            "kafka.ca_file": str(self.security.ca_file or ""),
         }
 
 

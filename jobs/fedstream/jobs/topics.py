@@ -15,28 +15,33 @@ from kafka.errors import TopicAlreadyExistsError
 from fedstream.jobs.config import JobConfig
 from fedstream.jobs.kafka_clients import kafka_client
 
+#: CreateTopics' "broker default" replication factor: every node of the local stack holds
+#: a replica (1 on one node, 3 on three, with min.insync.replicas 2: kafka.sh).
+BROKER_DEFAULT_REPLICATION = -1
+
 
 def topic_specs(config: JobConfig) -> list[NewTopic]:
     """fl.updates is partitioned for device throughput; fl.models, fl.control and fl.dlq
     have one partition so every consumer sees a model's releases in version order (the
-    sink writes them without a key)."""
+    sink writes them without a key). Replication is the broker's default."""
+    rf = BROKER_DEFAULT_REPLICATION
     t = config.topics
     big = {"max.message.bytes": str(max(t.models_max_message_bytes, t.updates_max_message_bytes))}
     return [
         NewTopic(
             t.updates,
             t.partitions,
-            1,
+            rf,
             topic_configs={"max.message.bytes": str(t.updates_max_message_bytes)},
         ),
-        NewTopic(t.control, 1, 1, topic_configs=big),
+        NewTopic(t.control, 1, rf, topic_configs=big),
         NewTopic(
             t.models,
             1,
-            1,
+            rf,
             topic_configs={"max.message.bytes": str(t.models_max_message_bytes + 65536)},
         ),
-        NewTopic(t.dlq, 1, 1, topic_configs=big),
+        NewTopic(t.dlq, 1, rf, topic_configs=big),
     ]
 
 

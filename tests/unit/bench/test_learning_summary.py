@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.kafka_stack import BenchKafka
 from bench.learning import (
     DEDUPE_VERSIONS,
     VARIANTS,
@@ -25,6 +26,7 @@ from bench.learning import (
     run_metrics,
     step_hold,
 )
+from fedstream.edge.security import KafkaSecurity
 from fedstream.edge.simulator.fleet import EvalPoint, FleetSettings, RunResult, SentRecord
 from fedstream.jobs.config import load
 
@@ -167,7 +169,16 @@ def test_run_metrics_from_a_run_result() -> None:
 
 
 def test_job_keeps_updates_far_staler_than_the_default_horizon(tmp_path: Path) -> None:
-    overrides = job_overrides("127.0.0.1:1", tmp_path, "x")
+    password = tmp_path / "admin.password"
+    password.write_text("pw\n")
+    kafka = BenchKafka(
+        env={},
+        bootstrap="127.0.0.1:1",
+        security=KafkaSecurity(username="admin", password_file=password),
+        folder=tmp_path,
+    )
+    overrides = job_overrides(kafka, tmp_path, "x")
+    assert overrides["kafka.password_file"] == str(password)  # a path, never the password
     assert int(overrides["runtime.dedupe_versions"]) == DEDUPE_VERSIONS > 64
     assert overrides["checkpoint.interval_ms"] == "1000"
     topics = [v for k, v in overrides.items() if k.startswith("topics.")]
