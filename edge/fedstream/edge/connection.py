@@ -37,7 +37,7 @@ __all__ = ["check_broker", "hidden_topic_hint", "open_kafka_client"]
 T = TypeVar("T")
 
 _API_VERSIONS, _SASL_HANDSHAKE, _SASL_AUTHENTICATE = 18, 17, 36
-_UNSUPPORTED_SASL_MECHANISM = 33
+_UNSUPPORTED_SASL_MECHANISM, _ILLEGAL_SASL_STATE = 33, 34
 _CLIENT_ID = b"fedstream-check"
 
 # (servers, settings, in-memory password): settings compare without their password
@@ -182,6 +182,11 @@ def _sasl(wire: _Wire, where: str, security: KafkaSecurity) -> None:
         raise AuthenticationError(
             f"the Kafka broker at {where} does not enable SASL mechanism {security.mechanism} "
             f"(it offers {', '.join(offered) or 'none'}); check sasl_mechanism"
+        )
+    if error == _ILLEGAL_SASL_STATE:
+        raise AuthenticationError(
+            f"the Kafka broker at {where} does not use SASL on this listener; check the "
+            f"security protocol ({security.protocol}, {ENV_PROTOCOL})"
         )
     if error:
         raise AuthenticationError(f"SASL handshake with {where} failed (Kafka error {error})")
