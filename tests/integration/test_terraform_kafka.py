@@ -186,20 +186,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "FEDSTREAM_KAFKA_DIR": str(kafka_dir),
     }
     env.pop("FEDSTREAM_TF_STATE_DIR", None)  # the default: <kafka dir>/terraform
-    started = subprocess.run(
-        [str(KAFKA_SH), "start"], env=env, capture_output=True, text=True, timeout=300
-    )
-    if started.returncode != 0:
-        _fail("kafka.sh start", started)
     stack = Stack(env, kafka_dir / "credentials", f"127.0.0.1:{PORT}")
     try:
+        started = subprocess.run(
+            [str(KAFKA_SH), "start"], env=env, capture_output=True, text=True, timeout=300
+        )
+        if started.returncode != 0:
+            _fail("kafka.sh start", started)
         applied = stack.provision("apply")
         if applied.returncode != 0:
             _fail("provision.sh apply", applied)
         yield stack
     finally:
         try:
-            if not stack.destroyed:
+            if not stack.destroyed and (kafka_dir / "terraform" / "terraform.tfstate").exists():
                 stack.provision("destroy")
         finally:
             subprocess.run([str(KAFKA_SH), "stop"], env=env, capture_output=True, timeout=180)
