@@ -13,8 +13,10 @@ destroy cycle: the run shares 2 cores with the rest of the suite).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -167,6 +169,47 @@ class Stack:
             consumer.close()
 
 
+def _brokers_of(kafka_dir: Path) -> list[int]:
+    """Pids of broker JVMs running from `kafka_dir` (this fixture's own, unique folder)."""
+    marker = f"{kafka_dir}/node-".encode()
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes() and b"kafka.Kafka" in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _end_brokers_of(kafka_dir: Path) -> None:
+    """Stop what kafka.sh may have lost track of: a start that gave up on a node it had
+    launched leaves the JVM running without a pid file, holding this test's ports."""
+    pids = _brokers_of(kafka_dir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _start_broker(env: dict[str, str], kafka_dir: Path) -> None:
+    for attempt in (1, 2):
+        started = subprocess.run(
+            [str(KAFKA_SH), "start"], env=env, capture_output=True, text=True, timeout=300
+        )
+        if started.returncode == 0:
+            return
+        _end_brokers_of(kafka_dir)
+        if attempt == 2:
+            _fail("kafka.sh start (twice)", started)
+
+
 def _fail(what: str, done: subprocess.CompletedProcess[str]) -> None:
     pytest.fail(
         f"{what} failed (exit {done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-4000:]}",
@@ -188,11 +231,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env.pop("FEDSTREAM_TF_STATE_DIR", None)  # the default: <kafka dir>/terraform
     stack = Stack(env, kafka_dir / "credentials", f"127.0.0.1:{PORT}")
     try:
-        started = subprocess.run(
-            [str(KAFKA_SH), "start"], env=env, capture_output=True, text=True, timeout=300
-        )
-        if started.returncode != 0:
-            _fail("kafka.sh start", started)
+        _start_broker(env, kafka_dir)
         applied = stack.provision("apply")
         if applied.returncode != 0:
             _fail("provision.sh apply", applied)
@@ -203,6 +242,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 stack.provision("destroy")
         finally:
             subprocess.run([str(KAFKA_SH), "stop"], env=env, capture_output=True, timeout=180)
+            _end_brokers_of(kafka_dir)
         print(f"\nterraform timings (s): { {k: round(v, 1) for k, v in stack.timings.items()} }")
 
 
