@@ -91,6 +91,7 @@ class Stack:
     credentials: Path
     bootstrap: str
     timings: dict[str, float] = field(default_factory=dict)
+    printed: list[str] = field(default_factory=list)  # everything provision.sh printed
     destroyed: bool = False
 
     def provision(
@@ -106,6 +107,7 @@ class Stack:
         )
         label = command if not extra else f"{command} (invalid values)"
         self.timings[label] = time.monotonic() - start
+        self.printed.append(done.stdout + done.stderr)
         return done
 
     def security(self, role: str) -> dict[str, Any]:
@@ -458,3 +460,8 @@ def test_destroy_leaves_no_topic_user_or_acl(stack: Stack) -> None:
         assert _acls(admin) == set()
     finally:
         admin.close()
+    # provision.sh printed what it did (apply, two plans, destroy), never a secret
+    assert len(stack.printed) == 4 and "Destroy complete!" in stack.printed[-1]
+    secrets = [(stack.credentials / f"{r}.password").read_text().strip() for r in (*ROLES, "admin")]
+    for output in stack.printed:
+        assert not [s for s in secrets if s in output]
