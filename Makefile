@@ -8,7 +8,7 @@ LIB := infra/local/.lib
 STACK := infra/local/stack.sh
 
 .PHONY: help setup venv jars demo test test-unit lint stack-up stack-down stack-status bench clean lock \
-	terraform-tools provision
+	terraform-tools provision fuzz
 
 help:
 	@echo "make demo          set up, start the local broker, run fedstream end to end"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint          ruff + mypy"
 	@echo "make stack-up      start the local Kafka broker and Flink cluster (stack-down, stack-status)"
 	@echo "make bench         run the benchmarks, write bench/results/"
+	@echo "make fuzz          10,000 generated bad records through the real job (make test runs 1,500)"
 	@echo "make provision     topics, SCRAM users and ACLs on the local stack (Terraform)"
 
 setup: venv jars
@@ -66,6 +67,10 @@ test: setup terraform-tools
 
 test-unit: setup terraform-tools
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The fuzz campaign: the job tier's fuzz test at full size (about 10-15 min on 2 cores).
+fuzz: setup
+	FEDSTREAM_FUZZ_COUNT=$${FEDSTREAM_FUZZ_COUNT:-10000} $(PY) -m pytest tests/job/test_job_tier_fuzz.py -v $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

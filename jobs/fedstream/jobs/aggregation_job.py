@@ -35,6 +35,8 @@ from fedstream.jobs.config import JobConfig, load
 from fedstream.jobs.runtime import connector_jar, jar_url
 
 JOB_NAME = "fedstream-aggregation"
+#: Bytes of a Kafka record batch besides one record's value (header, key, varints), generous.
+_BATCH_OVERHEAD = 1024
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 
 
@@ -128,7 +130,7 @@ def _source_ddl(config: JobConfig) -> str:
         )"""
 
 
-def _sink(config: JobConfig, topic: str, role: str) -> KafkaSink:
+def _sink(config: JobConfig, topic: str, role: str, max_bytes: int) -> KafkaSink:
     k = config.kafka
     builder = KafkaSink.builder()
     for key, value in _login(config).items():
@@ -145,7 +147,7 @@ def _sink(config: JobConfig, topic: str, role: str) -> KafkaSink:
         # stable across restarts: Flink aborts the lingering transactions of this prefix
         .set_transactional_id_prefix(f"{k.transactional_id_prefix}-{role}")
         .set_property("transaction.timeout.ms", str(k.transaction_timeout_ms))
-        .set_property("max.request.size", str(config.topics.models_max_message_bytes + 65536))
+        .set_property("max.request.size", str(max_bytes + 65536))
         .build()
     )
 
@@ -164,23 +166,46 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     from fedstream.pipelines.flink_functions import (
         EMITTED,
         KIND_DEAD,
+        KIND_REGISTRATION,
+        KIND_UPDATE,
         ROUTED,
         AggregateFunction,
+        RegistryFunction,
         RouteFunction,
     )
 
+    limits = config.limits.input_limits()
+    # a dead letter's value must leave room for the Kafka record batch around it
+    dlq_bytes = config.topics.dlq_max_message_bytes - _BATCH_OVERHEAD
     routed = (
-        rows.map(RouteFunction(config.topics.updates, config.topics.control), output_type=ROUTED)
+        rows.map(
+            RouteFunction(config.topics.updates, config.topics.control, limits, dlq_bytes),
+            output_type=ROUTED,
+        )
         .uid("route")
         .name("decode and route")
     )
+    # Registrations meet under one key to be counted against limits.max_models.
+    admitted = (
+        routed.filter(lambda r: r[1] == KIND_REGISTRATION)
+        .uid("registrations")
+        .name("registrations")
+        .key_by(lambda r: "", key_type=Types.STRING())
+        .process(RegistryFunction(limits, dlq_bytes), output_type=ROUTED)
+        .uid("registry")
+        .name("admit models")
+    )
+    decoded = admitted.union(
+        routed.filter(lambda r: r[1] == KIND_UPDATE).uid("updates").name("updates")
+    )
     dead_on_arrival = (
-        routed.flat_map(lambda r: [r[2]] if r[1] == KIND_DEAD else [], output_type=BYTES)
+        routed.union(admitted)
+        .flat_map(lambda r: [r[2]] if r[1] == KIND_DEAD else [], output_type=BYTES)
         .uid("undecodable")
         .name("undecodable")
     )
     emitted = (
-        routed.filter(lambda r: r[1] != KIND_DEAD)
+        decoded.filter(lambda r: r[1] != KIND_DEAD)
         .uid("decodable")
         .name("decodable")
         .key_by(lambda r: r[0], key_type=Types.STRING())
@@ -189,6 +214,8 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
                 config.topics.models_max_message_bytes,
                 config.runtime.dedupe_versions,
                 config.runtime.live_models,
+                limits,
+                dlq_bytes,
             ),
             output_type=EMITTED,
         )
@@ -214,12 +241,12 @@ def build(env: StreamExecutionEnvironment, config: JobConfig) -> None:
     t_env.execute_sql(_source_ddl(config))
     rows: DataStream = t_env.to_data_stream(t_env.from_path("fedstream_input"))
     releases, dead_letters = topology(rows, config)
-    releases.sink_to(_sink(config, config.topics.models, "models")).uid("models-sink").name(
-        config.topics.models
-    )
-    dead_letters.sink_to(_sink(config, config.topics.dlq, "dlq")).uid("dlq-sink").name(
-        config.topics.dlq
-    )
+    releases.sink_to(
+        _sink(config, config.topics.models, "models", config.topics.models_max_message_bytes)
+    ).uid("models-sink").name(config.topics.models)
+    dead_letters.sink_to(
+        _sink(config, config.topics.dlq, "dlq", config.topics.dlq_max_message_bytes)
+    ).uid("dlq-sink").name(config.topics.dlq)
 
 
 def latest_checkpoint(checkpoint_dir: str) -> str | None:

@@ -109,6 +109,9 @@ class TopicsConfig:
     partitions: int = 2
     models_max_message_bytes: int = 16 * 1024 * 1024
     updates_max_message_bytes: int = 16 * 1024 * 1024
+    # A dead letter carries the original record: the DLQ needs headroom over the updates
+    # topic, or the dead letter of a maximal update is cut (original_truncated).
+    dlq_max_message_bytes: int = 17 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -137,11 +140,36 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on every field a device or model owner controls (see
+    `fedstream.pipelines.limits` for why each default is safe for the types)."""
+
+    max_id_length: int = 256
+    max_num_samples: int = 10**9
+    max_delta_norm: float = 1e6
+    max_window_updates: int = 10_000
+    max_models: int = 1_000
+
+    def __post_init__(self) -> None:
+        self.input_limits()  # validates
+
+    def input_limits(self) -> Any:
+        """The core's `InputLimits` (imported late: the config loads without the core)."""
+        from fedstream.pipelines.limits import InputLimits
+
+        try:
+            return InputLimits(**dataclasses.asdict(self))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
+@dataclass(frozen=True)
 class JobConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -154,11 +182,13 @@ class JobConfig:
             if section not in sections or key not in sections[section]:
                 raise ConfigError(f"unknown configuration key {dotted!r}")
             current = sections[section][key]
-            if isinstance(current, int) and isinstance(value, str):
+            if isinstance(current, int | float) and isinstance(value, str):
+                kind = type(current)
                 try:  # overrides typed on a command line arrive as text
-                    value = int(value)
+                    value = kind(value)
                 except ValueError:
-                    raise ConfigError(f"{dotted} must be an integer, got {value!r}") from None
+                    noun = "an integer" if kind is int else "a number"
+                    raise ConfigError(f"{dotted} must be {noun}, got {value!r}") from None
             sections[section][key] = value
         return from_dict(sections)
 
@@ -171,6 +201,7 @@ _SECTIONS: dict[str, type] = {
     "topics": TopicsConfig,
     "checkpoint": CheckpointConfig,
     "runtime": RuntimeConfig,
+    "limits": LimitsConfig,
 }
 
 
@@ -194,6 +225,8 @@ def from_dict(data: dict[str, Any]) -> JobConfig:
             expected = type(getattr(cls(), key))
             if expected is int and (isinstance(item, bool) or not isinstance(item, int)):
                 raise ConfigError(f"{name}.{key} must be an integer, got {item!r}")
+            if expected is float and (isinstance(item, bool) or not isinstance(item, int | float)):
+                raise ConfigError(f"{name}.{key} must be a number, got {item!r}")
             if expected is str and not isinstance(item, str):
                 raise ConfigError(f"{name}.{key} must be a string, got {item!r}")
         sections[name] = cls(**value)
@@ -217,6 +250,24 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> J
 def _positive(name: str, value: int) -> None:
     if value <= 0:
         raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def _validate_message_sizes(config: JobConfig) -> None:
+    """Every dead letter and every release must fit its topic, whatever the input."""
+    topics, limits = config.topics, config.limits
+    if topics.dlq_max_message_bytes < 64 * 1024:
+        raise ConfigError(
+            "topics.dlq_max_message_bytes must be >= 65536 (a dead letter's texts alone "
+            f"may take 32 KiB), got {topics.dlq_max_message_bytes}"
+        )
+    # a release lists an id (+ a device id) for every update of its window
+    lineage = 2 * limits.max_window_updates * (limits.max_id_length + 8)
+    if topics.models_max_message_bytes < lineage + 64 * 1024:
+        raise ConfigError(
+            f"topics.models_max_message_bytes ({topics.models_max_message_bytes}) must exceed "
+            f"the largest lineage ({lineage} bytes at limits.max_window_updates x "
+            "limits.max_id_length) by 64 KiB"
+        )
 
 
 def _validate_security(kafka: KafkaConfig) -> None:
@@ -258,6 +309,7 @@ def _validate(config: JobConfig) -> None:
     _positive("topics.partitions", topics.partitions)
     _positive("topics.models_max_message_bytes", topics.models_max_message_bytes)
     _positive("topics.updates_max_message_bytes", topics.updates_max_message_bytes)
+    _validate_message_sizes(config)
     _positive("checkpoint.interval_ms", checkpoint.interval_ms)
     if checkpoint.backend not in ("hashmap", "rocksdb"):
         raise ConfigError(

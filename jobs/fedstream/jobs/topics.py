@@ -41,7 +41,7 @@ def topic_specs(config: JobConfig) -> list[NewTopic]:
             rf,
             topic_configs={"max.message.bytes": str(t.models_max_message_bytes + 65536)},
         ),
-        NewTopic(t.dlq, 1, rf, topic_configs=big),
+        NewTopic(t.dlq, 1, rf, topic_configs={"max.message.bytes": str(t.dlq_max_message_bytes)}),
     ]
 
 

@@ -28,6 +28,7 @@ Both functions profile themselves when `FEDSTREAM_PROFILE_DIR` is set (`profilin
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -77,6 +78,14 @@ def timer_millis(deadline: float) -> int:
     return millis
 
 
+def silence_warnings() -> None:
+    """Turn Python warnings off in the operator's interpreter: in PyFlink's thread mode a
+    warning printed from an operator (numpy's "overflow encountered in multiply") hung the
+    job for good, with no log line (tests/job/test_job_tier_fuzz.py found it). Conditions
+    that matter are checked explicitly instead (non-finite aggregates, input limits)."""
+    warnings.simplefilter("ignore")
+
+
 class RouteFunction(MapFunction):  # type: ignore[misc]
     """Kafka row (value, topic, partition, offset) -> ROUTED row; undecodable -> "dead"."""
 
@@ -93,6 +102,7 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
         self._dlq_max_bytes = dlq_max_bytes
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        silence_warnings()
         self._profile = OperatorProfile("route")
 
     def close(self) -> None:
@@ -130,6 +140,7 @@ class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._dlq_max_bytes = dlq_max_bytes
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        silence_warnings()
         self._models = runtime_context.get_map_state(
             MapStateDescriptor("registered_models", Types.STRING(), Types.BOOLEAN())
         )
@@ -216,6 +227,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._registrations: dict[str, RegisteredModel] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        silence_warnings()
         self._registration = runtime_context.get_state(
             ValueStateDescriptor("registration", Types.PICKLED_BYTE_ARRAY())
         )

@@ -236,7 +236,11 @@ def contain(
     record, which goes to the DLQ as INTERNAL with the exception text, and the job goes on.
     """
     try:
-        return Contained(handle())
+        # Overflow is detected (a window's aggregate is checked for finiteness) and must
+        # not warn: a Python warning written from a PyFlink thread-mode operator hung the
+        # job for good (seen with numpy's "overflow encountered in multiply").
+        with np.errstate(all="ignore"):
+            return Contained(handle())
     except WindowCloseError as error:
         fresh = reload()
         outputs = []

@@ -138,3 +138,22 @@ def test_an_empty_password_file_key_takes_the_password_from_the_environment(
 def test_plaintext_ignores_the_credential_keys() -> None:
     config = JobConfig().with_overrides({"kafka.security_protocol": "PLAINTEXT"})
     assert config.kafka.security().kafka_python_kwargs() == {"security_protocol": "PLAINTEXT"}
+
+
+def test_limits_are_validated_with_the_key_named() -> None:
+    config = JobConfig().with_overrides({"limits.max_models": "3", "limits.max_delta_norm": "10.5"})
+    assert (config.limits.max_models, config.limits.max_delta_norm) == (3, 10.5)
+    assert config.limits.input_limits().max_models == 3
+    with pytest.raises(ConfigError, match=r"limits.max_models must be an int >= 1"):
+        JobConfig().with_overrides({"limits.max_models": 0})
+    with pytest.raises(ConfigError, match=r"limits.max_delta_norm must be a number"):
+        JobConfig().with_overrides({"limits.max_delta_norm": "big"})
+    with pytest.raises(ConfigError, match="Avro long"):
+        JobConfig().with_overrides({"limits.max_num_samples": 2**62})
+
+
+def test_message_sizes_must_hold_any_dead_letter_and_lineage() -> None:
+    with pytest.raises(ConfigError, match="dlq_max_message_bytes must be >= 65536"):
+        JobConfig().with_overrides({"topics.dlq_max_message_bytes": 1000})
+    with pytest.raises(ConfigError, match="largest lineage"):
+        JobConfig().with_overrides({"topics.models_max_message_bytes": 1_000_000})

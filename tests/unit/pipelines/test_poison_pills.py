@@ -100,7 +100,7 @@ def test_an_unexpected_error_is_contained_to_its_record_and_model(
     job = job_with("victim", "healthy", window={"count": 2})
     job.send(update_bytes("victim", "before", delta(0)))
     state = job.process("victim").state_bytes()
-    real_unpack = model_process.unpack
+    real_unpack = model_process.unpack  # type: ignore[attr-defined]
 
     def failing_unpack(payload: Any, **kwargs: Any) -> Any:
         if len(payload["data"]) == 4 * SIZE and payload["data"] == delta(7).tobytes():
@@ -186,7 +186,7 @@ def test_out_of_bound_fields_are_dead_lettered_within_the_dlq_limit(
 ) -> None:
     job = job_with("m")
     job.dlq_max_bytes = 64 * 1024
-    record = update_record("m", "u", delta(0))
+    record: dict[str, Any] = dict(update_record("m", "u", delta(0)))
     record.update(change)
     job.send(encode("GradientUpdate", record))
     letters = job.values("dead_letter")
