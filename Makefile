@@ -59,7 +59,7 @@ terraform-tools:
 provision: terraform-tools
 	infra/terraform/provision.sh apply
 
-demo: setup
+demo: setup terraform-tools
 	$(PY) -m fedstream.jobs.demo
 
 test: setup terraform-tools

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import (
@@ -45,6 +46,16 @@ from kafka.errors import (
 )
 
 from fedstream.edge.security import KafkaSecurity
+from fedstream.jobs.launcher import JobProcess
+from fedstream.schemas import decode
+from tests.support.onnx_models import linear_model
+from tests.support.records import (
+    Release,
+    flat_params,
+    read_releases,
+    registration_bytes,
+    update_bytes,
+)
 from tests.support.stack import KAFKA_SH
 from tests.support.terraform import PROVISION_SH, TOOLS_TIMEOUT_S, terraform_tools
 
@@ -63,7 +74,11 @@ MiB = 1024 * 1024
 
 # The ACL matrix of infra/terraform/modules/acl-matrix (README.md), written out again here
 # as the specification the broker's ACLs must equal: (principal, type, pattern, name, op).
-_RW = {"Read": ("Read", "Describe"), "Write": ("Write", "Describe")}
+_RW = {
+    "Read": ("Read", "Describe"),
+    "Write": ("Write", "Describe"),
+    "Write+": ("Write", "Describe", "DescribeConfigs"),  # the SDK reads max.message.bytes
+}
 EXPECTED_ACLS = {
     (f"User:{role}", rtype, pattern, name, op)
     for role, rtype, pattern, name, ops in [
@@ -73,10 +88,10 @@ EXPECTED_ACLS = {
         ("job", "TOPIC", "LITERAL", "fl.dlq", _RW["Write"]),
         ("job", "GROUP", "LITERAL", "fedstream-aggregator", ("Read",)),
         ("job", "TRANSACTIONAL_ID", "PREFIXED", TXN_PREFIX, ("Write", "Describe")),
-        ("device", "TOPIC", "LITERAL", "fl.updates", _RW["Write"]),
+        ("device", "TOPIC", "LITERAL", "fl.updates", _RW["Write+"]),
         ("device", "TOPIC", "LITERAL", "fl.models", _RW["Read"]),
         ("device", "GROUP", "PREFIXED", "fedstream-device", ("Read",)),
-        ("owner", "TOPIC", "LITERAL", "fl.control", _RW["Write"]),
+        ("owner", "TOPIC", "LITERAL", "fl.control", _RW["Write+"]),
         ("owner", "TOPIC", "LITERAL", "fl.models", _RW["Read"]),
         *[("auditor", "TOPIC", "LITERAL", t, _RW["Read"]) for t in TOPICS.values()],
         ("auditor", "GROUP", "PREFIXED", "fedstream-auditor", ("Read",)),
@@ -314,7 +329,8 @@ def _acls(admin: KafkaAdminClient) -> set[tuple[str, str, str, str, str]]:
     found = set()
     for acl in acls:
         assert acl.permission_type == ACLPermissionType.ALLOW
-        operation = {"DESCRIBE": "Describe", "READ": "Read", "WRITE": "Write"}.get(
+        names = {"DESCRIBE": "Describe", "READ": "Read", "WRITE": "Write"}
+        operation = {**names, "DESCRIBE_CONFIGS": "DescribeConfigs"}.get(
             acl.operation.name, acl.operation.name
         )
         found.add(
@@ -423,6 +439,60 @@ def test_auditor_reads_everything_and_writes_nothing(stack: Stack) -> None:
     for topic in TOPICS.values():
         with pytest.raises(TopicAuthorizationFailedError):
             stack.produce("auditor", topic, b"forged", enable_idempotence=False, acks=1)
+
+
+def test_the_job_principal_runs_the_whole_job(stack: Stack, tmp_path: Path) -> None:
+    """The real aggregation job logs in as `job` on the provisioned topics (no topic
+    creation, its group, its transactional ids): an owner registers, a device sends a
+    window of updates, and a device reads the committed releases (versions 0 and 1)."""
+    credentials = stack.credentials
+    job = JobProcess(
+        {
+            "kafka.bootstrap": stack.bootstrap,
+            "kafka.username": "job",
+            "kafka.password_file": str(credentials / "job.password"),
+            "kafka.ca_file": str(credentials / "ca.pem"),
+            "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
+            "checkpoint.interval_ms": "1000",
+            "runtime.restart_attempts": "0",
+        },
+        tmp_path / "job.log",
+        create_topics=False,
+    )
+    onnx = linear_model(4, 3, seed=5)
+    model = f"tf-{uuid.uuid4().hex[:6]}"
+    job.start()
+    try:
+        stack.produce(
+            "owner", TOPICS["control"], registration_bytes(model, onnx, {"window": {"count": 3}})
+        )
+        deltas = [np.full(15, 0.1 * (i + 1), np.float32) for i in range(3)]
+        for i, delta in enumerate(deltas):
+            stack.produce("device", TOPICS["updates"], update_bytes(model, f"{model}-u{i}", delta))
+        releases = _await_releases(stack, model, versions={0, 1}, job=job)
+    finally:
+        job.kill()
+    lineage = releases[model, 1].lineage
+    assert sorted(lineage["update_ids"]) == [f"{model}-u{i}" for i in range(3)]
+    np.testing.assert_allclose(
+        flat_params(releases[model, 1].onnx), flat_params(onnx) + np.mean(deltas, axis=0), rtol=1e-6
+    )
+
+
+def _await_releases(
+    stack: Stack, model: str, *, versions: set[int], job: JobProcess, timeout: float = 180
+) -> dict[tuple[str, int], Release]:
+    """The model's releases as a device reads them (read_committed), once all `versions`
+    are there; fails with the job's log if the job dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert job.alive(), f"the job died:\n{job.log_tail()}"
+        values = [v for v in stack.read("device", TOPICS["models"]) if v[:2] == b"\xc3\x01"]
+        found = read_releases(v for v in values if decode(v).record["model_id"] == model)
+        if versions <= {version for _, version in found}:
+            return found
+        assert time.monotonic() < deadline, f"no releases {versions}:\n{job.log_tail()}"
+        time.sleep(2)
 
 
 def test_invalid_values_are_refused_at_plan_time(stack: Stack) -> None:

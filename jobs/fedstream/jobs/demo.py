@@ -1,16 +1,19 @@
-"""`make demo`: fedstream end to end on one machine.
+"""`make demo`: fedstream end to end on one machine, as an operator would run it.
 
-1. the local Kafka broker (infra/local/kafka.sh; reused if one already runs), secured:
-   the job and the fleet log in with the [kafka] principal of jobs/config/local.toml (the
-   stack's admin; a provisioned deployment sets kafka.username / password_file),
-2. the aggregation job in a Flink mini-cluster (EXACTLY_ONCE checkpoints),
-3. a simulated fleet (fedstream.edge.simulator): 20 devices with a 10x speed spread,
-   dropouts and non-IID digits, first asynchronous (FedBuff), then synchronous FedAvg on the
-   same fleet and data, each device running every release with onnxruntime,
-4. a report: accuracy vs time for both, staleness histogram, one-line summary.
+1. the local Kafka broker (infra/local/kafka.sh; reused if one already runs), secured
+   (SASL_SSL/SCRAM, its own CA),
+2. provisioned with Terraform (infra/terraform/provision.sh apply: the fl.* topics, one
+   SCRAM principal per role, least-privilege ACLs), idempotent,
+3. the aggregation job in a Flink mini-cluster (EXACTLY_ONCE checkpoints) as the `job`
+   principal, resuming from the previous demo's checkpoint when there is one,
+4. a simulated fleet (fedstream.edge.simulator): 20 devices with a 10x speed spread,
+   dropouts and non-IID digits, as the `device` principal (models registered as `owner`),
+   first asynchronous (FedBuff), then synchronous FedAvg on the same fleet and data, each
+   device running every release with onnxruntime,
+5. a report: accuracy vs time for both, staleness histogram, one-line summary.
 
-Each run uses topics of its own (demo-<run>-...), so a re-run never re-reads an older run.
-Everything it started is stopped at the end, also on Ctrl-C.
+Each run registers models of its own (digits-<random>-<mode>). Everything it started is
+stopped at the end, also on Ctrl-C. `rm -rf infra/local/.run/demo` starts the job afresh.
 """
 
 from __future__ import annotations
@@ -20,35 +23,38 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
 from fedstream.edge.errors import EdgeError
 from fedstream.jobs.config import ConfigError, load
 from fedstream.jobs.kafka_clients import check_kafka
 from fedstream.jobs.launcher import REPO, JobProcess
-from fedstream.jobs.topics import ensure_topics
 
 KAFKA_SH = REPO / "infra" / "local" / "kafka.sh"
+PROVISION_SH = REPO / "infra" / "terraform" / "provision.sh"
 
 
 def say(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def stack_overrides() -> dict[str, str]:
-    """Follow the local stack when FEDSTREAM_KAFKA_PORT / FEDSTREAM_KAFKA_DIR move it (the
-    config's defaults name port 9092 and infra/local/.run/kafka): the demo starts that
-    stack, so its job and fleet must connect to it and log in with its credentials."""
-    out: dict[str, str] = {}
-    if port := os.environ.get("FEDSTREAM_KAFKA_PORT"):
-        out["kafka.bootstrap"] = f"127.0.0.1:{port}"
-    if folder := os.environ.get("FEDSTREAM_KAFKA_DIR"):
-        credentials = Path(folder).resolve() / "credentials"
-        out["kafka.password_file"] = str(credentials / "admin.password")
-        out["kafka.ca_file"] = str(credentials / "ca.pem")
-    return out
+def stack() -> tuple[str, Path]:
+    """Bootstrap and credentials folder of the local stack the demo starts; both follow
+    FEDSTREAM_KAFKA_PORT / FEDSTREAM_KAFKA_DIR, as kafka.sh and provision.sh do."""
+    port = os.environ.get("FEDSTREAM_KAFKA_PORT", "9092")
+    folder = Path(
+        os.environ.get("FEDSTREAM_KAFKA_DIR", REPO / "infra" / "local" / ".run" / "kafka")
+    )
+    return f"127.0.0.1:{port}", folder.resolve() / "credentials"
+
+
+def principal(credentials: Path, role: str) -> dict[str, str]:
+    """Job config overrides that log in as one of the provisioned roles (files only)."""
+    return {
+        "kafka.username": role,
+        "kafka.password_file": str(credentials / f"{role}.password"),
+        "kafka.ca_file": str(credentials / "ca.pem"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,24 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override a job config key, e.g. the principal the job and the fleet log in as: "
-        "--set kafka.username=job --set kafka.password_file=PATH (default: the stack's admin)",
+        help="override a job config key, e.g. --set checkpoint.interval_ms=2000 "
+        "(the job logs in as the provisioned 'job' principal)",
     )
     args = parser.parse_args(argv)
 
-    run = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-    work = REPO / "infra" / "local" / ".run" / "demo" / run
+    bootstrap, credentials = stack()
+    work = REPO / "infra" / "local" / ".run" / "demo"
     work.mkdir(parents=True, exist_ok=True)
     overrides = {
-        "topics.updates": f"demo-{run}-updates",
-        "topics.control": f"demo-{run}-control",
-        "topics.models": f"demo-{run}-models",
-        "topics.dlq": f"demo-{run}-dlq",
-        "kafka.group_id": f"demo-{run}",
-        "kafka.transactional_id_prefix": f"demo-{run}",
+        "kafka.bootstrap": bootstrap,
+        **principal(credentials, "job"),
         "checkpoint.dir": (work / "checkpoints").as_uri(),
         "checkpoint.interval_ms": "1000",
-        **stack_overrides(),
     }
     for pair in args.set:
         key, sep, value = pair.partition("=")
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"Kafka broker at {config.kafka.bootstrap}")
     was_running = subprocess.run([str(KAFKA_SH), "status"], capture_output=True).returncode == 0
     subprocess.run([str(KAFKA_SH), "start"], check=True)
-    job = JobProcess(overrides, work / "job.log")
+    say("provisioning topics, principals and ACLs with Terraform (infra/terraform/provision.sh)")
+    subprocess.run([str(PROVISION_SH), "apply"], check=True)
+    job = JobProcess(overrides, work / "job.log", create_topics=False)
     fleet: subprocess.Popen[bytes] | None = None
 
     def stop(*_: object) -> None:
@@ -100,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         check_kafka(config)  # a refused login ends the demo here, in one line
-        ensure_topics(config)
-        say(f"aggregation job in a local mini-cluster (log: {job.log})")
-        job.start()
-        say(f"fleet of {args.devices} devices: async (FedBuff) then sync (FedAvg)")
+        say(f"aggregation job in a local mini-cluster as 'job' (log: {job.log})")
+        job.start(resume=True)  # from the last demo's checkpoint, if any
+        say(f"fleet of {args.devices} devices as 'device': async (FedBuff) then sync (FedAvg)")
+        device = load(overrides={**overrides, **principal(credentials, "device")}).kafka.security()
         fleet = subprocess.Popen(
             [
                 sys.executable,
@@ -111,8 +114,12 @@ def main(argv: list[str] | None = None) -> int:
                 "fedstream.edge.simulator",
                 "--bootstrap",
                 config.kafka.bootstrap,
-                # the job's principal and CA (paths only; the local stack's admin for now)
-                *config.kafka.security().arguments(),
+                # paths only: no secret ever goes on a command line
+                *device.arguments(),
+                "--owner-username",
+                "owner",
+                "--owner-password-file",
+                str(credentials / "owner.password"),
                 "--updates-topic",
                 config.topics.updates,
                 "--control-topic",

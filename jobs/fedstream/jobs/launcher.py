@@ -22,17 +22,14 @@ REPO = Path(__file__).resolve().parents[3]
 class JobProcess:
     """The aggregation job in a local mini-cluster, in a process group of its own."""
 
-    def __init__(self, overrides: dict[str, str], log: Path) -> None:
+    def __init__(self, overrides: dict[str, str], log: Path, *, create_topics: bool = True) -> None:
         """`overrides`: config keys for `--set` (kafka.bootstrap, topics.*, checkpoint.dir...);
-        `log`: where the job's output goes (appended across restarts)."""
+        `log`: where the job's output goes (appended across restarts); `create_topics`:
+        False where Terraform provisioned them (the job's principal may not create)."""
         self.log = log
-        self._args = [
-            sys.executable,
-            "-m",
-            "fedstream.jobs.aggregation_job",
-            "--local",
-            "--create-topics",
-        ]
+        self._args = [sys.executable, "-m", "fedstream.jobs.aggregation_job", "--local"]
+        if create_topics:
+            self._args.append("--create-topics")
         for key, value in overrides.items():
             self._args += ["--set", f"{key}={value}"]
         self._process: subprocess.Popen[bytes] | None = None

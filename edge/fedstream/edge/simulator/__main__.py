@@ -15,6 +15,7 @@ FEDSTREAM_KAFKA_PASSWORD, never from a flag (arguments are visible to every loca
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import uuid
@@ -34,6 +35,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     k = p.add_argument_group("Kafka (the job must be running)")
     k.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
     security.add_arguments(k)
+    k.add_argument(
+        "--owner-username",
+        help="register the models as this principal (a model owner: devices may not write "
+        "the control topic); default: the principal above",
+    )
+    k.add_argument("--owner-password-file", help="the owner principal's password file")
     k.add_argument("--updates-topic", default="fl.updates")
     k.add_argument("--control-topic", default="fl.control")
     k.add_argument("--models-topic", default="fl.models")
@@ -109,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeError as error:
         print(f"simulator: {error}", file=sys.stderr)
         return 2
+    owner = kafka
+    if args.owner_username:
+        owner = security.KafkaSecurity(
+            kafka.protocol,
+            kafka.mechanism,
+            args.owner_username,
+            args.owner_password_file,
+            kafka.ca_file,
+        )
     config = EdgeConfig(
         bootstrap=args.bootstrap,
         security=kafka,
@@ -156,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             model_id=f"{prefix}-{mode}",
             progress=say,
             progress_every_s=args.progress_every,
+            owner=dataclasses.replace(config, security=owner),
         )
         try:
             runs.append(run.run(duration_s=args.duration, target_accuracy=target))

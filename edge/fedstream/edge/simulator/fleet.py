@@ -287,12 +287,16 @@ class FleetRun:
         progress: Callable[[str], None] | None = None,
         progress_every_s: float = 5.0,
         wait_timeout_s: float = 60.0,
+        owner: EdgeConfig | None = None,
     ) -> None:
+        """`owner`: the connection that registers the model (a model-owner principal may
+        write the control topic; devices may not), by default `config`'s."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if len(data.shards) != settings.devices:
             raise ValueError("data has a different number of shards than devices")
         self.config = config
+        self.owner = owner or config
         self.settings = settings
         self.data = data
         self.mode = mode
@@ -319,7 +323,7 @@ class FleetRun:
             aggregation_for(self.mode, self.settings),
         )
         with EdgeClient(
-            self.config,
+            self.owner,
             device_id=f"{self.model_id}-coordinator",
             model_id=self.model_id,
             install_sessions=False,

@@ -65,12 +65,14 @@ locals {
       { type = "TransactionalID", name = var.job_transactional_id_prefix, pattern = "Prefixed", operations = ["Write", "Describe"] },
     ]
     device = [
-      { type = "Topic", name = var.topics.updates, pattern = "Literal", operations = ["Write", "Describe"] },
+      # DescribeConfigs: the SDK reads the topic's max.message.bytes to refuse an update
+      # that cannot fit before sending it
+      { type = "Topic", name = var.topics.updates, pattern = "Literal", operations = ["Write", "Describe", "DescribeConfigs"] },
       { type = "Topic", name = var.topics.models, pattern = "Literal", operations = ["Read", "Describe"] },
       { type = "Group", name = var.device_group_prefix, pattern = "Prefixed", operations = ["Read"] },
     ]
     owner = [
-      { type = "Topic", name = var.topics.control, pattern = "Literal", operations = ["Write", "Describe"] },
+      { type = "Topic", name = var.topics.control, pattern = "Literal", operations = ["Write", "Describe", "DescribeConfigs"] },
       # to follow the releases of the models it registered (`cli releases`, no group)
       { type = "Topic", name = var.topics.models, pattern = "Literal", operations = ["Read", "Describe"] },
     ]

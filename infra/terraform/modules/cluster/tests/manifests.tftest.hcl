@@ -67,11 +67,11 @@ run "defaults" {
   assert {
     # the same grants as modules/kafka: count the (resource, operation) pairs per user
     condition     = sum([for m in slice(output.manifests, 6, 10) : sum([for acl in m.spec.authorization.acls : length(acl.operations)])]) == length(output.acls)
-    error_message = "the KafkaUsers grant exactly the ACL matrix (29 operations)"
+    error_message = "the KafkaUsers grant exactly the ACL matrix (31 operations)"
   }
   assert {
-    condition     = length(output.acls) == 29
-    error_message = "29 ACL entries"
+    condition     = length(output.acls) == 31
+    error_message = "31 ACL entries"
   }
   assert {
     condition = output.manifests[6].spec.authorization.acls[5] == {
@@ -84,7 +84,7 @@ run "defaults" {
   }
   assert {
     condition = output.manifests[7].spec.authorization.acls == [
-      { type = "allow", host = "*", resource = { type = "topic", name = "fl.updates", patternType = "literal" }, operations = ["Write", "Describe"] },
+      { type = "allow", host = "*", resource = { type = "topic", name = "fl.updates", patternType = "literal" }, operations = ["Write", "Describe", "DescribeConfigs"] },
       { type = "allow", host = "*", resource = { type = "topic", name = "fl.models", patternType = "literal" }, operations = ["Read", "Describe"] },
       { type = "allow", host = "*", resource = { type = "group", name = "fedstream-device", patternType = "prefix" }, operations = ["Read"] },
     ]

@@ -41,8 +41,8 @@ run "defaults" {
     error_message = "the DLQ takes a maximal update plus 1 MiB"
   }
   assert {
-    condition     = length(kafka_acl.this) == 29
-    error_message = "29 ACLs: job 11, device 5, owner 4, auditor 9"
+    condition     = length(kafka_acl.this) == 31
+    error_message = "31 ACLs: job 11, device 6, owner 5, auditor 9"
   }
   assert {
     condition     = alltrue([for a in kafka_acl.this : a.acl_permission_type == "Allow" && a.resource_type != "Cluster" && a.acl_host == "*"])
@@ -50,7 +50,7 @@ run "defaults" {
   }
   assert {
     condition = toset([for a in kafka_acl.this : "${a.resource_type}:${a.resource_name}:${a.acl_operation}" if a.acl_principal == "User:device"]) == toset([
-      "Topic:fl.updates:Write", "Topic:fl.updates:Describe", "Topic:fl.models:Read", "Topic:fl.models:Describe", "Group:fedstream-device:Read",
+      "Topic:fl.updates:Write", "Topic:fl.updates:Describe", "Topic:fl.updates:DescribeConfigs", "Topic:fl.models:Read", "Topic:fl.models:Describe", "Group:fedstream-device:Read",
     ])
     error_message = "the device writes updates and reads models, nothing else"
   }
