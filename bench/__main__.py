@@ -5,7 +5,7 @@ Not part of the test suite's pass/fail: numbers come from here, never from timed
 
 from __future__ import annotations
 
-from bench import codec_bench, core_bench, learning, throughput
+from bench import codec_bench, core_bench, learning, signing_bench, throughput
 
 
 def main() -> None:
@@ -13,6 +13,8 @@ def main() -> None:
     core_bench.main()
     print("== codec: fastavro vs avro", flush=True)
     codec_bench.main()
+    print("== signing: Ed25519 sign / verify per release and per update", flush=True)
+    signing_bench.main([])
     print("== throughput: raw Kafka vs plain aggregator vs fedstream (100k params)", flush=True)
     throughput.main(
         [

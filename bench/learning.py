@@ -61,6 +61,7 @@ from bench.throughput import REPO, exit_on_sigterm, log, machine
 from fedstream.edge.config import EdgeConfig
 from fedstream.edge.simulator.data import load_fleet_data
 from fedstream.edge.simulator.fleet import FleetRun, FleetSettings, RunResult
+from fedstream.schemas.signing import TrustedKeys, write_key_pair
 
 FIGURE = REPO / "docs" / "bench-learning-accuracy-vs-time.png"
 DEDUPE_VERSIONS = 1024
@@ -265,6 +266,8 @@ def job_overrides(
         "runtime.python_execution_mode": "thread",
         "runtime.dedupe_versions": str(dedupe_versions),
         "runtime.restart_attempts": "0",
+        # releases signed as always; the devices trust this key (EdgeConfig.trusted_keys)
+        "signing.key_file": str(write_key_pair(work / "signing")[0]),
     }
 
 
@@ -380,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
             control_topic=config.topics.control,
             models_topic=config.topics.models,
             dlq_topic=config.topics.dlq,
+            trusted_keys=TrustedKeys.from_files(config.signing.key_path().with_suffix(".pub")),
         )
         job = JobProcess(overrides, work / "job.log")
         log(f"job starting (thread mode, checkpoints every {CHECKPOINT_INTERVAL_MS} ms)")

@@ -62,6 +62,7 @@ from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
 from fedstream.pipelines.profiling import ENV_VAR
 from fedstream.schemas import decode, encode, pack, unpack
+from fedstream.schemas.signing import write_key_pair
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 16 * 1024 * 1024
@@ -527,6 +528,7 @@ def fedstream_job(
         "checkpoint.interval_ms": str(interval_ms),
         "runtime.parallelism": str(parallelism),
         "runtime.restart_attempts": "0",
+        "signing.key_file": str(write_key_pair(work / "signing")[0]),  # signed, as always
     }
     if mode is not None:
         overrides["runtime.python_execution_mode"] = mode

@@ -1,9 +1,10 @@
 """The edge SDK against the real broker: updates out, releases in, errors where they belong.
 
 Releases here are written directly by a test transactional producer, the way the job's
-EXACTLY_ONCE sink writes them (chunks of one version in one transaction), so the reader's
-behaviour is pinned down without the job: newest-first look-back across chunks and other
-models' records, aborted transactions invisible, digest failures refused.
+EXACTLY_ONCE sink writes them (chunks of one version in one transaction, signed with the
+test's job key), so the reader's behaviour is pinned down without the job: newest-first
+look-back across chunks and other models' records, aborted transactions invisible, digest
+failures refused.
 """
 
 from __future__ import annotations
@@ -30,15 +31,32 @@ from fedstream.edge import (
     registration_record,
 )
 from fedstream.schemas import ModelRelease, decode, encode, release_chunks, unpack
+from fedstream.schemas.signing import (
+    ReleaseSigner,
+    TrustedKeys,
+    load_signing_key,
+    statement_of,
+    write_key_pair,
+)
 from tests.support.stack import Broker
 from tests.unit.edge.edge_support import constant_model, lineage
 
 pytestmark = pytest.mark.kafka
 
 
+@pytest.fixture(scope="module")
+def job_key(tmp_path_factory: pytest.TempPathFactory) -> ReleaseSigner:
+    """The release key the test's writer signs with, as the job would."""
+    private, _public, _ = write_key_pair(tmp_path_factory.mktemp("job-key"))
+    return load_signing_key(private)
+
+
 @pytest.fixture
-def config(kafka_broker: Broker, topic_factory: Callable[..., str]) -> EdgeConfig:
+def config(
+    kafka_broker: Broker, topic_factory: Callable[..., str], job_key: ReleaseSigner
+) -> EdgeConfig:
     return EdgeConfig(
+        trusted_keys=TrustedKeys([job_key.key.public_key()]),
         bootstrap=kafka_broker.bootstrap,
         security=kafka_broker.security,
         updates_topic=topic_factory("updates", partitions=2),
@@ -169,8 +187,9 @@ def test_unknown_model_times_out_clearly(config: EdgeConfig) -> None:
 class ReleaseWriter:
     """Writes releases like the job's sink: all chunks of a version in one transaction."""
 
-    def __init__(self, config: EdgeConfig, topic: str) -> None:
+    def __init__(self, config: EdgeConfig, topic: str, signer: ReleaseSigner) -> None:
         self.topic = topic
+        self.signer = signer
         self.producer = KafkaProducer(
             bootstrap_servers=config.bootstrap,
             **config.security.kafka_python_kwargs(),
@@ -180,7 +199,7 @@ class ReleaseWriter:
         self.producer.init_transactions()
 
     def chunks(self, model_id: str, version: int, chunk: int = 200) -> list[ModelRelease]:
-        return release_chunks(
+        records = release_chunks(
             model_id=model_id,
             version=version,
             onnx=constant_model(float(version), 64),
@@ -188,6 +207,8 @@ class ReleaseWriter:
             created_at=int(time.time() * 1000),
             max_chunk_bytes=chunk,
         )
+        signature = self.signer.sign(statement_of(records[0]))
+        return [{**r, "signature": signature, "key_id": self.signer.key_id} for r in records]
 
     def write(self, records: list[ModelRelease], *, abort: bool = False) -> None:
         self.producer.begin_transaction()
@@ -206,8 +227,8 @@ class ReleaseWriter:
 
 
 @pytest.fixture
-def writer(config: EdgeConfig) -> Iterator[ReleaseWriter]:
-    w = ReleaseWriter(config, config.models_topic)
+def writer(config: EdgeConfig, job_key: ReleaseSigner) -> Iterator[ReleaseWriter]:
+    w = ReleaseWriter(config, config.models_topic, job_key)
     yield w
     w.producer.close()
 

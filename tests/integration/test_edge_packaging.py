@@ -60,7 +60,7 @@ def test_metadata_has_no_server_dependencies_and_torch_only_as_extra(wheel: Path
     assert not [r for r in requires if r.lower().startswith(SERVER_ONLY)]
     base = [r for r in requires if "extra ==" not in r]
     assert {r.split("=")[0].split("<")[0].split(">")[0] for r in base} == {
-        "numpy", "fastavro", "kafka-python", "crc32c", "onnxruntime",
+        "numpy", "fastavro", "kafka-python", "crc32c", "onnxruntime", "cryptography",
     }  # fmt: skip
     torch = [r for r in requires if r.startswith("torch")]
     assert torch and all("extra ==" in r for r in torch)
@@ -103,6 +103,11 @@ def test_fresh_virtualenv_runs_inference_api_without_torch(wheel: Path, tmp_path
         login = KafkaSecurity(username="dev", password="not-a-real-one")  # system CAs
         assert "not-a-real-one" not in repr(login)
         EdgeClient(EdgeConfig(security=login), device_id="dev", model_id="m")  # lazy: no broker
+        from fedstream.edge import InvalidSignatureError, TrustedKeys
+        from fedstream.schemas.signing import write_key_pair
+        import tempfile
+        _key, pub, key_id = write_key_pair(tempfile.mkdtemp())
+        assert TrustedKeys.from_files(pub).key_ids == [key_id]  # release checks work installed
         import onnxruntime
         for name in ("torch", "pyflink", "apache_beam", "fedstream.pipelines", "fedstream.jobs"):
             try:

@@ -11,6 +11,7 @@ then run end to end (async and sync on the same fleet) for its report, plots and
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,7 +29,8 @@ from fedstream.edge.releases import recent_dead_letters
 from fedstream.edge.simulator.data import load_fleet_data
 from fedstream.edge.simulator.fleet import FleetRun, FleetSettings
 from fedstream.jobs.launcher import JobProcess
-from tests.support.job_runner import JobTopics, job_process
+from fedstream.schemas.signing import ENV_TRUSTED_KEYS
+from tests.support.job_runner import JobTopics, job_process, job_signing_key, trusted
 from tests.support.stack import Broker
 from tests.unit.edge.edge_support import constant_model
 
@@ -55,6 +57,7 @@ class RunningJob:
     process: JobProcess
     topics: JobTopics
     config: EdgeConfig
+    signing_key: Path  # the job's release key; devices trust its .pub
 
 
 def _wait_for_topics(broker: Broker, names: list[str], job: JobProcess, timeout: float) -> None:
@@ -93,6 +96,7 @@ def job(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
             control_topic=topics.control,
             models_topic=topics.models,
             dlq_topic=topics.dlq,
+            trusted_keys=trusted(job_signing_key(folder)),
         )
         # ready = it releases a registered model (its mini-cluster takes ~20 s to start)
         probe = f"probe-{topics.suffix}"
@@ -100,7 +104,7 @@ def job(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
             template = constant_model(0.0, 4)
             client.register(registration_record(probe, template, [("c", np.zeros(4))]))
             client.wait_for_model(timeout_s=180)
-        yield RunningJob(process, topics, config)
+        yield RunningJob(process, topics, config, job_signing_key(folder))
     finally:
         process.kill()
 
@@ -155,7 +159,9 @@ def test_simulator_cli_compares_async_and_sync(job: RunningJob, tmp_path: Path) 
         "--target-accuracy", str(TARGET), "--duration", str(BUDGET_S),
         "--progress-every", "10", "--out", str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=420)
+    # the simulator's devices trust the job's key through the environment
+    env = {**os.environ, ENV_TRUSTED_KEYS: str(job.signing_key.with_suffix(".pub"))}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
     print(done.stdout, done.stderr)
     assert done.returncode == 0, done.stderr
     summary = done.stdout.strip().splitlines()[-1]

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
+from fedstream.edge import ReleaseAssembler
 from fedstream.jobs.config import load
+from fedstream.jobs.kafka_read import read_topic
 from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
 from fedstream.schemas import encode, pack
-from tests.support.job_runner import JobTopics
+from fedstream.schemas.signing import load_signing_key
+from tests.support.job_runner import JobTopics, job_signing_key, trusted
 from tests.support.kafka_io import releases, wait_for
 from tests.support.onnx_models import linear_model
 from tests.support.secrets import files_containing
@@ -33,6 +36,7 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
         **kafka_broker.job_overrides(),  # as admin; the password file's path, not the password
         "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
         "checkpoint.interval_ms": "1000",
+        "signing.key_file": str(job_signing_key(tmp_path)),
     }
     ensure_topics(load(overrides=settings))
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
@@ -78,6 +82,13 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
         )
         found = releases(kafka_broker, topics.models)
         assert [r.version for r in found] == [0, 1, 2]
+        # signed on the cluster's workers with the key read from signing.key_file
+        key = job_signing_key(tmp_path)
+        device = ReleaseAssembler("m", trusted(key))
+        for value in read_topic(kafka_broker.bootstrap, topics.models, kafka_broker.security):
+            device.add(value)
+        key_id = load_signing_key(key).key_id
+        assert [(r.version, r.key_id) for r in device.take()] == [(v, key_id) for v in range(3)]
         assert [r.lineage["update_ids"] for r in found[1:]] == [
             ["u0", "u1", "u2"],
             ["u3", "u4", "u5"],
@@ -86,5 +97,9 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
         password = (kafka_broker.credentials / "admin.password").read_text().strip()
         assert files_containing(flink_cluster.log_dir, password) == []
         assert password not in submit.stdout + submit.stderr
+        # nor the release key: only its path travels (job graph, arguments)
+        secret = key.read_text().splitlines()[1]  # the base64 body of the PEM
+        assert files_containing(flink_cluster.log_dir, secret) == []
+        assert secret not in submit.stdout + submit.stderr
     finally:
         flink_cluster.run("cancel", job_id, timeout=60)

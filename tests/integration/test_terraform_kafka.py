@@ -48,6 +48,7 @@ from kafka.errors import (
 from fedstream.edge.security import KafkaSecurity
 from fedstream.jobs.launcher import JobProcess
 from fedstream.schemas import decode
+from tests.support.job_runner import job_signing_key
 from tests.support.onnx_models import linear_model
 from tests.support.records import (
     Release,
@@ -455,6 +456,7 @@ def test_the_job_principal_runs_the_whole_job(stack: Stack, tmp_path: Path) -> N
             "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
             "checkpoint.interval_ms": "1000",
             "runtime.restart_attempts": "0",
+            "signing.key_file": str(job_signing_key(tmp_path)),
         },
         tmp_path / "job.log",
         create_topics=False,

@@ -36,6 +36,7 @@ from fedstream.jobs.config import JobConfig
 from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.model_process import Envelope
 from fedstream.schemas import DeadLetter, decode
+from fedstream.schemas.signing import PRIVATE_KEY_FILE, write_key_pair
 from tests.support.records import (
     CONTROL_TOPIC,
     UPDATES_TOPIC,
@@ -46,7 +47,15 @@ from tests.support.records import (
     update_bytes,
 )
 
-__all__ = ["Feed", "JobOutput", "absorbed", "coordinates", "job_config", "run_job"]
+__all__ = [
+    "Feed",
+    "JobOutput",
+    "absorbed",
+    "coordinates",
+    "job_config",
+    "run_job",
+    "signing_key",
+]
 
 #: Seconds of pause between registrations and the records after them (see `Feed.raw`).
 REGISTRATION_SETTLE = 1.0
@@ -60,9 +69,19 @@ def python_execution_mode() -> str:
     return os.environ.get("FEDSTREAM_TEST_PYTHON_MODE", JobConfig().runtime.python_execution_mode)
 
 
+def signing_key(tmp_path: Path) -> Path:
+    """The job's release key for a test: tmp_path/keys/job-signing.key (created once)."""
+    key = tmp_path / "keys" / PRIVATE_KEY_FILE
+    if not key.exists():
+        write_key_pair(key.parent)
+    return key
+
+
 def job_config(tmp_path: Path, *, parallelism: int = 1, **overrides: Any) -> JobConfig:
-    """A job config for the mini-cluster: checkpoints under `tmp_path`, failures not retried."""
+    """A job config for the mini-cluster: checkpoints under `tmp_path`, failures not
+    retried, releases signed with `signing_key(tmp_path)`."""
     settings: dict[str, Any] = {
+        "signing.key_file": str(signing_key(tmp_path)),
         "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
         # Short: a bounded job waits for one last checkpoint before it finishes.
         "checkpoint.interval_ms": 500,
@@ -149,6 +168,8 @@ class JobOutput:
     releases: dict[tuple[str, int], Release]
     dead_letters: list[DeadLetter]
     seconds: float
+    #: the ModelRelease records as the job emitted them (for the SDK's reader)
+    release_values: list[bytes] = field(default_factory=list)
 
     def versions(self, model_id: str) -> list[int]:
         return sorted(v for m, v in self.releases if m == model_id)
@@ -209,6 +230,7 @@ def run_job(
         releases=read_releases(v for k, v in pairs if k == "ModelRelease"),
         dead_letters=read_dead_letters(v for k, v in pairs if k == "DeadLetter"),
         seconds=seconds,
+        release_values=[v for k, v in pairs if k == "ModelRelease"],
     )
 
 

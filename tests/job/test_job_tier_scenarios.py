@@ -15,14 +15,25 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from fedstream.edge import InvalidSignatureError, ReleaseAssembler
 from fedstream.pipelines.model_process import Envelope
 from fedstream.schemas import encode, pack
-from tests.job.harness import Feed, JobOutput, absorbed, coordinates, job_config, run_job
+from fedstream.schemas.signing import TrustedKeys, load_signing_key, write_key_pair
+from tests.job.harness import (
+    Feed,
+    JobOutput,
+    absorbed,
+    coordinates,
+    job_config,
+    run_job,
+    signing_key,
+)
 from tests.support.onnx_models import linear_model
 from tests.support.records import (
     CONTROL_TOPIC,
@@ -161,8 +172,13 @@ def scenario() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def output(scenario: Plan, tmp_path_factory: pytest.TempPathFactory) -> JobOutput:
-    config = job_config(tmp_path_factory.mktemp("job-tier"))
+def job_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("job-tier")
+
+
+@pytest.fixture(scope="module")
+def output(scenario: Plan, job_dir: Path) -> JobOutput:
+    config = job_config(job_dir)
     return run_job(scenario.feed, config, name="job-tier-scenarios")
 
 
@@ -269,6 +285,26 @@ def test_duplicates_are_never_counted_twice(scenario: Plan, output: JobOutput) -
     assert absorbed(output, "dlq") == ["d0", "d1"]  # d2 still open
     duplicates = [d for d in output.dead_letters if d["reason"] == "DUPLICATE"]
     assert sorted(d["update_id"] or "" for d in duplicates) == ["c1", "d0", "d0"]
+
+
+def test_every_release_is_signed_by_the_configured_key(output: JobOutput, job_dir: Path) -> None:
+    """The job signs each release with signing.key_file (loaded on the worker, in thread
+    mode too); the SDK's reader installs every version when it trusts that key's public
+    half, and refuses every one under another key."""
+    key_id = load_signing_key(signing_key(job_dir)).key_id
+    assert {r.key_id for r in output.releases.values()} == {key_id}
+    trusted = TrustedKeys.from_files(signing_key(job_dir).with_suffix(".pub"))
+    for model in AGGREGATION:
+        device = ReleaseAssembler(model, trusted)
+        for value in output.release_values:
+            device.add(value)
+        assert [r.version for r in device.take()] == output.versions(model)
+    _private, other, _ = write_key_pair(job_dir / "other")
+    stranger = ReleaseAssembler("count", TrustedKeys.from_files(other))
+    for value in output.release_values:
+        stranger.add(value)
+    with pytest.raises(InvalidSignatureError, match="unknown key"):
+        stranger.take()
 
 
 def test_the_run_stays_short(output: JobOutput) -> None:

@@ -8,7 +8,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedstream.jobs.launcher import JobProcess
+from fedstream.schemas.signing import PRIVATE_KEY_FILE, TrustedKeys, write_key_pair
 from tests.support.stack import Broker
+
+
+def job_signing_key(folder: Path) -> Path:
+    """The job's release key for a test: folder/signing/job-signing.key (created once; its
+    public half, job-signing.pub, next to it, is what devices trust)."""
+    key = folder / "signing" / PRIVATE_KEY_FILE
+    if not key.exists():
+        write_key_pair(key.parent)
+    return key
+
+
+def trusted(*keys: Path) -> TrustedKeys:
+    """Devices' trust in the given job keys (their .pub files)."""
+    return TrustedKeys.from_files(*(k.with_suffix(".pub") for k in keys))
 
 
 @dataclass
@@ -47,10 +62,12 @@ class JobTopics:
 def job_process(
     broker: Broker, checkpoint_dir: Path, topics: JobTopics, log: Path, **settings: str
 ) -> JobProcess:
-    """The job on `broker` (as its admin) with its own topics, 1 s checkpoints and no
-    silent restarts."""
+    """The job on `broker` (as its admin) with its own topics, 1 s checkpoints, no silent
+    restarts, and releases signed by `job_signing_key(checkpoint_dir.parent)` unless
+    `settings` name another signing.key_file."""
     overrides = {
         **broker.job_overrides(),
+        "signing.key_file": str(job_signing_key(checkpoint_dir.parent)),
         "checkpoint.dir": checkpoint_dir.as_uri(),
         "checkpoint.interval_ms": "1000",
         "runtime.restart_attempts": "0",

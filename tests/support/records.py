@@ -174,6 +174,8 @@ class Release:
     sha256: str
     lineage: ReleaseLineage
     chunk_count: int
+    signature: bytes | None = None
+    key_id: str | None = None
 
     def params(self, names: Sequence[str] = ("W", "b")) -> F32:
         """The released weights, flattened in `names` order (the registration's layout)."""
@@ -203,6 +205,8 @@ def read_releases(values: Iterable[bytes]) -> dict[tuple[str, int], Release]:
             sha256=first["sha256"],
             lineage=first["lineage"],
             chunk_count=first["chunk_count"],
+            signature=first.get("signature"),
+            key_id=first.get("key_id"),
         )
     return out
 

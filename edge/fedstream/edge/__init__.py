@@ -6,9 +6,11 @@ Inference-only API (numpy, fastavro, kafka-python, onnxruntime; no torch)::
 
     security = KafkaSecurity(username="cam-17", password_file="/etc/fedstream/kafka.password",
                              ca_file="/etc/fedstream/ca.pem")    # or KafkaSecurity.from_env()
-    config = EdgeConfig(bootstrap="broker:9092", security=security)
+    trusted = TrustedKeys.from_files("/etc/fedstream/job-signing.pub")  # the job's key(s)
+    config = EdgeConfig(bootstrap="broker:9092", security=security, trusted_keys=trusted)
     with EdgeClient(config, device_id="cam-17", model_id="digits") as client:
-        client.wait_for_model(timeout_s=30)       # newest release, digest-checked, installed
+        client.wait_for_model(timeout_s=30)       # newest release, signature and digest
+                                                  # checked, installed
         logits = client.predict(batch)            # lock-free; hot-swapped on refresh()
         client.refresh()                          # install a newer release if there is one
 
@@ -19,7 +21,8 @@ deterministic update ids). `fedstream.edge.simulator` runs a whole fleet.
 
 Every failure is an `EdgeError`: `AuthenticationError` (refused credentials, untrusted
 broker certificate), `BrokerUnavailableError`, `TopicNotFoundError`,
-`PayloadTooLargeError`, `UnknownModelError`, `DigestMismatchError`, ...
+`PayloadTooLargeError`, `UnknownModelError`, `DigestMismatchError`,
+`InvalidSignatureError` (unsigned, untrusted or forged release: never installed), ...
 
 The SDK never imports fedstream.pipelines or fedstream.jobs (the server side), only the
 wire contract `fedstream.schemas`, which it ships with.
@@ -36,6 +39,7 @@ from fedstream.edge.errors import (
     DigestMismatchError,
     EdgeError,
     InvalidReleaseError,
+    InvalidSignatureError,
     ModelMismatchError,
     NoModelLoadedError,
     PayloadTooLargeError,
@@ -48,6 +52,7 @@ from fedstream.edge.registration import registration_record
 from fedstream.edge.releases import Release, ReleaseAssembler, ReleaseReader
 from fedstream.edge.runtime import LoadedModel, ModelRuntime, Prediction
 from fedstream.edge.security import KafkaSecurity, SecurityConfigError
+from fedstream.schemas.signing import TrustedKeys
 
 __all__ = [
     "AuthenticationError",
@@ -61,6 +66,7 @@ __all__ = [
     "EdgeConfig",
     "EdgeError",
     "InvalidReleaseError",
+    "InvalidSignatureError",
     "KafkaSecurity",
     "LoadedModel",
     "ModelMismatchError",
@@ -77,6 +83,7 @@ __all__ = [
     "SecurityConfigError",
     "SentUpdate",
     "TopicNotFoundError",
+    "TrustedKeys",
     "UnknownModelError",
     "check_broker",
     "make_update_id",

@@ -7,6 +7,12 @@ started with no configuration talk to each other on the local stack.
 How the device authenticates is `security` (`KafkaSecurity`): by default it is read from
 the ``FEDSTREAM_KAFKA_*`` environment (`KafkaSecurity.from_env`), and building an
 `EdgeConfig` without credentials for a SASL listener is an error that says what to set.
+
+Which releases it installs is `trusted_keys`: the job's Ed25519 public keys (one or more,
+for rotation), by default the PEM files named in ``FEDSTREAM_TRUSTED_KEYS``
+(`TrustedKeys.from_env`). A device trusting no key installs nothing, and an unsigned
+release is refused unless `allow_unsigned_releases` is set, which is meant for local
+experiments only (anyone who can write the models topic can then forge a model).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fedstream.edge.security import KafkaSecurity
+from fedstream.schemas.signing import TrustedKeys
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "EdgeConfig"]
 
@@ -49,6 +56,15 @@ class EdgeConfig:
     """Largest release record the consumer must be able to fetch (models topic limit)."""
     client_id: str | None = None
     """Kafka client id (shows up in broker logs and quotas); defaults to the device id."""
+    trusted_keys: TrustedKeys = field(default_factory=TrustedKeys.from_env)
+    """The job's release-signing public keys (`TrustedKeys.from_files("job-signing.pub")`,
+    or several, to rotate the job's key). Releases signed by any other key, or not at all,
+    are refused with `InvalidSignatureError`. Default: the files in $FEDSTREAM_TRUSTED_KEYS
+    (os.pathsep-separated); unset, none, so nothing is installed."""
+    allow_unsigned_releases: bool = False
+    """Install releases that carry no signature (a job without a key). Local experiments
+    only: it lets anyone who can write the models topic install a model. A release that
+    is signed is always verified."""
 
     def __post_init__(self) -> None:
         servers = [s.strip() for s in self.bootstrap.split(",")]

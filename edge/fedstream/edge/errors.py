@@ -16,6 +16,7 @@ __all__ = [
     "DigestMismatchError",
     "EdgeError",
     "InvalidReleaseError",
+    "InvalidSignatureError",
     "ModelMismatchError",
     "NoModelLoadedError",
     "PayloadTooLargeError",
@@ -80,6 +81,13 @@ class InvalidReleaseError(EdgeError):
 class DigestMismatchError(InvalidReleaseError):
     """A release's reassembled ONNX bytes do not match its size or SHA-256 digest: it was
     corrupted (or tampered with) and is never installed."""
+
+
+class InvalidSignatureError(InvalidReleaseError):
+    """A release is unsigned, signed by a key this device does not trust, or its Ed25519
+    signature (RFC 8032) does not verify over its model id, version, digest and lineage:
+    it may be a forgery by anyone able to write the models topic, and is never installed.
+    Configure the job's public key(s) in `EdgeConfig.trusted_keys`."""
 
 
 class ModelMismatchError(EdgeError):

@@ -15,7 +15,11 @@ Both read with ``isolation_level="read_committed"``: the job writes releases in 
 transactions that commit with its checkpoints, and a release from an aborted transaction
 (a job that crashed and replayed) must never reach a device. Each release is reassembled
 with `assemble_release`, which checks the size and the SHA-256 of the whole ONNX file; a
-mismatch raises `DigestMismatchError` and that release is never handed out. Versions
+mismatch raises `DigestMismatchError` and that release is never handed out. The digest
+proves integrity, not origin (it travels in the same record), so each release must also
+carry an Ed25519 signature (RFC 8032) over its model id, version, digest and lineage by a
+key in `EdgeConfig.trusted_keys` (`fedstream.schemas.signing`); an unsigned, unknown-key
+or wrongly signed release raises `InvalidSignatureError` and is never handed out. Versions
 handed out by one reader only ever increase.
 
 The reader uses no consumer group (``group_id=None``, manual assignment): every device
@@ -38,10 +42,12 @@ from fedstream.edge.errors import (
     DigestMismatchError,
     EdgeError,
     InvalidReleaseError,
+    InvalidSignatureError,
     TopicNotFoundError,
     UnknownModelError,
 )
 from fedstream.schemas import CodecError, ReleaseError, ReleaseLineage, assemble_release, decode
+from fedstream.schemas.signing import SignatureError, TrustedKeys, statement_of
 
 __all__ = ["Release", "ReleaseAssembler", "ReleaseReader", "recent_dead_letters"]
 
@@ -61,6 +67,7 @@ class Release:
     lineage: ReleaseLineage
     created_at: int
     chunk_count: int = 1
+    key_id: str | None = None  # the trusted key that signed it (None: unsigned, allowed)
 
     @property
     def update_ids(self) -> list[str]:
@@ -96,8 +103,16 @@ class ReleaseAssembler:
     not raised (it is logged when found): the device has moved past it.
     """
 
-    def __init__(self, model_id: str) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        trusted_keys: TrustedKeys | None = None,
+        *,
+        allow_unsigned: bool = False,
+    ) -> None:
         self.model_id = model_id
+        self.trusted_keys = trusted_keys or TrustedKeys()
+        self.allow_unsigned = allow_unsigned
         self.pending: dict[int, _Pending] = {}
         self.ready: dict[int, Release] = {}
         self.rejected: set[int] = set()
@@ -152,6 +167,13 @@ class ReleaseAssembler:
                 ),
             )
             return
+        problem = self._signature_problem(list(pending.chunks.values()))
+        if problem is not None:
+            text = f"release {self.model_id!r} v{version} refused ({where}): {problem}"
+            # Not remembered as rejected: a forgery must not block the genuine release
+            # of the same version, which may still come.
+            self._reject(version, InvalidSignatureError(text), remember=False)
+            return
         self.ready[version] = Release(
             model_id=self.model_id,
             version=version,
@@ -160,7 +182,27 @@ class ReleaseAssembler:
             lineage=record["lineage"],
             created_at=int(record["created_at"]),
             chunk_count=count,
+            key_id=record.get("key_id"),
         )
+
+    def _signature_problem(self, chunks: list[Mapping[str, Any]]) -> str | None:
+        """Why the chunks of one (digest-checked) release must not be installed, or None.
+
+        The release is signed once; every chunk carries the same signature, key id and
+        lineage (a chunk that differs could smuggle in an unsigned lineage)."""
+        first = chunks[0]
+        signed = ("signature", "key_id", "lineage")
+        if any(c.get(k) != first.get(k) for c in chunks for k in signed):
+            return "its chunks disagree on signature, key_id or lineage"
+        signature, key_id = first.get("signature"), first.get("key_id")
+        if signature is None and key_id is None and self.allow_unsigned:
+            return None  # EdgeConfig.allow_unsigned_releases: local experiments only
+        try:
+            self.trusted_keys.verify(statement_of(first), signature, key_id)
+        except SignatureError as error:
+            hint = "" if self.trusted_keys else " (EdgeConfig.trusted_keys is empty)"
+            return f"{error}{hint}"
+        return None
 
     def take(self, *, newest_only: bool = False) -> list[Release]:
         """Ready releases newer than the last handed out, oldest first (or only the newest).
@@ -192,9 +234,10 @@ class ReleaseAssembler:
             del self.pending[version]
         return fresh
 
-    def _reject(self, version: int, error: InvalidReleaseError) -> None:
+    def _reject(self, version: int, error: InvalidReleaseError, *, remember: bool = True) -> None:
         self.pending.pop(version, None)
-        self.rejected.add(version)
+        if remember:  # the rest of its chunks are ignored
+            self.rejected.add(version)
         self.failures.append((version, error))
         log.error("%s", error)
 
@@ -243,7 +286,9 @@ class ReleaseReader:
             self._consumer.close()
             raise
         self._positioned = from_beginning
-        self._assembler = ReleaseAssembler(model_id)
+        self._assembler = ReleaseAssembler(
+            model_id, config.trusted_keys, allow_unsigned=config.allow_unsigned_releases
+        )
 
     # ------------------------------------------------------------------ public
     @property

@@ -216,6 +216,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
                 config.runtime.live_models,
                 limits,
                 dlq_bytes,
+                str(config.signing.key_path()),
             ),
             output_type=EMITTED,
         )
@@ -303,9 +304,11 @@ def _checked_config(args: argparse.Namespace) -> JobConfig:
 
     try:
         config = load(args.config, parse_overrides(args.set))
+        key_id = config.signing.check()
         check_kafka(config)
     except (ConfigError, EdgeError) as error:
         raise SystemExit(f"fedstream: {error}") from None
+    print(f"fedstream: signing releases with key {key_id}", flush=True)
     return config
 
 

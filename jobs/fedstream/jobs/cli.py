@@ -6,6 +6,7 @@
     fedstream submit                     submit the job to a Flink cluster (`flink run -py`)
     fedstream releases --model-id M      versions of a model: time, contributors, staleness
     fedstream dead-letters               what was refused, and why
+    fedstream keygen --out DIR           the job's release-signing key pair (Ed25519)
 
 Every command reads the same config file as the job (`--config`, default
 jobs/config/local.toml) and accepts `--set section.key=value` overrides. Every command logs
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedstream.jobs.config import JobConfig, load
+from fedstream.jobs.config import ConfigError, JobConfig, load
 
 REPO = Path(__file__).resolve().parents[3]
 JOB_FILE = Path(__file__).resolve().parent / "aggregation_job.py"
@@ -97,9 +98,39 @@ def _job_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """DIR/job-signing.key (0600, for the job's signing.key_file) and DIR/job-signing.pub
+    (for the devices' trusted keys); never overwrites a key."""
+    from fedstream.schemas.signing import write_key_pair
+
+    try:
+        private, public, key_id = write_key_pair(args.out)
+    except FileExistsError as error:
+        print(f"fedstream keygen: {error.filename} exists; not replacing a key", file=sys.stderr)
+        return 2
+    print(f"key id {key_id}\nprivate key {private} (0600)\npublic key  {public}")
+    return 0
+
+
+def ensure_signing_key(config: JobConfig) -> None:
+    """Create the local stack's key pair at signing.key_file when it does not exist yet
+    (`fedstream run` only: a deployment provisions its key; a new key there would make
+    every device refuse the releases)."""
+    from fedstream.schemas.signing import write_key_pair
+
+    path = config.signing.key_path()
+    if path.exists():
+        return
+    if path.suffix != ".key":
+        raise ConfigError(f"signing.key_file {path} does not exist (create it: fedstream keygen)")
+    _private, public, key_id = write_key_pair(path.parent, path.stem)
+    print(f"fedstream: created signing key {key_id}; devices trust {public}", flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fedstream.jobs.aggregation_job import main as job_main
 
+    ensure_signing_key(_config(args))
     extra = ["--resume-from", args.resume_from] if args.resume_from else []
     job_main(["--local", "--create-topics", *_job_args(args), *extra])
     return 0
@@ -221,12 +252,14 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("dead-letters", parents=[common], help="summarize fl.dlq").set_defaults(
         run=cmd_dead_letters
     )
+    keygen = sub.add_parser("keygen", help="create the job's release-signing key pair")
+    keygen.add_argument("--out", type=Path, required=True, help="folder for job-signing.key/.pub")
+    keygen.set_defaults(run=cmd_keygen)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     from fedstream.edge.errors import EdgeError
-    from fedstream.jobs.config import ConfigError
 
     args = parser().parse_args(argv)
     try:

@@ -164,12 +164,48 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class SigningConfig:
+    """[signing]: the job's Ed25519 release key (RFC 8032; `fedstream.schemas.signing`).
+
+    Every release is signed with it, and devices install only releases signed by a key
+    they trust. The file is a PKCS#8 PEM private key (`fedstream keygen --out DIR` writes
+    DIR/job-signing.key, 0600, and DIR/job-signing.pub for the devices); the job reads it
+    on its workers, from this path: the key never travels in the job graph, arguments or
+    logs. `fedstream run` (the local stack) creates the pair here when it is missing.
+    """
+
+    # path of the private key (relative to the repository root, or absolute)
+    key_file: str = "infra/local/.run/signing/job-signing.key"
+
+    def key_path(self) -> Path:
+        """The key file's absolute path (`ConfigError` when the key is empty)."""
+        path = _repo_path(self.key_file)
+        if path is None:
+            raise ConfigError(
+                "signing.key_file must name the job's Ed25519 private key (PEM); "
+                "create one with `fedstream keygen --out DIR`"
+            )
+        return path
+
+    def check(self) -> str:
+        """Load the key once, before Flink starts; its key id, or `ConfigError` naming
+        the key and the file (never its contents) when it is missing or not Ed25519 PEM."""
+        from fedstream.schemas.signing import SigningKeyError, load_signing_key
+
+        try:
+            return load_signing_key(self.key_path()).key_id
+        except SigningKeyError as error:
+            raise ConfigError(f"signing.key_file: {error}") from None
+
+
+@dataclass(frozen=True)
 class JobConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -202,6 +238,7 @@ _SECTIONS: dict[str, type] = {
     "checkpoint": CheckpointConfig,
     "runtime": RuntimeConfig,
     "limits": LimitsConfig,
+    "signing": SigningConfig,
 }
 
 

@@ -32,7 +32,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, MapFunction, RuntimeContext
@@ -52,6 +52,9 @@ from fedstream.pipelines.model_process import (
     route,
 )
 from fedstream.pipelines.profiling import OperatorProfile
+
+if TYPE_CHECKING:
+    from fedstream.schemas.signing import ReleaseSigner
 
 KIND_UPDATE, KIND_REGISTRATION, KIND_DEAD = "update", "registration", "dead"
 
@@ -216,9 +219,12 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         live_models: int = 8,
         limits: InputLimits | None = None,
         dlq_max_bytes: int | None = None,
+        signing_key_file: str | None = None,
     ) -> None:
         if live_models < 0:
             raise ValueError(f"live_models must be >= 0, got {live_models}")
+        # Only the path travels in the job graph; the key is read on the worker (`open`).
+        self._signing_key_file = signing_key_file
         self._max_bytes = models_topic_max_bytes
         self._dedupe_versions = dedupe_versions
         self._live_models = live_models
@@ -228,6 +234,11 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         silence_warnings()
+        self._signer: ReleaseSigner | None = None
+        if self._signing_key_file is not None:
+            from fedstream.schemas.signing import load_signing_key
+
+            self._signer = load_signing_key(self._signing_key_file)
         self._registration = runtime_context.get_state(
             ValueStateDescriptor("registration", Types.PICKLED_BYTE_ARRAY())
         )
@@ -284,6 +295,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             limits=self._limits,
             dlq_max_bytes=self._dlq_max_bytes,
             model_id=model_id,
+            signer=self._signer,
         )
         return process, _Loaded(raw is not None, generation)
 
@@ -303,6 +315,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             self._limits,
             self._dlq_max_bytes,
             model_id,
+            signer=self._signer,
         )
 
     @staticmethod

@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from fedstream.schemas import (
     release_chunks,
     unpack,
 )
+
+if TYPE_CHECKING:
+    from fedstream.schemas.signing import ReleaseSigner
 
 __all__ = [
     "NO_SOURCE",
@@ -373,6 +376,9 @@ class ModelProcess:
     #: for metrics: staleness of the last accepted update, fill time of the last window
     last_staleness: int | None = None
     last_fill_seconds: float | None = None
+    #: signs every release (Ed25519, `fedstream.schemas.signing`); None: unsigned releases,
+    #: which devices refuse by default (only tests of the unsigned path use that)
+    signer: ReleaseSigner | None = None
 
     # -- state in and out -------------------------------------------------------------
     @classmethod
@@ -388,6 +394,7 @@ class ModelProcess:
         limits: InputLimits | None = None,
         dlq_max_bytes: int | None = None,
         model_id: str | None = None,
+        signer: ReleaseSigner | None = None,
     ) -> ModelProcess:
         """A process over a model's persisted state."""
         aggregator = None
@@ -406,6 +413,7 @@ class ModelProcess:
             limits or InputLimits(),
             dlq_max_bytes,
             model_id,
+            signer=signer,
         )
 
     # -- events -----------------------------------------------------------------------
@@ -597,6 +605,7 @@ class ModelProcess:
         lineage = _lineage(closed, parent, total_weight)
         room = self.models_topic_max_bytes - _RELEASE_OVERHEAD
         room -= sum(len(u.encode()) + 8 for u in lineage["update_ids"])  # UTF-8 bytes
+        signature, key_id = self._sign(model.model_id, state.version, onnx_bytes, lineage)
         records = release_chunks(
             model_id=model.model_id,
             version=state.version,
@@ -604,9 +613,29 @@ class ModelProcess:
             lineage=lineage,  # type: ignore[arg-type]
             created_at=now_ms(),
             max_chunk_bytes=max(room, 1024),
+            signature=signature,
+            key_id=key_id,
         )
         key = model.model_id.encode()
         return [Output("release", key, encode("ModelRelease", r)) for r in records]
+
+    def _sign(
+        self, model_id: str, version: int, onnx: bytes, lineage: dict[str, Any]
+    ) -> tuple[bytes | None, str | None]:
+        """(signature, key id) of the release, once over the whole file's digest (a
+        chunked release carries it on every chunk); (None, None) without a signer."""
+        if self.signer is None:
+            return None, None
+        from fedstream.schemas.signing import release_statement
+
+        statement = release_statement(
+            model_id=model_id,
+            version=version,
+            onnx_size=len(onnx),
+            sha256=hashlib.sha256(onnx).hexdigest(),
+            lineage=lineage,
+        )
+        return self.signer.sign(statement), self.signer.key_id
 
 
 def _lineage(

@@ -151,6 +151,8 @@ class ModelRelease(TypedDict):
     sha256: str
     lineage: ReleaseLineage
     created_at: int
+    signature: bytes | None  # Ed25519 over signing.release_statement; None: unsigned
+    key_id: str | None
 
 
 class DeadLetter(TypedDict):
@@ -330,11 +332,16 @@ def release_chunks(
     lineage: ReleaseLineage,
     created_at: int,
     max_chunk_bytes: int,
+    signature: bytes | None = None,
+    key_id: str | None = None,
 ) -> list[ModelRelease]:
     """Split an ONNX file into ModelRelease records of at most `max_chunk_bytes` of ONNX.
 
     `max_chunk_bytes` comes from the topic's message size limit minus room for the other
     fields (lineage grows with the window size). An empty file still yields one record.
+    `signature` / `key_id` (one per release, over the whole file: `fedstream.schemas.
+    signing`) go on every chunk, so any chunk names the key and verification needs no
+    particular one.
     """
     if max_chunk_bytes <= 0:
         raise EncodeError(f"max_chunk_bytes must be > 0, got {max_chunk_bytes}")
@@ -352,6 +359,8 @@ def release_chunks(
             "sha256": digest,
             "lineage": lineage,
             "created_at": created_at,
+            "signature": signature,
+            "key_id": key_id,
         }
         for index, piece in enumerate(pieces)
     ]

@@ -86,6 +86,8 @@ def make_release(chunk_index: int = 0, chunk_count: int = 1) -> ModelRelease:
             "total_weight": 2.25,
         },
         "created_at": CREATED_AT,
+        "signature": bytes(range(64)),
+        "key_id": "0123456789abcdef",
     }
 
 

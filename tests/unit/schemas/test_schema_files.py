@@ -123,6 +123,8 @@ def test_field_lists() -> None:
         "sha256",
         "lineage",
         "created_at",
+        "signature",
+        "key_id",
     ]
     assert names(_load("DeadLetter"))[:7] == [
         "original",
