@@ -5,11 +5,13 @@
 2. provisioned with Terraform (infra/terraform/provision.sh apply: the fl.* topics, one
    SCRAM principal per role, least-privilege ACLs), idempotent,
 3. the aggregation job in a Flink mini-cluster (EXACTLY_ONCE checkpoints) as the `job`
-   principal, resuming from the previous demo's checkpoint when there is one,
+   principal, resuming from the previous demo's checkpoint when there is one, signing
+   its releases with [signing] key_file (created on the first run),
 4. a simulated fleet (fedstream.edge.simulator): 20 devices with a 10x speed spread,
    dropouts and non-IID digits, as the `device` principal (models registered as `owner`),
    first asynchronous (FedBuff), then synchronous FedAvg on the same fleet and data, each
-   device running every release with onnxruntime,
+   device running every release with onnxruntime once its signature verifies under the
+   job's public key (FEDSTREAM_TRUSTED_KEYS),
 5. a report: accuracy vs time for both, staleness histogram, one-line summary.
 
 Each run registers models of its own (digits-<random>-<mode>). Everything it started is
@@ -26,9 +28,11 @@ import sys
 from pathlib import Path
 
 from fedstream.edge.errors import EdgeError
+from fedstream.jobs.cli import ensure_signing_key
 from fedstream.jobs.config import ConfigError, load
 from fedstream.jobs.kafka_clients import check_kafka
 from fedstream.jobs.launcher import REPO, JobProcess
+from fedstream.schemas.signing import ENV_TRUSTED_KEYS
 
 KAFKA_SH = REPO / "infra" / "local" / "kafka.sh"
 PROVISION_SH = REPO / "infra" / "terraform" / "provision.sh"
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         check_kafka(config)  # a refused login ends the demo here, in one line
+        ensure_signing_key(config)
+        public_key = config.signing.key_path().with_suffix(".pub")
         say(f"aggregation job in a local mini-cluster as 'job' (log: {job.log})")
         job.start(resume=True)  # from the last demo's checkpoint, if any
         say(f"fleet of {args.devices} devices as 'device': async (FedBuff) then sync (FedAvg)")
@@ -140,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.out),
             ],
             cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # the devices install only releases signed by the job's key
+            env={**os.environ, "PYTHONUNBUFFERED": "1", ENV_TRUSTED_KEYS: str(public_key)},
         )
         code = fleet.wait()
         if not job.alive():
