@@ -98,9 +98,11 @@ class ReleaseAssembler:
     Feed it record values with `add` in topic order; `take` hands out the complete,
     verified releases newer than any handed out before (so versions never go backwards).
     A release that fails its checks is never handed out: `take` raises its error once
-    (`DigestMismatchError`, `InvalidReleaseError`) at its place in version order, and the
-    next call goes on. With ``newest_only`` a failure older than a good newer release is
-    not raised (it is logged when found): the device has moved past it.
+    (`DigestMismatchError`, `InvalidSignatureError`, `InvalidReleaseError`) at its place in
+    version order, and the next call goes on. With ``newest_only`` a failure older than a
+    good newer release is not raised (it is logged when found): the device has moved past
+    it. `trusted_keys` are the job's release keys (none: every release is refused);
+    ``allow_unsigned`` accepts releases that carry no signature (local experiments only).
     """
 
     def __init__(

@@ -60,3 +60,17 @@ def test_the_local_run_creates_its_key_once(tmp_path: Path) -> None:
     assert config.signing.check() == key_id
     with pytest.raises(ConfigError, match="does not exist"):
         ensure_signing_key(with_key(tmp_path / "elsewhere.pem"))
+
+
+def test_only_the_key_path_travels_in_the_job_graph(tmp_path: Path) -> None:
+    """The aggregate function is pickled into the job graph: it holds the path, and the
+    key is read on the worker (`open`)."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    from fedstream.pipelines.flink_functions import AggregateFunction
+
+    private, _public, _ = write_key_pair(tmp_path)
+    graph = cloudpickle.dumps(AggregateFunction(1 << 24, 64, signing_key_file=str(private)))
+    assert str(private).encode() in graph
+    body = "".join(private.read_text().splitlines()[1:-1]).encode()
+    assert body not in graph and body[:16] not in graph
