@@ -311,7 +311,15 @@ launch() {  # start node $1's JVM (does not wait)
     -Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
     -cp "$(classpath)" kafka.Kafka "$dir/server.properties" \
     >"$dir/logs/stdout.log" 2>&1 </dev/null 9>&- &
-  echo $! >"$dir/kafka.pid"
+  local pid=$!
+  echo "$pid" >"$dir/kafka.pid"
+  # $! is a forked shell until it execs the JVM; until then its /proc cmdline is this
+  # script's, and running_pid (which checks it, against pid reuse) would call the node
+  # gone. Under load that window lasted long enough to lose a live node: wait it out.
+  local tries=0
+  while kill -0 "$pid" 2>/dev/null && ! running_pid "$i" >/dev/null && ((tries++ < 100)); do
+    sleep 0.05
+  done
 }
 
 await() {  # wait until node $1 answers, or fail with its log

@@ -30,7 +30,6 @@ from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 from pyflink.table import StreamTableEnvironment
 
-from fedstream.edge.security import FLINK_CONNECTOR_SHADED_PREFIX
 from fedstream.jobs.config import JobConfig, load
 from fedstream.jobs.runtime import connector_jar, jar_url
 
@@ -94,7 +93,9 @@ def source_folders() -> list[Path]:
 
 def _login(config: JobConfig) -> dict[str, str]:
     """The Kafka client properties that log the source and sinks in (the connector's
-    relocated login module class)."""
+    relocated login module class). Built on the client: the workers never import the SDK."""
+    from fedstream.edge.security import FLINK_CONNECTOR_SHADED_PREFIX
+
     return config.kafka.security().java_properties(FLINK_CONNECTOR_SHADED_PREFIX)
 
 
