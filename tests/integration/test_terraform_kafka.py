@@ -468,6 +468,8 @@ def test_the_job_principal_runs_the_whole_job(stack: Stack, tmp_path: Path) -> N
         stack.produce(
             "owner", TOPICS["control"], registration_bytes(model, onnx, {"window": {"count": 3}})
         )
+        # as a real device does: train (send) only from a released version
+        _await_releases(stack, model, versions={0}, job=job)
         deltas = [np.full(15, 0.1 * (i + 1), np.float32) for i in range(3)]
         for i, delta in enumerate(deltas):
             stack.produce("device", TOPICS["updates"], update_bytes(model, f"{model}-u{i}", delta))
