@@ -7,7 +7,8 @@ Settings and why:
   (Duplicates across a device *crash* are handled one level up, by deterministic
   update ids; idempotence only covers one producer session.)
 * ``retries`` bounded and ``delivery_timeout_ms`` = the configured send timeout: a device
-  must learn about an outage (`BrokerUnavailableError`) instead of buffering forever.
+  must learn about an outage (`BrokerUnavailableError`) instead of buffering forever;
+  ``retry_backoff_ms`` up to 1 s, so the retries outlast a leader election.
 * gzip compression: the only codec kafka-python supports without an extra package.
 * ``allow_auto_create_topics=False``: a typo in a topic name is an error, not a new topic.
 * The connection is authenticated with ``config.security`` (`KafkaSecurity`), and a
@@ -119,6 +120,10 @@ class RecordProducer:
         send_ms = int(config.send_timeout_s * 1000)
         # request timeout below the delivery timeout so that retries fit inside it
         request_ms = max(1000, send_ms // max(1, config.retries + 1))
+        # Leadership moves (a new topic, a broker fail-over) take seconds, not the default
+        # 100 ms x retries: a fresh topic under load failed 5 quick retries with
+        # NotLeaderForPartition. Spread the retries over part of the send timeout.
+        backoff_ms = max(100, min(1000, send_ms // (4 * max(1, config.retries + 1))))
         self._producer = open_kafka_client(
             KafkaProducer,
             config.bootstrap,
@@ -130,6 +135,7 @@ class RecordProducer:
             acks="all",
             compression_type=config.compression_type,
             retries=config.retries,
+            retry_backoff_ms=backoff_ms,
             delivery_timeout_ms=send_ms,
             request_timeout_ms=min(request_ms, send_ms),
             max_block_ms=send_ms,
