@@ -271,7 +271,12 @@ PROPS
 
 format_storage() {  # format every node once, with the admin's SCRAM credential
   local count="$NODES" i cluster_id pids=()
-  cluster_id="$(openssl rand 16 | base64 | tr '+/' '-_' | tr -d '=\n')"
+  # a base64url id may start with '-', which StorageTool then reads as an option (seen
+  # once in 64 starts: "argument --cluster-id/-t: expected one argument"): draw again
+  cluster_id="-"
+  while [[ "$cluster_id" == -* ]]; do
+    cluster_id="$(openssl rand 16 | base64 | tr '+/' '-_' | tr -d '=\n')"
+  done
   printf 'cluster.id=%s\nnodes=%s\n' "$cluster_id" "$count" >"$CLUSTER_ENV.new"
   for ((i = 1; i <= count; i++)); do
     write_config "$i"
