@@ -85,7 +85,7 @@ def job_config(tmp_path: Path, *, parallelism: int = 1, **overrides: Any) -> Job
         "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
         # Short: a bounded job waits for one last checkpoint before it finishes.
         "checkpoint.interval_ms": 500,
-        # Fail at once: with checkpointing the default restart strategy loops (FIELD-NOTES).
+        # Fail at once: with checkpointing the default restart strategy loops (PyFlink 2.2).
         "runtime.restart_attempts": 0,
         "runtime.parallelism": parallelism,
         # The job's default mode unless FEDSTREAM_TEST_PYTHON_MODE names one (thread|process).

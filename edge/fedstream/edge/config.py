@@ -1,6 +1,6 @@
 """Where a device finds the broker and the topics, and how patient it is.
 
-Topic names and size limits are configuration, never literals (DESIGN.md, "The
+Topic names and size limits are configuration, never literals (README.md, "The wire
 contract"); the defaults match the job's `jobs/config/local.toml`, so a device and a job
 started with no configuration talk to each other on the local stack.
 

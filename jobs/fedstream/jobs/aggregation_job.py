@@ -56,7 +56,7 @@ def flink_configuration(
     )
     conf.set_string("execution.checkpointing.num-retained", "3")
     # Bounded restarts: with checkpointing on, the default retries forever and a job that
-    # keeps failing would loop silently (FIELD-NOTES.md).
+    # keeps failing would loop silently (measured with PyFlink 2.2).
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(config.runtime.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", f"{config.runtime.restart_delay_ms}ms")

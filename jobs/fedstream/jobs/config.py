@@ -1,7 +1,7 @@
 """The job's configuration: one validated TOML file plus command-line overrides.
 
 Topic names, partitions, size limits, group id and bootstrap servers are configuration,
-never literals in the wiring (DESIGN.md, "The contract"). Validation happens once, here,
+never literals in the wiring (README.md, "The wire contract"). Validation happens once, here,
 with messages that name the key, so a bad deployment fails before any Flink machinery
 starts.
 """

@@ -11,7 +11,7 @@ Keyed state uses our own versioned binary formats (`RegisteredModel.to_state`,
 `ModelState.to_bytes`, `Accumulator.to_bytes`) inside `PICKLED_BYTE_ARRAY` value
 states — pickling a `bytes` object is stable across job versions, unlike pickling our
 classes, and `PRIMITIVE_ARRAY(BYTE)` value states crash on first read in thread mode
-(FIELD-NOTES.md). The dedupe set is a `MapState[str, int]`, one entry per remembered id.
+(measured with PyFlink 2.2). The dedupe set is a `MapState[str, int]`, one entry per remembered id.
 
 Flink state stays the only source of truth, but reading a model back from it for every
 record (two model-sized values through the JVM, unpickled and CRC-checked) was most of the

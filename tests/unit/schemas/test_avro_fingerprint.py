@@ -19,7 +19,7 @@ ALL_AVSC = sorted(SCHEMA_DIR.glob("*.avsc")) + sorted(SCHEMA_DIR.glob("history/*
 
 
 def test_known_answer_null() -> None:
-    # Avro specification / FIELD-NOTES: fingerprint64 of the schema "null".
+    # Avro specification: fingerprint64 of the schema "null".
     assert schema_fingerprint("null") == 7195948357588979594
     assert crc64_avro(b'"null"') == 7195948357588979594
     assert fingerprint_bytes(7195948357588979594).hex() == "8a8f25cce724dd63"
