@@ -1,8 +1,9 @@
 """Deterministic update ids, and the per-model round counter they are made from.
 
 The job drops an update whose ``update_id`` it has already absorbed (README.md, "What
-the job guarantees"). That only protects against double counting if a device that crashes after sending, restarts and sends the same work again uses the *same*
-id. A random UUID would not; a name-based UUID (RFC 4122 version 5) of what identifies
+the job guarantees"). That only protects against double counting if a device that
+crashes after sending, restarts and sends the same work again uses the *same* id. A
+random UUID would not; a name-based UUID (RFC 4122 version 5) of what identifies
 the work does: (device, model, base version, local round). The round counter advances
 only after the broker acknowledged a send, and can be persisted, so after a crash the
 re-sent round gets the id of the round that may already have arrived.
