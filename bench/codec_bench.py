@@ -49,6 +49,9 @@ def _update(n_params: int, encoding: str = "FP32") -> dict[str, Any]:
         "created_at": 1_767_225_600_000,
         "delta": pack(rng.normal(size=n_params).astype(np.float32), encoding),
         "metrics": {"loss": 0.42, "steps": 32, "duration_ms": 1250},
+        "sequence": None,
+        "key_id": None,
+        "signature": None,
     }
 
 

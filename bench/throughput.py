@@ -225,6 +225,9 @@ def update_value(
             "created_at": int(time.time() * 1000),
             "delta": pack(delta, "FP32"),
             "metrics": None,
+            "sequence": None,
+            "key_id": None,
+            "signature": None,
         },
     )
 

@@ -59,6 +59,9 @@ def _update(
         "created_at": 1_700_000_000_000,
         "delta": pack(delta, encoding, k=k),
         "metrics": {"loss": 0.25, "steps": 10, "duration_ms": 1200},
+        "sequence": None,
+        "key_id": None,
+        "signature": None,
     }
 
 

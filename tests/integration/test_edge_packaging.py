@@ -97,6 +97,7 @@ def test_fresh_virtualenv_runs_inference_api_without_torch(wheel: Path, tmp_path
             "update_id": make_update_id("dev", "m", 0, 0), "device_id": "dev", "model_id": "m",
             "base_version": 0, "num_samples": 5, "created_at": 0,
             "delta": prepared.payload, "metrics": None,
+            "sequence": None, "key_id": None, "signature": None,
         }
         back = decode(encode("GradientUpdate", record), expected="GradientUpdate").record
         assert np.abs(unpack(back["delta"], expected_shape=[100]) - delta).max() < 0.01

@@ -70,6 +70,9 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
                 "created_at": 0,
                 "delta": pack(np.full(15, 0.5), "FP32"),
                 "metrics": None,
+                "sequence": None,
+                "key_id": None,
+                "signature": None,
             }
             # keyed by model, as devices send: one partition, so the job sees u0..u5 in order
             producer.send(topics.updates, encode("GradientUpdate", record), key=b"m")

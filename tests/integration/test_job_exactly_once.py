@@ -113,6 +113,9 @@ class Fleet:
             "created_at": int(time.time() * 1000),
             "delta": pack(update.delta, "FP32"),
             "metrics": None,
+            "sequence": None,
+            "key_id": None,
+            "signature": None,
         }
         self.producer.send(self.topics.updates, encode("GradientUpdate", record))
 

@@ -31,6 +31,7 @@ from fedstream.schemas import (
     ReleaseLineage,
     assemble_release,
     decode,
+    default_registry,
     encode,
     pack,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "F32",
     "UPDATES_TOPIC",
     "Release",
+    "as_written_by",
     "flat_params",
     "garbage",
     "read_dead_letters",
@@ -85,6 +87,9 @@ def update_record(
         "created_at": created_at,
         "delta": pack(np.asarray(delta, dtype=np.float32).reshape(-1), encoding),
         "metrics": None,
+        "sequence": None,
+        "key_id": None,
+        "signature": None,
     }
 
 
@@ -224,3 +229,9 @@ def flat_params(onnx_bytes: bytes, names: Sequence[str] = ("W", "b")) -> F32:
     """The named initializers of an ONNX model as one flat float32 vector, in order."""
     arrays = read_initializers(onnx_bytes, names)
     return np.concatenate([arrays[n].astype(np.float32).reshape(-1) for n in names])
+
+
+def as_written_by(name: str, version: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` cut to the fields of schema `version` of `name`, as an older device wrote it."""
+    fields = {f["name"] for f in default_registry().get(name, version).schema["fields"]}
+    return {k: v for k, v in record.items() if k in fields}

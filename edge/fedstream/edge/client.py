@@ -185,6 +185,9 @@ class EdgeClient:
             "created_at": int(time.time() * 1000),
             "delta": prepared.payload,
             "metrics": metrics,
+            "sequence": None,
+            "key_id": None,
+            "signature": None,
         }
         value = encode("GradientUpdate", record)
         delivery = self._producer_().send(self.config.updates_topic, value, self.model_id.encode())

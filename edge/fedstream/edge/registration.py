@@ -45,4 +45,6 @@ def registration_record(
         "initial_parameters": pack(layout.flatten(arrays), "FP32"),
         "aggregation": aggregation_to_avro(dict(aggregation or {})),
         "created_at": int(time.time() * 1000) if created_at is None else created_at,
+        "owner_key_id": None,
+        "signature": None,
     }

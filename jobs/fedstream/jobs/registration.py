@@ -45,6 +45,8 @@ def registration_record(
         "initial_parameters": pack(layout.flatten(arrays), "FP32"),
         "aggregation": aggregation_to_avro(settings),
         "created_at": int(time.time() * 1000),
+        "owner_key_id": None,
+        "signature": None,
     }
 
 

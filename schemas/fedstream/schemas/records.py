@@ -78,6 +78,9 @@ class GradientUpdate(TypedDict):
     created_at: int
     delta: TensorPayload
     metrics: UpdateMetrics | None
+    sequence: int | None
+    key_id: str | None
+    signature: bytes | None
 
 
 class ParameterSpec(TypedDict):
@@ -127,6 +130,8 @@ class ModelRegistration(TypedDict):
     initial_parameters: TensorPayload
     aggregation: AggregationSettings
     created_at: int
+    owner_key_id: str | None
+    signature: bytes | None
 
 
 class ReleaseLineage(TypedDict):

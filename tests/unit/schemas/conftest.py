@@ -38,6 +38,9 @@ def make_update(encoding: str = "FP32", *, metrics: bool = True, seed: int = 0) 
         "created_at": CREATED_AT,
         "delta": pack(delta, encoding, k=5 if encoding == "TOPK" else None),
         "metrics": ({"loss": 0.3125, "steps": 17, "duration_ms": None} if metrics else None),
+        "sequence": None,
+        "key_id": None,
+        "signature": None,
     }
 
 
@@ -61,6 +64,8 @@ def make_registration() -> ModelRegistration:
             }
         ),
         "created_at": CREATED_AT,
+        "owner_key_id": None,
+        "signature": None,
     }
 
 

@@ -35,6 +35,7 @@ import pytest
 
 from fedstream.schemas import HEADER_SIZE, decode, default_registry, encode
 from fedstream.schemas.fingerprint import fingerprint_bytes
+from tests.support.records import as_written_by
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA_DIR = REPO / "schemas"
@@ -143,7 +144,7 @@ def java(tmp_path_factory: pytest.TempPathFactory, samples: dict[str, Any]) -> J
         add(label, name, encode(name, record), SCHEMA_DIR / f"{name}.avsc", _history_files(name))
     _, update = samples["update-INT8"]
     v1 = default_registry().get("GradientUpdate", "1")
-    old = {k: v for k, v in update.items() if k != "metrics"}
+    old = as_written_by("GradientUpdate", "1", update)
     add(
         "update-v1",
         "GradientUpdate",
@@ -265,7 +266,7 @@ def test_java_single_object_codec_round_trips_our_bytes(
 def test_java_resolves_old_writer_like_we_do(java: JavaRun, samples: dict[str, Any]) -> None:
     old_bytes = java.ours["update-v1"]
     v1 = default_registry().get("GradientUpdate", "1")
-    record = {k: v for k, v in samples["update-INT8"][1].items() if k != "metrics"}
+    record = as_written_by("GradientUpdate", "1", samples["update-INT8"][1])
     _json_check(java, "update-v1", "GradientUpdate", record, v1.path)
     # Java: decode with history/1 registered, re-encode with the current schema.
     ours_resolved = encode("GradientUpdate", decode(old_bytes, "GradientUpdate").record)

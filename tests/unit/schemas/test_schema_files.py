@@ -96,6 +96,9 @@ def test_field_lists() -> None:
         "created_at",
         "delta",
         "metrics",
+        "sequence",
+        "key_id",
+        "signature",
     ]
     assert names(_find_type(_load("GradientUpdate"), "TensorPayload")) == [
         "encoding",
@@ -112,6 +115,8 @@ def test_field_lists() -> None:
         "initial_parameters",
         "aggregation",
         "created_at",
+        "owner_key_id",
+        "signature",
     ]
     assert names(_load("ModelRelease")) == [
         "model_id",
@@ -192,7 +197,7 @@ def _edit(path: Path, change: Any) -> None:
 def test_loads_a_copy(schema_copy: Path) -> None:
     registry = SchemaRegistry.load(schema_copy)
     assert registry.names == EXPECTED_RECORDS
-    assert [v.version for v in registry.history("GradientUpdate")] == ["1"]
+    assert [v.version for v in registry.history("GradientUpdate")] == ["1", "4"]
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:

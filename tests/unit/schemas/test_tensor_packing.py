@@ -46,6 +46,9 @@ def through_the_wire(payload: Any) -> Any:
         "created_at": 0,
         "delta": payload,
         "metrics": None,
+        "sequence": None,
+        "key_id": None,
+        "signature": None,
     }
     return decode(encode("GradientUpdate", update)).record["delta"]
 
