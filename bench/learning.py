@@ -56,12 +56,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.kafka_stack import BenchKafka, broker
+from bench.kafka_stack import BenchKafka, broker, signing_keys
 from bench.throughput import REPO, exit_on_sigterm, log, machine
 from fedstream.edge.config import EdgeConfig
 from fedstream.edge.simulator.data import load_fleet_data
 from fedstream.edge.simulator.fleet import FleetRun, FleetSettings, RunResult
-from fedstream.schemas.signing import TrustedKeys, write_key_pair
+from fedstream.schemas.signing import TrustedKeys
 
 FIGURE = REPO / "docs" / "bench-learning-accuracy-vs-time.png"
 DEDUPE_VERSIONS = 1024
@@ -249,10 +249,15 @@ def run_metrics(
 
 # ---------------------------------------------------------------------- the run
 def job_overrides(
-    kafka: BenchKafka, work: Path, suffix: str, dedupe_versions: int = DEDUPE_VERSIONS
+    kafka: BenchKafka,
+    work: Path,
+    suffix: str,
+    keys: dict[str, str],
+    dedupe_versions: int = DEDUPE_VERSIONS,
 ) -> dict[str, str]:
-    """The job's config for this benchmark: its own topics, 1 s checkpoints, and a dedupe
-    horizon far above FedAsync's staleness in versions (see the module docstring)."""
+    """The job's config for this benchmark: its own topics, 1 s checkpoints, a dedupe
+    horizon far above FedAsync's staleness in versions (see the module docstring), and
+    `keys` (`signing_keys`): releases signed as always, registrations by a trusted owner."""
     return {
         **kafka.job_overrides(),
         "topics.updates": f"learn-{suffix}-updates",
@@ -266,8 +271,7 @@ def job_overrides(
         "runtime.python_execution_mode": "thread",
         "runtime.dedupe_versions": str(dedupe_versions),
         "runtime.restart_attempts": "0",
-        # releases signed as always; the devices trust this key (EdgeConfig.trusted_keys)
-        "signing.key_file": str(write_key_pair(work / "signing")[0]),
+        **keys,
     }
 
 
@@ -368,7 +372,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.duration:g} s, {args.devices} devices, speed spread {args.speed_spread:g}x"
     )
     with broker(args.port) as kafka:
-        overrides = job_overrides(kafka, work, suffix, args.dedupe_versions)
+        keys, owner = signing_keys(work)
+        overrides = job_overrides(kafka, work, suffix, keys, args.dedupe_versions)
         from fedstream.edge.errors import EdgeError
         from fedstream.jobs.config import load
         from fedstream.jobs.launcher import JobProcess
@@ -384,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
             models_topic=config.topics.models,
             dlq_topic=config.topics.dlq,
             trusted_keys=TrustedKeys.from_files(config.signing.key_path().with_suffix(".pub")),
+            owner_key=owner,  # the fleet's coordinator registers each run's model
         )
         job = JobProcess(overrides, work / "job.log")
         log(f"job starting (thread mode, checkpoints every {CHECKPOINT_INTERVAL_MS} ms)")

@@ -54,7 +54,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from bench.job_profile import ThreadCpu, group_rss_mb, machine_busy_seconds, python_breakdown
-from bench.kafka_stack import BenchKafka, broker
+from bench.kafka_stack import BenchKafka, broker, signing_keys
 from bench.key_groups import subtask_of
 from fedstream.jobs.config import load
 from fedstream.jobs.launcher import JobProcess
@@ -62,7 +62,7 @@ from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
 from fedstream.pipelines.profiling import ENV_VAR
 from fedstream.schemas import decode, encode, pack, unpack
-from fedstream.schemas.signing import write_key_pair
+from fedstream.schemas.signing import ReleaseSigner
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 16 * 1024 * 1024
@@ -274,10 +274,13 @@ def plain_aggregator(kafka: BenchKafka, params: int, count: int, window: int) ->
     )
 
 
-def registration_value(model_id: str, params: int, window: int) -> bytes:
-    """The benchmark model's registration: plain FedBuff with a count window."""
+def registration_value(
+    model_id: str, params: int, window: int, owner: ReleaseSigner | None = None
+) -> bytes:
+    """The benchmark model's registration: plain FedBuff with a count window, signed by
+    `owner` (the job's trusted model owner) when given."""
     settings = {"window": {"count": window, "seconds": None}}
-    return registration_bytes(model_id, onnx_model(params), ["W"], settings)
+    return registration_bytes(model_id, onnx_model(params), ["W"], settings, owner)
 
 
 def job_logic_in_process(params: int, count: int, window: int) -> Result:
@@ -518,6 +521,7 @@ def fedstream_job(
     themselves there (`fedstream.pipelines.profiling`), which slows them down."""
     suffix = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="fedstream-bench-job-"))
+    keys, owner = signing_keys(work)
     overrides = {
         **kafka.job_overrides(),
         "topics.updates": f"updates-{suffix}",
@@ -531,7 +535,7 @@ def fedstream_job(
         "checkpoint.interval_ms": str(interval_ms),
         "runtime.parallelism": str(parallelism),
         "runtime.restart_attempts": "0",
-        "signing.key_file": str(write_key_pair(work / "signing")[0]),  # signed, as always
+        **keys,  # releases and registrations signed, as always
     }
     if mode is not None:
         overrides["runtime.python_execution_mode"] = mode
@@ -562,7 +566,8 @@ def fedstream_job(
         backlog_producer.init_transactions()
         model_ids = spread_model_ids(models, max(parallelism, models))
         for model_id in model_ids:
-            producer.send(config.topics.control, registration_value(model_id, params, window))
+            value = registration_value(model_id, params, window, owner)
+            producer.send(config.topics.control, value)
         producer.flush()
         deadline = time.monotonic() + 180
         while watcher.count() < models:

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from fedstream.schemas.registration_signing import ENV_OWNER_KEY_FILE
+from tests.support.owner_key import owner_private_key
 from tests.support.stack import FLINK_SH, KAFKA_SH, Broker, FlinkCluster, admin_security
+
+# Every client of the session registers models as the tests' model owner (EdgeConfig's
+# default owner_key, the simulator, the CLI), and every job trusts it (tests.support).
+os.environ[ENV_OWNER_KEY_FILE] = str(owner_private_key())
 
 
 def _script(script: Path, command: str, env: dict[str, str], timeout: float = 180) -> str:

@@ -21,6 +21,7 @@ from fedstream.schemas.signing import load_signing_key
 from tests.support.job_runner import JobTopics, job_signing_key, trusted
 from tests.support.kafka_io import releases, wait_for
 from tests.support.onnx_models import linear_model
+from tests.support.owner_key import owner_public_key
 from tests.support.secrets import files_containing
 from tests.support.stack import REPO, Broker, FlinkCluster
 
@@ -37,6 +38,7 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
         "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
         "checkpoint.interval_ms": "1000",
         "signing.key_file": str(job_signing_key(tmp_path)),
+        "trust.owner_keys": str(owner_public_key()),
     }
     ensure_topics(load(overrides=settings))
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]

@@ -50,6 +50,7 @@ from fedstream.jobs.launcher import JobProcess
 from fedstream.schemas import decode
 from tests.support.job_runner import job_signing_key
 from tests.support.onnx_models import linear_model
+from tests.support.owner_key import owner_public_key
 from tests.support.records import (
     Release,
     flat_params,
@@ -457,6 +458,7 @@ def test_the_job_principal_runs_the_whole_job(stack: Stack, tmp_path: Path) -> N
             "checkpoint.interval_ms": "1000",
             "runtime.restart_attempts": "0",
             "signing.key_file": str(job_signing_key(tmp_path)),
+            "trust.owner_keys": str(owner_public_key()),
         },
         tmp_path / "job.log",
         create_topics=False,

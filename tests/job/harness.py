@@ -37,6 +37,7 @@ from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.model_process import Envelope
 from fedstream.schemas import DeadLetter, decode
 from fedstream.schemas.signing import PRIVATE_KEY_FILE, write_key_pair
+from tests.support.owner_key import owner_public_key
 from tests.support.records import (
     CONTROL_TOPIC,
     UPDATES_TOPIC,
@@ -79,9 +80,11 @@ def signing_key(tmp_path: Path) -> Path:
 
 def job_config(tmp_path: Path, *, parallelism: int = 1, **overrides: Any) -> JobConfig:
     """A job config for the mini-cluster: checkpoints under `tmp_path`, failures not
-    retried, releases signed with `signing_key(tmp_path)`."""
+    retried, releases signed with `signing_key(tmp_path)`, registrations trusted when the
+    tests' model owner signed them."""
     settings: dict[str, Any] = {
         "signing.key_file": str(signing_key(tmp_path)),
+        "trust.owner_keys": [str(owner_public_key())],
         "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
         # Short: a bounded job waits for one last checkpoint before it finishes.
         "checkpoint.interval_ms": 500,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fedstream.jobs.launcher import JobProcess
 from fedstream.schemas.signing import PRIVATE_KEY_FILE, TrustedKeys, write_key_pair
+from tests.support.owner_key import owner_public_key
 from tests.support.stack import Broker
 
 
@@ -68,6 +69,7 @@ def job_process(
     overrides = {
         **broker.job_overrides(),
         "signing.key_file": str(job_signing_key(checkpoint_dir.parent)),
+        "trust.owner_keys": str(owner_public_key()),
         "checkpoint.dir": checkpoint_dir.as_uri(),
         "checkpoint.interval_ms": "1000",
         "runtime.restart_attempts": "0",

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
+from fedstream.pipelines.admission import admit_registration
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
     DictSeenIds,
@@ -27,10 +28,10 @@ from fedstream.pipelines.model_process import (
     ModelProcess,
     Output,
     RegisteredModel,
-    admit_registration,
     contain,
     route,
 )
+from fedstream.schemas.signing import TrustedKeys
 from tests.support.records import CONTROL_TOPIC, UPDATES_TOPIC
 
 __all__ = ["InMemoryJob", "StoredModel"]
@@ -57,6 +58,10 @@ class InMemoryJob:
     dlq_max_bytes: int | None = None
     #: the models that took a registration slot (the job's registry operator state)
     registered: set[str] = field(default_factory=set)
+    #: the owner key id of each model registered signed (the registry operator state)
+    model_owners: dict[str, str] = field(default_factory=dict)
+    #: the owner keys the job trusts; None accepts unsigned registrations
+    owner_keys: TrustedKeys | None = None
     #: every output so far, in order
     outputs: list[Output] = field(default_factory=list)
     #: the envelope of the last record sent
@@ -81,18 +86,22 @@ class InMemoryJob:
         model_id = routed.model_id
         assert model_id is not None
         if topic == self.control_topic:
-            admitted, refused = admit_registration(
+            verdict = admit_registration(
                 envelope,
                 model_id,
                 known=model_id in self.registered,
+                known_owner=self.model_owners.get(model_id),
                 registered=len(self.registered),
                 limits=self.limits,
+                owner_keys=self.owner_keys,
                 dlq_max_bytes=self.dlq_max_bytes,
             )
-            if refused is not None:
-                return self._emit([refused])
-            if admitted:
+            if verdict.dead is not None:
+                return self._emit([verdict.dead])
+            if verdict.claims_slot:
                 self.registered.add(model_id)
+                if verdict.owner is not None:
+                    self.model_owners[model_id] = verdict.owner
         process = self.process(model_id)
         if topic == self.control_topic:
             return self._run(model_id, process, lambda: process.on_registration(envelope), envelope)

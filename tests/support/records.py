@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,9 @@ from fedstream.schemas import (
     encode,
     pack,
 )
+from fedstream.schemas.registration_signing import sign_registration
+from fedstream.schemas.signing import ReleaseSigner
+from tests.support.owner_key import owner_signer
 
 __all__ = [
     "CONTROL_TOPIC",
@@ -125,11 +128,14 @@ def registration_record(
     *,
     parameter_names: Sequence[str] | None = None,
     replace: Mapping[str, Any] | None = None,
+    owner: ReleaseSigner | Literal["test"] | None = "test",
 ) -> dict[str, Any]:
-    """A ModelRegistration record for `onnx_bytes` (trainable initializers by default).
+    """A ModelRegistration record for `onnx_bytes` (trainable initializers by default),
+    signed by `owner` (the tests' model owner by default; None: unsigned).
 
     `replace` overwrites whole fields afterwards (`parameters`, `aggregation` in Avro form,
-    `onnx_template`, ...), to build registrations the job must refuse.
+    `onnx_template`, ...), to build registrations the job must refuse; they are signed
+    after the change, so the job refuses them for what they hold, not for the signature.
     """
     record = _registration_record(model_id, onnx_bytes, parameter_names, aggregation)
     record["created_at"] = CREATED_AT
@@ -137,7 +143,8 @@ def registration_record(
     if unknown:
         raise KeyError(f"not ModelRegistration fields: {unknown}")
     record.update(replace or {})
-    return record
+    signer = owner_signer() if owner == "test" else owner
+    return record if signer is None else sign_registration(record, signer)
 
 
 def registration_bytes(
@@ -147,10 +154,16 @@ def registration_bytes(
     *,
     parameter_names: Sequence[str] | None = None,
     replace: Mapping[str, Any] | None = None,
+    owner: ReleaseSigner | Literal["test"] | None = "test",
 ) -> bytes:
     """The encoded ModelRegistration (see `registration_record`)."""
     record = registration_record(
-        model_id, onnx_bytes, aggregation, parameter_names=parameter_names, replace=replace
+        model_id,
+        onnx_bytes,
+        aggregation,
+        parameter_names=parameter_names,
+        replace=replace,
+        owner=owner,
     )
     return encode("ModelRegistration", record)
 
@@ -233,5 +246,4 @@ def flat_params(onnx_bytes: bytes, names: Sequence[str] = ("W", "b")) -> F32:
 
 def as_written_by(name: str, version: str, record: Mapping[str, Any]) -> dict[str, Any]:
     """`record` cut to the fields of schema `version` of `name`, as an older device wrote it."""
-    fields = {f["name"] for f in default_registry().get(name, version).schema["fields"]}
-    return {k: v for k, v in record.items() if k in fields}
+    return default_registry().get(name, version).project(record)

@@ -34,6 +34,7 @@ from fedstream.edge.producer import Delivery, RecordProducer
 from fedstream.edge.releases import Release, ReleaseReader, recent_dead_letters
 from fedstream.edge.runtime import ModelRuntime, Prediction
 from fedstream.schemas import GradientUpdate, ModelRegistration, UpdateMetrics, encode
+from fedstream.schemas.registration_signing import sign_registration
 
 __all__ = ["EdgeClient", "SentUpdate"]
 
@@ -142,16 +143,20 @@ class EdgeClient:
 
     # ------------------------------------------------------------------ sending
     def register(self, registration: ModelRegistration) -> Delivery:
-        """Send a ModelRegistration to the control topic (the job then releases version 0).
+        """Send a ModelRegistration to the control topic (the job then releases version 0),
+        signed with `config.owner_key` when there is one (the job requires it by default).
 
         Registering is idempotent only for identical bytes; a different registration for an
-        existing model_id is dead-lettered by the job (BAD_REGISTRATION).
+        existing model_id is dead-lettered by the job (BAD_REGISTRATION, or OWNER_MISMATCH
+        from another owner's key).
         """
         if registration["model_id"] != self.model_id:
             raise ValueError(
                 f"registration is for {registration['model_id']!r}, client for {self.model_id!r}"
             )
-        value = encode("ModelRegistration", registration)
+        owner = self.config.owner_key
+        record = registration if owner is None else sign_registration(registration, owner)
+        value = encode("ModelRegistration", record)
         return self._producer_().send(self.config.control_topic, value, self.model_id.encode())
 
     def send_update(

@@ -13,6 +13,10 @@ for rotation), by default the PEM files named in ``FEDSTREAM_TRUSTED_KEYS``
 (`TrustedKeys.from_env`). A device trusting no key installs nothing, and an unsigned
 release is refused unless `allow_unsigned_releases` is set, which is meant for local
 experiments only (anyone who can write the models topic can then forge a model).
+
+A model owner's client also has `owner_key`, the Ed25519 key its registrations are signed
+with (by default the PEM file named in ``FEDSTREAM_OWNER_KEY_FILE``); the job acts only on
+registrations signed by an owner key it trusts. Devices need none.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fedstream.edge.security import KafkaSecurity
-from fedstream.schemas.signing import TrustedKeys
+from fedstream.schemas.registration_signing import owner_key_from_env
+from fedstream.schemas.signing import ReleaseSigner, TrustedKeys
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "EdgeConfig"]
 
@@ -65,6 +70,10 @@ class EdgeConfig:
     """Install releases that carry no signature (a job without a key). Local experiments
     only: it lets anyone who can write the models topic install a model. A release that
     is signed is always verified."""
+    owner_key: ReleaseSigner | None = field(default_factory=owner_key_from_env)
+    """A model owner's signing key (`load_signing_key("owner-signing.key")`): `register`
+    signs with it, and the job refuses registrations no trusted owner signed. Default: the
+    file in $FEDSTREAM_OWNER_KEY_FILE; unset, none (registrations go out unsigned)."""
 
     def __post_init__(self) -> None:
         servers = [s.strip() for s in self.bootstrap.split(",")]

@@ -186,13 +186,16 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         .uid("route")
         .name("decode and route")
     )
-    # Registrations meet under one key to be counted against limits.max_models.
+    # Registrations meet under one key to be authenticated, bound to their owner and
+    # counted against limits.max_models.
+    owner_paths = config.trust.owner_key_paths()
+    owner_keys = None if owner_paths is None else [str(p) for p in owner_paths]
     admitted = (
         routed.filter(lambda r: r[1] == KIND_REGISTRATION)
         .uid("registrations")
         .name("registrations")
         .key_by(lambda r: "", key_type=Types.STRING())
-        .process(RegistryFunction(limits, dlq_bytes), output_type=ROUTED)
+        .process(RegistryFunction(limits, dlq_bytes, owner_keys), output_type=ROUTED)
         .uid("registry")
         .name("admit models")
     )
@@ -306,10 +309,17 @@ def _checked_config(args: argparse.Namespace) -> JobConfig:
     try:
         config = load(args.config, parse_overrides(args.set))
         key_id = config.signing.check()
+        owners = config.trust.check()
         check_kafka(config)
     except (ConfigError, EdgeError) as error:
         raise SystemExit(f"fedstream: {error}") from None
     print(f"fedstream: signing releases with key {key_id}", flush=True)
+    trusted = (
+        f"owner keys {', '.join(owners)}"
+        if owners
+        else "unsigned ones (trust.allow_unsigned_registrations)"
+    )
+    print(f"fedstream: accepting registrations signed by {trusted}", flush=True)
     return config
 
 

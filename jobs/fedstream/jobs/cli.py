@@ -6,7 +6,8 @@
     fedstream submit                     submit the job to a Flink cluster (`flink run -py`)
     fedstream releases --model-id M      versions of a model: time, contributors, staleness
     fedstream dead-letters               what was refused, and why
-    fedstream keygen --out DIR           the job's release-signing key pair (Ed25519)
+    fedstream keygen --out DIR [--owner] the job's release-signing key pair (Ed25519), or
+                                         a model owner's registration-signing pair
 
 Every command reads the same config file as the job (`--config`, default
 jobs/config/local.toml) and accepts `--set section.key=value` overrides. Every command logs
@@ -19,14 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedstream.jobs.config import ConfigError, JobConfig, load
+from fedstream.schemas.registration_signing import ENV_OWNER_KEY_FILE, OWNER_KEY_FILE
+
+if TYPE_CHECKING:
+    from fedstream.schemas.signing import ReleaseSigner
 
 REPO = Path(__file__).resolve().parents[3]
 JOB_FILE = Path(__file__).resolve().parent / "aggregation_job.py"
@@ -62,6 +68,29 @@ def _aggregation(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def _owner_key(config: JobConfig, path: Path | None) -> ReleaseSigner | None:
+    """The model owner's signing key: --owner-key-file, else $FEDSTREAM_OWNER_KEY_FILE,
+    else the private half next to the local stack's first trust.owner_keys entry. None
+    only when the job accepts unsigned registrations and no key is at hand."""
+    from fedstream.schemas.signing import SigningKeyError, load_signing_key
+
+    env = os.environ.get(ENV_OWNER_KEY_FILE)
+    public = config.trust.owner_key_paths() or []
+    local = public[0].with_suffix(".key") if public else None
+    chosen = path or (Path(env) if env else None) or (local if local and local.exists() else None)
+    if chosen is None:
+        if config.trust.allow_unsigned_registrations:
+            return None
+        raise ConfigError(
+            "registrations must be signed by a model owner: pass --owner-key-file "
+            f"(or set {ENV_OWNER_KEY_FILE}); create a pair with `fedstream keygen --owner`"
+        )
+    try:
+        return load_signing_key(chosen)
+    except SigningKeyError as error:
+        raise ConfigError(f"owner key: {error}") from None
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
 
@@ -70,7 +99,10 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     config = _config(args)
     names = args.params.split(",") if args.params else None
-    value = registration_bytes(args.model_id, args.onnx.read_bytes(), names, _aggregation(args))
+    owner = _owner_key(config, args.owner_key_file)
+    value = registration_bytes(
+        args.model_id, args.onnx.read_bytes(), names, _aggregation(args), owner
+    )
     if len(value) > config.topics.updates_max_message_bytes:
         print(
             f"registration is {len(value)} bytes, over the control topic's limit", file=sys.stderr
@@ -100,11 +132,14 @@ def _job_args(args: argparse.Namespace) -> list[str]:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     """DIR/job-signing.key (0600, for the job's signing.key_file) and DIR/job-signing.pub
-    (for the devices' trusted keys); never overwrites a key."""
+    (for the devices' trusted keys), or with --owner DIR/owner-signing.key (the owner's, for
+    `register`) and .pub (for the job's trust.owner_keys); never overwrites a key."""
     from fedstream.schemas.signing import write_key_pair
 
     try:
-        private, public, key_id = write_key_pair(args.out)
+        private, public, key_id = write_key_pair(
+            args.out, *([OWNER_KEY_FILE] if args.owner else [])
+        )
     except FileExistsError as error:
         print(f"fedstream keygen: {error.filename} exists; not replacing a key", file=sys.stderr)
         return 2
@@ -112,25 +147,31 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def ensure_signing_key(config: JobConfig) -> None:
-    """Create the local stack's key pair at signing.key_file when it does not exist yet
-    (`fedstream run` only: a deployment provisions its key; a new key there would make
-    every device refuse the releases)."""
+def ensure_local_keys(config: JobConfig) -> None:
+    """Create the local stack's key pairs when they do not exist yet: the job's at
+    signing.key_file, and a model owner's next to the first trust.owner_keys entry
+    (`fedstream run` and the demo only: a deployment provisions its keys; a new job key
+    there would make every device refuse the releases)."""
     from fedstream.schemas.signing import write_key_pair
 
     path = config.signing.key_path()
-    if path.exists():
-        return
-    if path.suffix != ".key":
-        raise ConfigError(f"signing.key_file {path} does not exist (create it: fedstream keygen)")
-    _private, public, key_id = write_key_pair(path.parent, path.stem)
-    print(f"fedstream: created signing key {key_id}; devices trust {public}", flush=True)
+    if not path.exists():
+        if path.suffix != ".key":
+            raise ConfigError(
+                f"signing.key_file {path} does not exist (create it: fedstream keygen)"
+            )
+        _private, public, key_id = write_key_pair(path.parent, path.stem)
+        print(f"fedstream: created signing key {key_id}; devices trust {public}", flush=True)
+    owners = config.trust.owner_key_paths()
+    if owners and not owners[0].exists() and owners[0].suffix == ".pub":
+        private, _public, key_id = write_key_pair(owners[0].parent, owners[0].stem)
+        print(f"fedstream: created model-owner key {key_id} ({private})", flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fedstream.jobs.aggregation_job import main as job_main
 
-    ensure_signing_key(_config(args))
+    ensure_local_keys(_config(args))
     extra = ["--resume-from", args.resume_from] if args.resume_from else []
     job_main(["--local", "--create-topics", *_job_args(args), *extra])
     return 0
@@ -236,6 +277,11 @@ def parser() -> argparse.ArgumentParser:
     reg.add_argument("--window-seconds", type=float)
     reg.add_argument("--mode", choices=["fedbuff", "fedasync"])
     reg.add_argument("--max-staleness", type=int)
+    reg.add_argument(
+        "--owner-key-file",
+        type=Path,
+        help=f"the model owner's private key (or ${ENV_OWNER_KEY_FILE})",
+    )
     reg.set_defaults(run=cmd_register)
     run = sub.add_parser("run", parents=[common], help="run the job in a local mini-cluster")
     run.add_argument("--resume-from", metavar="PATH|latest")
@@ -252,8 +298,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("dead-letters", parents=[common], help="summarize fl.dlq").set_defaults(
         run=cmd_dead_letters
     )
-    keygen = sub.add_parser("keygen", help="create the job's release-signing key pair")
-    keygen.add_argument("--out", type=Path, required=True, help="folder for job-signing.key/.pub")
+    keygen = sub.add_parser("keygen", help="create a signing key pair (the job's, or an owner's)")
+    keygen.add_argument("--out", type=Path, required=True, help="folder for the .key/.pub pair")
+    keygen.add_argument(
+        "--owner", action="store_true", help=f"a model owner's pair ({OWNER_KEY_FILE}.key/.pub)"
+    )
     keygen.set_defaults(run=cmd_keygen)
     return root
 

@@ -199,6 +199,47 @@ class SigningConfig:
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    """[trust]: whose records the job believes (`fedstream.schemas.registration_signing`).
+
+    A registration creates a model and decides what its devices install, so by default
+    the job acts only on registrations signed by one of `owner_keys` (PEM Ed25519 public
+    keys of the model owners) and refuses the rest as UNAUTHENTICATED; a model belongs to
+    the key that registered it. `allow_unsigned_registrations = true` turns that off for
+    a closed test bed (Kafka ACLs are then the only fence).
+    """
+
+    # PEM public keys of the model owners (relative to the repository root, or absolute)
+    owner_keys: list[str] = field(
+        default_factory=lambda: ["infra/local/.run/signing/owner-signing.pub"]
+    )
+    allow_unsigned_registrations: bool = False
+
+    def owner_key_paths(self) -> list[Path] | None:
+        """The owner key files, or None when unsigned registrations are accepted."""
+        if self.allow_unsigned_registrations:
+            return None
+        paths = [_repo_path(p) for p in self.owner_keys]
+        if not paths or None in paths:
+            raise ConfigError(
+                "trust.owner_keys must name the model owners' public keys (PEM); create a "
+                "pair with `fedstream keygen --owner --out DIR`"
+            )
+        return [p for p in paths if p is not None]
+
+    def check(self) -> list[str]:
+        """Load the owner keys once, before Flink starts: their key ids (empty when unsigned
+        registrations are accepted), or `ConfigError` naming the file that is wrong."""
+        from fedstream.schemas.signing import SigningKeyError, TrustedKeys
+
+        paths = self.owner_key_paths()
+        try:
+            return [] if paths is None else TrustedKeys.from_files(*paths).key_ids
+        except SigningKeyError as error:
+            raise ConfigError(f"trust.owner_keys: {error}") from None
+
+
+@dataclass(frozen=True)
 class JobConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
@@ -206,6 +247,7 @@ class JobConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -218,7 +260,13 @@ class JobConfig:
             if section not in sections or key not in sections[section]:
                 raise ConfigError(f"unknown configuration key {dotted!r}")
             current = sections[section][key]
-            if isinstance(current, int | float) and isinstance(value, str):
+            if isinstance(current, list) and isinstance(value, str):
+                value = [item for item in value.split(",") if item]  # a,b on a command line
+            elif isinstance(current, bool) and isinstance(value, str):
+                if value.lower() not in ("true", "false"):
+                    raise ConfigError(f"{dotted} must be true or false, got {value!r}")
+                value = value.lower() == "true"
+            elif isinstance(current, int | float) and isinstance(value, str):
                 kind = type(current)
                 try:  # overrides typed on a command line arrive as text
                     value = kind(value)
@@ -239,6 +287,7 @@ _SECTIONS: dict[str, type] = {
     "runtime": RuntimeConfig,
     "limits": LimitsConfig,
     "signing": SigningConfig,
+    "trust": TrustConfig,
 }
 
 
@@ -266,6 +315,12 @@ def from_dict(data: dict[str, Any]) -> JobConfig:
                 raise ConfigError(f"{name}.{key} must be a number, got {item!r}")
             if expected is str and not isinstance(item, str):
                 raise ConfigError(f"{name}.{key} must be a string, got {item!r}")
+            if expected is bool and not isinstance(item, bool):
+                raise ConfigError(f"{name}.{key} must be true or false, got {item!r}")
+            if expected is list and not (
+                isinstance(item, list) and all(isinstance(i, str) for i in item)
+            ):
+                raise ConfigError(f"{name}.{key} must be a list of strings, got {item!r}")
         sections[name] = cls(**value)
     return JobConfig(**sections)
 

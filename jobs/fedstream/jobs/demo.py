@@ -8,7 +8,8 @@
    principal, resuming from the previous demo's checkpoint when there is one, signing
    its releases with [signing] key_file (created on the first run),
 4. a simulated fleet (fedstream.edge.simulator): 20 devices with a 10x speed spread,
-   dropouts and non-IID digits, as the `device` principal (models registered as `owner`),
+   dropouts and non-IID digits, as the `device` principal (models registered as `owner`,
+   signed with the model owner's key the job trusts, [trust] owner_keys),
    first asynchronous (FedBuff), then synchronous FedAvg on the same fleet and data, each
    device running every release with onnxruntime once its signature verifies under the
    job's public key (FEDSTREAM_TRUSTED_KEYS),
@@ -28,7 +29,7 @@ import sys
 from pathlib import Path
 
 from fedstream.edge.errors import EdgeError
-from fedstream.jobs.cli import ensure_signing_key
+from fedstream.jobs.cli import ensure_local_keys
 from fedstream.jobs.config import ConfigError, load
 from fedstream.jobs.kafka_clients import check_kafka
 from fedstream.jobs.launcher import REPO, JobProcess
@@ -107,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         check_kafka(config)  # a refused login ends the demo here, in one line
-        ensure_signing_key(config)
+        ensure_local_keys(config)
         public_key = config.signing.key_path().with_suffix(".pub")
+        owner_key = (config.trust.owner_key_paths() or [public_key])[0].with_suffix(".key")
         say(f"aggregation job in a local mini-cluster as 'job' (log: {job.log})")
         job.start(resume=True)  # from the last demo's checkpoint, if any
         say(f"fleet of {args.devices} devices as 'device': async (FedBuff) then sync (FedAvg)")
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 "owner",
                 "--owner-password-file",
                 str(credentials / "owner.password"),
+                "--owner-key-file",  # registrations signed by the owner key the job trusts
+                str(owner_key),
                 "--updates-topic",
                 config.topics.updates,
                 "--control-topic",

@@ -16,6 +16,8 @@ import numpy as np
 from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.onnx_release import read_initializers
 from fedstream.schemas import ParameterLayout, aggregation_to_avro, encode, pack
+from fedstream.schemas.registration_signing import sign_registration
+from fedstream.schemas.signing import ReleaseSigner
 
 
 def trainable_names(onnx_bytes: bytes) -> list[str]:
@@ -55,7 +57,11 @@ def registration_bytes(
     onnx_bytes: bytes,
     parameter_names: Sequence[str] | None = None,
     aggregation: AggregationConfig | Mapping[str, Any] | None = None,
+    owner: ReleaseSigner | None = None,
 ) -> bytes:
-    """The encoded ModelRegistration, ready to produce to the control topic."""
+    """The encoded ModelRegistration, ready to produce to the control topic; signed by
+    `owner` (a model owner's key the job trusts, [trust] owner_keys) when given."""
     record = registration_record(model_id, onnx_bytes, parameter_names, aggregation)
+    if owner is not None:
+        record = sign_registration(record, owner)
     return encode("ModelRegistration", record)

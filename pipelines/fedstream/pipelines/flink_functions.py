@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, MapFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
+from fedstream.pipelines.admission import admit_registration
 from fedstream.pipelines.aggregator import Aggregator
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
@@ -47,11 +48,11 @@ from fedstream.pipelines.model_process import (
     ModelProcess,
     Output,
     RegisteredModel,
-    admit_registration,
     contain,
     route,
 )
 from fedstream.pipelines.profiling import OperatorProfile
+from fedstream.schemas.signing import TrustedKeys
 
 if TYPE_CHECKING:
     from fedstream.schemas.signing import ReleaseSigner
@@ -132,20 +133,35 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
 
 
 class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
-    """Admits registrations up to `limits.max_models` per job (all under one key).
+    """Authenticates registrations, keeps one owner per model and admits new models up to
+    `limits.max_models` per job (`admission.admit_registration`; all under one key).
 
     Keyed state needs a key, and the bound is on how many keys the aggregate operator
     holds, which no key's state can count: so registrations, which are rare, meet under
-    one constant key first. Passes ROUTED rows on; a refused one becomes a "dead" row."""
+    one constant key first. Passes ROUTED rows on; a refused one becomes a "dead" row.
+    `owner_key_files`: PEM public keys of the trusted model owners (None: unsigned
+    registrations are accepted); the keys are loaded on the worker, in `open`.
+    """
 
-    def __init__(self, limits: InputLimits, dlq_max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        limits: InputLimits,
+        dlq_max_bytes: int | None = None,
+        owner_key_files: Sequence[str] | None = None,
+    ) -> None:
         self._limits = limits
         self._dlq_max_bytes = dlq_max_bytes
+        self._owner_key_files = None if owner_key_files is None else list(owner_key_files)
 
     def open(self, runtime_context: RuntimeContext) -> None:
         silence_warnings()
+        files = self._owner_key_files
+        self._owner_keys = None if files is None else TrustedKeys.from_files(*files)
         self._models = runtime_context.get_map_state(
             MapStateDescriptor("registered_models", Types.STRING(), Types.BOOLEAN())
+        )
+        self._owners = runtime_context.get_map_state(
+            MapStateDescriptor("model_owners", Types.STRING(), Types.STRING())
         )
         self._count = runtime_context.get_state(ValueStateDescriptor("model_count", Types.LONG()))
 
@@ -153,19 +169,24 @@ class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
         model_id = value[0]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
         count = self._count.value() or 0
-        admitted, refused = admit_registration(
+        known = bool(self._models.contains(model_id))
+        verdict = admit_registration(
             envelope,
             model_id,
-            known=bool(self._models.contains(model_id)),
+            known=known,
+            known_owner=self._owners.get(model_id) if known else None,
             registered=count,
             limits=self._limits,
+            owner_keys=self._owner_keys,
             dlq_max_bytes=self._dlq_max_bytes,
         )
-        if refused is not None:
-            yield Row("", KIND_DEAD, refused.value, envelope.topic, 0, 0)
+        if verdict.dead is not None:
+            yield Row("", KIND_DEAD, verdict.dead.value, envelope.topic, 0, 0)
             return
-        if admitted:
+        if verdict.claims_slot:
             self._models.put(model_id, True)
+            if verdict.owner is not None:
+                self._owners.put(model_id, verdict.owner)
             self._count.update(count + 1)
         yield value
 

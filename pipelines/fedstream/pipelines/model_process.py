@@ -63,7 +63,6 @@ __all__ = [
     "Routed",
     "SeenIds",
     "WindowCloseError",
-    "admit_registration",
     "contain",
     "route",
 ]
@@ -167,36 +166,6 @@ def route(
     if problem is not None:
         return dead("BAD_FIELD", problem)
     return Routed(model_id, None)
-
-
-def admit_registration(
-    envelope: Envelope,
-    model_id: str,
-    *,
-    known: bool,
-    registered: int,
-    limits: InputLimits,
-    dlq_max_bytes: int | None = None,
-) -> tuple[bool, Output | None]:
-    """Whether a registration takes one of the job's `limits.max_models` slots, or its
-    dead letter (MODEL_LIMIT) when none is left.
-
-    Only a registration that decodes and checks (`RegisteredModel.from_bytes`) takes a
-    slot; an invalid one passes on to be dead-lettered with its reason by the model, and a
-    known model's record passes on too (a re-send is a no-op there, a conflict refused).
-    """
-    if known:
-        return False, None
-    try:
-        RegisteredModel.from_bytes(envelope.value)
-    except (CodecError, ValueError):
-        return False, None
-    if registered >= limits.max_models:
-        detail = f"the job already holds {registered} models (limits.max_models)"
-        return False, dead_letter(
-            envelope, "MODEL_LIMIT", detail, model_id=model_id, max_bytes=dlq_max_bytes
-        )
-    return True, None
 
 
 class WindowCloseError(Exception):

@@ -74,6 +74,15 @@ class SchemaVersion:
         return f"{NAMESPACE}.{self.name}"
 
     @property
+    def field_names(self) -> tuple[str, ...]:
+        """The record's top-level fields, in schema order."""
+        return tuple(str(f["name"]) for f in self.schema["fields"])
+
+    def project(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """`record` cut to this version's fields: what a writer of this version wrote."""
+        return {name: record[name] for name in self.field_names if name in record}
+
+    @property
     def header(self) -> bytes:
         """The 10-byte single-object header for data written with this schema."""
         return b"\xc3\x01" + self.fingerprint.to_bytes(8, "little")

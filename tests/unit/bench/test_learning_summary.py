@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.kafka_stack import BenchKafka
+from bench.kafka_stack import BenchKafka, signing_keys
 from bench.learning import (
     DEDUPE_VERSIONS,
     VARIANTS,
@@ -177,7 +177,8 @@ def test_job_keeps_updates_far_staler_than_the_default_horizon(tmp_path: Path) -
         security=KafkaSecurity(username="admin", password_file=password),
         folder=tmp_path,
     )
-    overrides = job_overrides(kafka, tmp_path, "x")
+    keys, owner = signing_keys(tmp_path)
+    overrides = job_overrides(kafka, tmp_path, "x", keys)
     assert overrides["kafka.password_file"] == str(password)  # a path, never the password
     assert int(overrides["runtime.dedupe_versions"]) == DEDUPE_VERSIONS > 64
     assert overrides["checkpoint.interval_ms"] == "1000"
@@ -186,3 +187,4 @@ def test_job_keeps_updates_far_staler_than_the_default_horizon(tmp_path: Path) -
     config = load(overrides=overrides)  # every key is one the job knows, and valid
     assert config.runtime.dedupe_versions == DEDUPE_VERSIONS
     assert config.runtime.python_execution_mode == "thread"
+    assert config.trust.check() == [owner.key_id]  # registrations signed by the run's owner

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedstream.jobs.cli import ensure_signing_key
+from fedstream.jobs.cli import ensure_local_keys
 from fedstream.jobs.cli import main as cli
 from fedstream.jobs.config import ConfigError, JobConfig, load
 from fedstream.schemas.signing import TrustedKeys, load_signing_key, write_key_pair
@@ -54,12 +54,12 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(
 
 def test_the_local_run_creates_its_key_once(tmp_path: Path) -> None:
     config = with_key(tmp_path / "run" / "job-signing.key")
-    ensure_signing_key(config)
+    ensure_local_keys(config)
     key_id = config.signing.check()
-    ensure_signing_key(config)  # exists: kept
+    ensure_local_keys(config)  # exists: kept
     assert config.signing.check() == key_id
     with pytest.raises(ConfigError, match="does not exist"):
-        ensure_signing_key(with_key(tmp_path / "elsewhere.pem"))
+        ensure_local_keys(with_key(tmp_path / "elsewhere.pem"))
 
 
 def test_only_the_key_path_travels_in_the_job_graph(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ import uuid
 from pathlib import Path
 
 from fedstream.edge import security
+from fedstream.schemas.registration_signing import owner_key_from_env
+from fedstream.schemas.signing import SigningKeyError, load_signing_key
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +43,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "the control topic); default: the principal above",
     )
     k.add_argument("--owner-password-file", help="the owner principal's password file")
+    k.add_argument(
+        "--owner-key-file",
+        help="the model owner's Ed25519 private key (PEM) the registrations are signed with "
+        "(default: $FEDSTREAM_OWNER_KEY_FILE; the job refuses unsigned registrations)",
+    )
     k.add_argument("--updates-topic", default="fl.updates")
     k.add_argument("--control-topic", default="fl.control")
     k.add_argument("--models-topic", default="fl.models")
@@ -113,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         kafka = security.from_arguments(args)
-    except EdgeError as error:
+        owner_key = (
+            load_signing_key(args.owner_key_file) if args.owner_key_file else owner_key_from_env()
+        )
+    except (EdgeError, SigningKeyError) as error:
         print(f"simulator: {error}", file=sys.stderr)
         return 2
     owner = kafka
@@ -132,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         control_topic=args.control_topic,
         models_topic=args.models_topic,
         dlq_topic=args.dlq_topic,
+        owner_key=None,  # devices sign no registrations; the owner's connection does
     )
     settings = FleetSettings(
         devices=args.devices,
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             model_id=f"{prefix}-{mode}",
             progress=say,
             progress_every_s=args.progress_every,
-            owner=dataclasses.replace(config, security=owner),
+            owner=dataclasses.replace(config, security=owner, owner_key=owner_key),
         )
         try:
             runs.append(run.run(duration_s=args.duration, target_accuracy=target))
