@@ -65,9 +65,9 @@ def running(
 def cli_register(settings: dict[str, str], model_id: str, onnx: Path, key: Path) -> str:
     sets = [arg for k, v in settings.items() for arg in ("--set", f"{k}={v}")]
     model = ["--model-id", model_id, "--onnx", str(onnx), "--window-count", "2"]
+    command = [sys.executable, "-m", "fedstream.jobs.cli", "register", *sets, *model]
     done = subprocess.run(
-        [sys.executable, "-m", "fedstream.jobs.cli", "register", *sets, *model]
-        + ["--owner-key-file", str(key)],
+        [*command, "--owner-key-file", str(key)],
         cwd=REPO,
         capture_output=True,
         text=True,
