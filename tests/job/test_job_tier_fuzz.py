@@ -25,6 +25,7 @@ import pytest
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import Envelope
 from fedstream.schemas import decode
+from fedstream.schemas.signing import TrustedKeys
 from tests.job.harness import Feed, JobOutput, absorbed, job_config, run_job
 from tests.support.fuzz import Bad, bad_records
 from tests.support.local_job import InMemoryJob
@@ -99,7 +100,11 @@ def fuzzed(
     )
     feed = Feed(partitions=1)
     envelopes = [feed.raw(value, topic) for value, topic in records]
-    reference = InMemoryJob(limits=limits, dlq_max_bytes=config.topics.dlq_max_message_bytes - 1024)
+    reference = InMemoryJob(
+        limits=limits,
+        dlq_max_bytes=config.topics.dlq_max_message_bytes - 1024,
+        owner_keys=TrustedKeys.from_files(*config.trust.owner_key_paths() or []),
+    )
     for value, topic in records:
         reference.send(value, topic)
     output = run_job(
@@ -139,6 +144,7 @@ def test_every_bad_record_is_dead_lettered_with_the_reference_reason(
         "BAD_REGISTRATION",
         "MODEL_LIMIT",
         "NON_FINITE_AGGREGATE",
+        "UNAUTHENTICATED",  # e.g. a bit flip in a signed registration
     ):
         assert reasons[reason] > 0, reason
     assert reasons["INTERNAL"] == 0

@@ -48,10 +48,10 @@ from fedstream.edge.errors import (
 )
 from fedstream.edge.identity import RoundCounter, make_update_id
 from fedstream.edge.producer import Delivery, RecordProducer
-from fedstream.edge.registration import registration_record
 from fedstream.edge.releases import Release, ReleaseAssembler, ReleaseReader
 from fedstream.edge.runtime import LoadedModel, ModelRuntime, Prediction
 from fedstream.edge.security import KafkaSecurity, SecurityConfigError
+from fedstream.schemas.registration import registration_record
 from fedstream.schemas.signing import TrustedKeys, load_signing_key
 
 __all__ = [

@@ -39,9 +39,9 @@ except ImportError as error:  # pragma: no cover - exercised in the inference-on
 
 from fedstream.edge.client import EdgeClient
 from fedstream.edge.errors import ModelMismatchError
-from fedstream.edge.registration import registration_record
 from fedstream.edge.releases import Release
 from fedstream.schemas import ModelRegistration, ParameterLayout, UpdateMetrics
+from fedstream.schemas.registration import registration_record
 
 __all__ = [
     "LocalResult",

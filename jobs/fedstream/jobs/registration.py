@@ -7,7 +7,6 @@ defines the flat parameter vector), their initial values, and the aggregation se
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +14,8 @@ import numpy as np
 
 from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.onnx_release import read_initializers
-from fedstream.schemas import ParameterLayout, aggregation_to_avro, encode, pack
+from fedstream.schemas import encode
+from fedstream.schemas.registration import registration_record as build_record
 from fedstream.schemas.registration_signing import sign_registration
 from fedstream.schemas.signing import ReleaseSigner
 
@@ -32,24 +32,17 @@ def registration_record(
     parameter_names: Sequence[str] | None = None,
     aggregation: AggregationConfig | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ModelRegistration record (validated by the codec when encoded)."""
+    """The ModelRegistration record of an ONNX file whose initializers hold the initial
+    weights (`parameter_names`, or every trainable one), with the aggregation settings
+    checked by the job's own rules first (validated by the codec when encoded)."""
     names = list(parameter_names) if parameter_names else trainable_names(onnx_bytes)
     arrays = read_initializers(onnx_bytes, names)
-    layout = ParameterLayout([(n, arrays[n].shape) for n in names])
     if isinstance(aggregation, AggregationConfig):
         settings = aggregation.to_dict()
     else:
         settings = AggregationConfig.from_dict(dict(aggregation or {})).to_dict()
-    return {
-        "model_id": model_id,
-        "onnx_template": onnx_bytes,
-        "parameters": layout.to_registration(),
-        "initial_parameters": pack(layout.flatten(arrays), "FP32"),
-        "aggregation": aggregation_to_avro(settings),
-        "created_at": int(time.time() * 1000),
-        "owner_key_id": None,
-        "signature": None,
-    }
+    parameters = [(name, arrays[name]) for name in names]
+    return dict(build_record(model_id, onnx_bytes, parameters, settings))
 
 
 def registration_bytes(

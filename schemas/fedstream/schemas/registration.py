@@ -1,13 +1,17 @@
 """The ModelRegistration record, from ONNX bytes and the trainable tensors (numpy only).
 
-Kept free of torch and onnx so that any framework's exporter can feed it; the torch path
-is `fedstream.edge.training.torch_registration`. The record's format is the contract in
-``schemas/ModelRegistration.avsc``: the ONNX template (weights embedded), the trainable
-parameters in the order of every flat vector, their initial values as one FP32 vector, and
-the aggregation settings (keys of `fedstream.schemas.default_aggregation_settings`, in the
-Python form with lowercase enum names, e.g. ``{"window": {"count": 8}, "staleness":
-{"function": "constant"}}``). Keys left out take the schema's defaults; unknown keys or
-enum values raise `fedstream.schemas.EncodeError` here, not later at the job.
+The one builder of the record: the SDK uses it directly (`fedstream.edge`), the job's CLI
+through `fedstream.jobs.registration` (which reads the trainable tensors out of the ONNX
+file first). Kept free of torch and onnx so that any framework's exporter can feed it;
+the torch path is `fedstream.edge.training.torch_registration`.
+
+The record's format is the contract in ``schemas/ModelRegistration.avsc``: the ONNX
+template (weights embedded), the trainable parameters in the order of every flat vector,
+their initial values as one FP32 vector, and the aggregation settings (keys of
+`fedstream.schemas.default_aggregation_settings`, in the Python form with lowercase enum
+names, e.g. ``{"window": {"count": 8}, "staleness": {"function": "constant"}}``). Keys left
+out take the schema's defaults; unknown keys or enum values raise
+`fedstream.schemas.EncodeError` here, not later at the job.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fedstream.schemas import ModelRegistration, ParameterLayout, aggregation_to_avro, pack
+from fedstream.schemas.layout import ParameterLayout
+from fedstream.schemas.records import ModelRegistration, aggregation_to_avro
+from fedstream.schemas.tensors import pack
 
 __all__ = ["registration_record"]
 
