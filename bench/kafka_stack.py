@@ -21,7 +21,7 @@ from typing import Any
 
 from fedstream.edge.security import KafkaSecurity, write_java_properties
 from fedstream.schemas.registration_signing import OWNER_KEY_FILE
-from fedstream.schemas.signing import ReleaseSigner, load_signing_key, write_key_pair
+from fedstream.schemas.signing import write_key_pair
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SH = REPO / "infra" / "local" / "kafka.sh"
@@ -90,11 +90,11 @@ def broker(port: int) -> Iterator[BenchKafka]:
             shutil.rmtree(node / "data", ignore_errors=True)
 
 
-def signing_keys(work: Path) -> tuple[dict[str, str], ReleaseSigner]:
+def signing_keys(work: Path) -> tuple[dict[str, str], Path]:
     """Fresh keys for one run, under `work` (never in the repository): the job's release
     key and a model owner's key. Returns the job config keys that use them and the
-    owner's signer, which the run's registrations must be signed with."""
+    owner's private key file, which the run's registrations must be signed with."""
     job_key = write_key_pair(work / "signing")[0]
     owner_key, owner_public, _key_id = write_key_pair(work / "signing", OWNER_KEY_FILE)
     overrides = {"signing.key_file": str(job_key), "trust.owner_keys": str(owner_public)}
-    return overrides, load_signing_key(owner_key)
+    return overrides, owner_key

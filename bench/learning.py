@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
             models_topic=config.topics.models,
             dlq_topic=config.topics.dlq,
             trusted_keys=TrustedKeys.from_files(config.signing.key_path().with_suffix(".pub")),
-            owner_key=owner,  # the fleet's coordinator registers each run's model
+            owner_key_file=owner,  # the fleet's coordinator registers each run's model
         )
         job = JobProcess(overrides, work / "job.log")
         log(f"job starting (thread mode, checkpoints every {CHECKPOINT_INTERVAL_MS} ms)")

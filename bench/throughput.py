@@ -62,7 +62,7 @@ from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
 from fedstream.pipelines.profiling import ENV_VAR
 from fedstream.schemas import decode, encode, pack, unpack
-from fedstream.schemas.signing import ReleaseSigner
+from fedstream.schemas.signing import ReleaseSigner, load_signing_key
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 16 * 1024 * 1024
@@ -566,7 +566,7 @@ def fedstream_job(
         backlog_producer.init_transactions()
         model_ids = spread_model_ids(models, max(parallelism, models))
         for model_id in model_ids:
-            value = registration_value(model_id, params, window, owner)
+            value = registration_value(model_id, params, window, load_signing_key(owner))
             producer.send(config.topics.control, value)
         producer.flush()
         deadline = time.monotonic() + 180

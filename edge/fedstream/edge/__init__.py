@@ -52,7 +52,7 @@ from fedstream.edge.releases import Release, ReleaseAssembler, ReleaseReader
 from fedstream.edge.runtime import LoadedModel, ModelRuntime, Prediction
 from fedstream.edge.security import KafkaSecurity, SecurityConfigError
 from fedstream.schemas.registration import registration_record
-from fedstream.schemas.signing import TrustedKeys, load_signing_key
+from fedstream.schemas.signing import TrustedKeys
 
 __all__ = [
     "AuthenticationError",
@@ -86,7 +86,6 @@ __all__ = [
     "TrustedKeys",
     "UnknownModelError",
     "check_broker",
-    "load_signing_key",
     "make_update_id",
     "registration_record",
 ]

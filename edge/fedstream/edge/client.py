@@ -144,7 +144,7 @@ class EdgeClient:
     # ------------------------------------------------------------------ sending
     def register(self, registration: ModelRegistration) -> Delivery:
         """Send a ModelRegistration to the control topic (the job then releases version 0),
-        signed with `config.owner_key` when there is one (the job requires it by default).
+        signed with `config.owner_key_file` when there is one (the job requires it by default).
 
         Registering is idempotent only for identical bytes; a different registration for an
         existing model_id is dead-lettered by the job (BAD_REGISTRATION, or OWNER_MISMATCH
@@ -154,7 +154,7 @@ class EdgeClient:
             raise ValueError(
                 f"registration is for {registration['model_id']!r}, client for {self.model_id!r}"
             )
-        owner = self.config.owner_key
+        owner = self.config.owner_signer
         record = registration if owner is None else sign_registration(registration, owner)
         value = encode("ModelRegistration", record)
         return self._producer_().send(self.config.control_topic, value, self.model_id.encode())

@@ -14,18 +14,20 @@ for rotation), by default the PEM files named in ``FEDSTREAM_TRUSTED_KEYS``
 release is refused unless `allow_unsigned_releases` is set, which is meant for local
 experiments only (anyone who can write the models topic can then forge a model).
 
-A model owner's client also has `owner_key`, the Ed25519 key its registrations are signed
-with (by default the PEM file named in ``FEDSTREAM_OWNER_KEY_FILE``); the job acts only on
-registrations signed by an owner key it trusts. Devices need none.
+A model owner's client also has `owner_key_file`, the Ed25519 private key its
+registrations are signed with (by default the PEM file named in
+``FEDSTREAM_OWNER_KEY_FILE``); the job acts only on registrations signed by an owner key it
+trusts. Devices need none. The key is read once, here, and never logged.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from fedstream.edge.security import KafkaSecurity
 from fedstream.schemas.registration_signing import owner_key_from_env
-from fedstream.schemas.signing import ReleaseSigner, TrustedKeys
+from fedstream.schemas.signing import ReleaseSigner, SigningKeyError, TrustedKeys, load_signing_key
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "EdgeConfig"]
 
@@ -70,10 +72,12 @@ class EdgeConfig:
     """Install releases that carry no signature (a job without a key). Local experiments
     only: it lets anyone who can write the models topic install a model. A release that
     is signed is always verified."""
-    owner_key: ReleaseSigner | None = field(default_factory=owner_key_from_env)
-    """A model owner's signing key (`load_signing_key("owner-signing.key")`): `register`
-    signs with it, and the job refuses registrations no trusted owner signed. Default: the
-    file in $FEDSTREAM_OWNER_KEY_FILE; unset, none (registrations go out unsigned)."""
+    owner_key_file: str | os.PathLike[str] | None = field(default_factory=owner_key_from_env)
+    """A model owner's Ed25519 private key file (PKCS#8 PEM, `fedstream keygen --owner`):
+    `register` signs with it, and the job refuses registrations no trusted owner signed.
+    Default: $FEDSTREAM_OWNER_KEY_FILE; None: registrations go out unsigned."""
+    owner_signer: ReleaseSigner | None = field(default=None, init=False, repr=False, compare=False)
+    """The key loaded from `owner_key_file` (its repr shows the key id only)."""
 
     def __post_init__(self) -> None:
         servers = [s.strip() for s in self.bootstrap.split(",")]
@@ -91,3 +95,11 @@ class EdgeConfig:
             raise ValueError(f"unknown compression_type {self.compression_type!r}")
         if self.max_request_size <= 0 or self.max_fetch_bytes <= 0:
             raise ValueError("max_request_size and max_fetch_bytes must be > 0")
+        if self.owner_key_file is not None:
+            try:
+                signer = load_signing_key(self.owner_key_file)
+            except SigningKeyError as error:  # names the file, never its contents
+                raise ValueError(
+                    f"owner_key_file: {error} (create a pair: fedstream keygen --owner)"
+                ) from None
+            object.__setattr__(self, "owner_signer", signer)

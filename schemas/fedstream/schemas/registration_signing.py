@@ -25,12 +25,7 @@ from typing import Any
 
 from fedstream.schemas.codec import Decoded, encode
 from fedstream.schemas.registry import default_registry
-from fedstream.schemas.signing import (
-    ReleaseSigner,
-    SignatureError,
-    TrustedKeys,
-    load_signing_key,
-)
+from fedstream.schemas.signing import ReleaseSigner, SignatureError, TrustedKeys
 
 __all__ = [
     "ENV_OWNER_KEY_FILE",
@@ -79,8 +74,7 @@ def verify_registration(decoded: Decoded, owners: TrustedKeys) -> str:
     return str(key_id)
 
 
-def owner_key_from_env() -> ReleaseSigner | None:
-    """The owner key in the file $FEDSTREAM_OWNER_KEY_FILE names, or None when it is unset
-    (`SigningKeyError`, naming the file only, when the file is not an Ed25519 PEM key)."""
-    path = os.environ.get(ENV_OWNER_KEY_FILE)
-    return load_signing_key(path) if path else None
+def owner_key_from_env() -> str | None:
+    """$FEDSTREAM_OWNER_KEY_FILE (a model owner's private key file), or None when it is
+    unset or empty."""
+    return os.environ.get(ENV_OWNER_KEY_FILE) or None

@@ -29,6 +29,7 @@ from bench.learning import (
 from fedstream.edge.security import KafkaSecurity
 from fedstream.edge.simulator.fleet import EvalPoint, FleetSettings, RunResult, SentRecord
 from fedstream.jobs.config import load
+from fedstream.schemas.signing import load_signing_key
 
 
 def test_rotation_puts_every_variant_first_once_per_cycle() -> None:
@@ -187,4 +188,5 @@ def test_job_keeps_updates_far_staler_than_the_default_horizon(tmp_path: Path) -
     config = load(overrides=overrides)  # every key is one the job knows, and valid
     assert config.runtime.dedupe_versions == DEDUPE_VERSIONS
     assert config.runtime.python_execution_mode == "thread"
-    assert config.trust.check() == [owner.key_id]  # registrations signed by the run's owner
+    # registrations signed by the run's owner
+    assert config.trust.check() == [load_signing_key(owner).key_id]

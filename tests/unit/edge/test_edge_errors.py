@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from fedstream.edge import (
     ReleaseReader,
 )
 from fedstream.edge.producer import topic_max_message_bytes
+from fedstream.schemas.signing import write_key_pair
 
 
 def free_port() -> int:
@@ -97,3 +99,13 @@ def test_config_is_validated(kwargs: dict[str, object]) -> None:
 def test_client_needs_ids(nowhere: EdgeConfig) -> None:
     with pytest.raises(ValueError):
         EdgeClient(nowhere, device_id="", model_id="m")
+
+
+def test_owner_key_file_is_loaded_once_and_checked(tmp_path: Path) -> None:
+    private, public, key_id = write_key_pair(tmp_path, "owner-signing")
+    config = EdgeConfig(security=KafkaSecurity.plaintext(), owner_key_file=private)
+    assert config.owner_signer is not None and config.owner_signer.key_id == key_id
+    assert "PRIVATE" not in repr(config)
+    for wrong in (public, tmp_path / "missing.key"):
+        with pytest.raises(ValueError, match=r"owner_key_file: .*fedstream keygen --owner"):
+            EdgeConfig(security=KafkaSecurity.plaintext(), owner_key_file=wrong)

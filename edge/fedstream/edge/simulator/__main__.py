@@ -23,7 +23,6 @@ from pathlib import Path
 
 from fedstream.edge import security
 from fedstream.schemas.registration_signing import owner_key_from_env
-from fedstream.schemas.signing import SigningKeyError, load_signing_key
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -120,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         kafka = security.from_arguments(args)
-        owner_key = (
-            load_signing_key(args.owner_key_file) if args.owner_key_file else owner_key_from_env()
-        )
-    except (EdgeError, SigningKeyError) as error:
+    except EdgeError as error:
         print(f"simulator: {error}", file=sys.stderr)
         return 2
     owner = kafka
@@ -142,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         control_topic=args.control_topic,
         models_topic=args.models_topic,
         dlq_topic=args.dlq_topic,
-        owner_key=None,  # devices sign no registrations; the owner's connection does
+        owner_key_file=None,  # devices sign no registrations; the owner's connection does
     )
     settings = FleetSettings(
         devices=args.devices,
@@ -183,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             model_id=f"{prefix}-{mode}",
             progress=say,
             progress_every_s=args.progress_every,
-            owner=dataclasses.replace(config, security=owner, owner_key=owner_key),
+            owner=dataclasses.replace(
+                config, security=owner, owner_key_file=args.owner_key_file or owner_key_from_env()
+            ),
         )
         try:
             runs.append(run.run(duration_s=args.duration, target_accuracy=target))
