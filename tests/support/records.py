@@ -35,6 +35,7 @@ from fedstream.schemas import (
     encode,
     pack,
 )
+from tests.support.devices import signed_bytes
 
 __all__ = [
     "CONTROL_TOPIC",
@@ -103,8 +104,10 @@ def update_bytes(
     device_id: str = "device-0",
     encoding: str = "FP32",
     created_at: int = CREATED_AT,
+    sign: bool = True,
 ) -> bytes:
-    """The encoded GradientUpdate (see `update_record`), as a device produces it."""
+    """The encoded GradientUpdate (see `update_record`), as a device produces it: signed
+    by the device's test key (`tests.support.devices`) unless `sign` is False."""
     record = update_record(
         model_id,
         update_id,
@@ -115,7 +118,7 @@ def update_bytes(
         encoding=encoding,
         created_at=created_at,
     )
-    return encode("GradientUpdate", record)
+    return signed_bytes(record) if sign else encode("GradientUpdate", record)
 
 
 def registration_record(

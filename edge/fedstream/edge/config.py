@@ -13,14 +13,21 @@ for rotation), by default the PEM files named in ``FEDSTREAM_TRUSTED_KEYS``
 (`TrustedKeys.from_env`). A device trusting no key installs nothing, and an unsigned
 release is refused unless `allow_unsigned_releases` is set, which is meant for local
 experiments only (anyone who can write the models topic can then forge a model).
+
+Who the device is, is `device_key_file`: its Ed25519 private key (PKCS#8 PEM, 0600;
+`fedstream devices keygen`), by default the file named in ``FEDSTREAM_DEVICE_KEY_FILE``.
+Every update is signed with it, and the job accepts only updates signed by the key an
+operator registered for the device. The key is read once, here, and never logged.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from fedstream.edge.security import KafkaSecurity
-from fedstream.schemas.signing import TrustedKeys
+from fedstream.schemas.signing import ReleaseSigner, SigningKeyError, TrustedKeys, load_signing_key
+from fedstream.schemas.update_signing import device_key_from_env
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "EdgeConfig"]
 
@@ -65,6 +72,12 @@ class EdgeConfig:
     """Install releases that carry no signature (a job without a key). Local experiments
     only: it lets anyone who can write the models topic install a model. A release that
     is signed is always verified."""
+    device_key_file: str | os.PathLike[str] | None = field(default_factory=device_key_from_env)
+    """The device's Ed25519 private key file (PKCS#8 PEM, `fedstream devices keygen`);
+    every update is signed with it. Default: $FEDSTREAM_DEVICE_KEY_FILE; None: updates are
+    unsigned, which a job accepts only with trust.allow_unsigned_updates (legacy fleets)."""
+    device_signer: ReleaseSigner | None = field(default=None, init=False, repr=False, compare=False)
+    """The key loaded from `device_key_file` (its repr shows the key id only)."""
 
     def __post_init__(self) -> None:
         servers = [s.strip() for s in self.bootstrap.split(",")]
@@ -82,3 +95,11 @@ class EdgeConfig:
             raise ValueError(f"unknown compression_type {self.compression_type!r}")
         if self.max_request_size <= 0 or self.max_fetch_bytes <= 0:
             raise ValueError("max_request_size and max_fetch_bytes must be > 0")
+        if self.device_key_file is not None:
+            try:
+                signer = load_signing_key(self.device_key_file)
+            except SigningKeyError as error:  # names the file, never its contents
+                raise ValueError(
+                    f"device_key_file: {error} (create a pair: fedstream devices keygen)"
+                ) from None
+            object.__setattr__(self, "device_signer", signer)
