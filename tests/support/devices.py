@@ -26,6 +26,8 @@ __all__ = [
     "device_key_bytes",
     "device_key_file",
     "device_signer",
+    "enroll_fleet",
+    "enrolled",
     "register_devices",
     "signed",
     "signed_bytes",
@@ -91,3 +93,21 @@ def register_devices(
             producer.send(topic, value, key=device_id.encode()).get(timeout=30)
     finally:
         producer.close()
+
+
+def enrolled(broker: Any, topic: str, folder: Path, device_id: str) -> Path:
+    """A device key file for the SDK (`EdgeConfig.device_key_file`), registered on `topic`:
+    what an operator does for a real device before it starts sending."""
+    key = device_key_file(folder, device_id)
+    register_devices(broker, topic, [device_id])
+    return key
+
+
+def enroll_fleet(broker: Any, topic: str, folder: Path, device_ids: Iterable[str]) -> Path:
+    """Key files for many SDK devices (folder/<device_id>/device.key, the simulator's
+    `--device-keys` layout), all registered on `topic`; returns `folder`."""
+    ids = list(device_ids)
+    for device_id in ids:
+        device_key_file(folder, device_id)
+    register_devices(broker, topic, ids)
+    return folder
