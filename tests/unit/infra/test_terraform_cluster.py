@@ -204,7 +204,7 @@ def test_validation_catches_unknown_fields_and_wrong_types(
     errors = schema_errors(topic, crd_schemas[("kafka.strimzi.io/v1", "KafkaTopic")])
     assert errors == ["spec.partitions: '6' is not of type 'integer' [type]"], errors
 
-    user = copy.deepcopy(manifests[7])
+    user = copy.deepcopy(manifests[8])
     user["spec"]["authorization"]["acls"][0]["resource"]["patternType"] = "prefixed"
     errors = schema_errors(user, crd_schemas[("kafka.strimzi.io/v1", "KafkaUser")])
     assert len(errors) == 1 and "is not one of ['literal', 'prefix']" in errors[0], errors
@@ -238,7 +238,7 @@ def test_users_grant_the_same_matrix_as_the_kafka_module(
                     )
                 )
     assert from_users == {tuple(entry) for entry in _matrix(workspace)}
-    assert len(from_users) == 31
+    assert len(from_users) == 35
 
 
 def _matrix(workspace: Workspace) -> list[list[str]]:

@@ -123,7 +123,7 @@ locals {
       partitions = 1
       config = {
         "cleanup.policy" = "compact"
-        "retention.ms"   = "-1"
+        "retention.ms"   = -1
       }
     }
   }
