@@ -164,7 +164,7 @@ def test_strimzi_manifests_match_strimzi_crds(
     manifests: list[dict[str, Any]], crd_schemas: dict[tuple[str, str], dict[str, Any]]
 ) -> None:
     strimzi = [m for m in manifests if m["apiVersion"].startswith("kafka.strimzi.io/")]
-    assert [m["kind"] for m in strimzi] == ["Kafka", "KafkaNodePool"] + ["KafkaTopic"] * 4 + [
+    assert [m["kind"] for m in strimzi] == ["Kafka", "KafkaNodePool"] + ["KafkaTopic"] * 5 + [
         "KafkaUser"
     ] * 4
     for manifest in strimzi:

@@ -13,8 +13,8 @@ run "defaults" {
   command = apply
 
   assert {
-    condition     = [for m in output.manifests : m.kind] == ["Kafka", "KafkaNodePool", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaUser", "KafkaUser", "KafkaUser", "KafkaUser", "FlinkDeployment"]
-    error_message = "one Kafka, one node pool, four topics, four users, one FlinkDeployment, in apply order"
+    condition     = [for m in output.manifests : m.kind] == ["Kafka", "KafkaNodePool", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaUser", "KafkaUser", "KafkaUser", "KafkaUser", "FlinkDeployment"]
+    error_message = "one Kafka, one node pool, five topics, four users, one FlinkDeployment, in apply order"
   }
   assert {
     condition     = alltrue([for m in output.manifests : m.metadata.namespace == "fedstream"])
