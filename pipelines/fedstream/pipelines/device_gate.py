@@ -107,6 +107,13 @@ class DeviceGate:
         note = f" (no registry entry within {self.grace_seconds:g} s)"
         return [self._decide(state, e, note) for e in waiting]
 
+    def internal(self, envelope: Envelope, error: Exception) -> Output:
+        """The dead letter of a record whose handling raised unexpectedly: the failure
+        stays with that record (INTERNAL, with the exception), the device's state is
+        not written, and the job goes on (as `model_process.contain` does for models)."""
+        detail = f"{type(error).__name__}: {error}"
+        return dead_letter(envelope, "INTERNAL", detail, max_bytes=self.dlq_max_bytes)
+
     def _may_wait(self, state: DeviceState, envelope: Envelope) -> bool:
         if self.grace_seconds <= 0 or len(state.pending) >= self.max_pending:
             return False

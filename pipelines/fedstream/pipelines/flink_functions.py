@@ -201,15 +201,18 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
         state, models = self._load()
         envelope = _envelope(value)
         now = ctx.timer_service().current_processing_time() / 1000.0
-        with np.errstate(all="ignore"):
-            if value[1] == KIND_DEVICE:
-                outputs = self._gate.on_device_key(state, envelope)
-                if state.entry is not None:
-                    e = state.entry
-                    self._entry.update((e.device_id, e.key_id, e.public_key, e.active))
-            else:
-                models[_coordinates(envelope)] = value[0]
-                outputs = self._gate.on_update(state, envelope, now)
+        try:
+            with np.errstate(all="ignore"):
+                if value[1] == KIND_DEVICE:
+                    outputs = self._gate.on_device_key(state, envelope)
+                else:
+                    models[_coordinates(envelope)] = value[0]
+                    outputs = self._gate.on_update(state, envelope, now)
+        except Exception as error:  # contained: this record only, the state is not written
+            return [Row("", KIND_DEAD, self._gate.internal(envelope, error).value, "", 0, 0, "")]
+        if value[1] == KIND_DEVICE and state.entry is not None:
+            e = state.entry
+            self._entry.update((e.device_id, e.key_id, e.public_key, e.active))
         return self._save(state, models, outputs, ctx)
 
     def _load(self) -> tuple[DeviceState, dict[tuple[str, int, int], str]]:

@@ -46,6 +46,7 @@ __all__ = [
     "RegisteredKey",
     "RegistryEntryError",
     "delta_digest",
+    "device_key_from_env",
     "device_key_record",
     "sign_update",
     "update_statement",
@@ -149,7 +150,10 @@ class RegisteredKey:
             raise RegistryEntryError(
                 f"public_key has {len(raw)} bytes, not {_PUBLIC_KEY_BYTES} (raw Ed25519)"
             )
-        key = Ed25519PublicKey.from_public_bytes(raw)
+        try:
+            key = Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError:
+            raise RegistryEntryError("public_key is not an Ed25519 public key") from None
         if key_id_of(key) != record["key_id"]:
             raise RegistryEntryError(f"key_id {record['key_id']!r} is not the key's id")
         return cls(

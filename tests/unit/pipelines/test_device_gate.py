@@ -118,6 +118,13 @@ def test_broken_registry_records_are_dead_lettered_and_change_nothing() -> None:
     assert reasons(garbage) == ["UNDECODABLE"]
 
 
+def test_an_unexpected_failure_stays_with_its_record() -> None:
+    source = upd("boom")
+    letter = decode(GATE.internal(source, RuntimeError("injected")).value).record
+    assert letter["reason"] == "INTERNAL" and "RuntimeError: injected" in letter["detail"]
+    assert letter["original"] == source.value
+
+
 def test_route_keys_registry_records_by_device_and_bounds_the_id() -> None:
     limits = InputLimits(max_id_length=16)
     device, dead = route_device_key(env(device_key_bytes("gate-dev"), 0, DEVICES_TOPIC), limits)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstream.schemas import decode, encode, pack
@@ -155,6 +155,7 @@ def test_registry_entries_must_hold_a_raw_key_with_its_own_id() -> None:
     assert not entry_of("d1", KEY, "REVOKED").active
 
 
+@settings(max_examples=100, deadline=None)  # timing on a shared machine is not the property
 @given(
     ids=st.tuples(st.text(max_size=20), st.text(max_size=20), st.text(max_size=20)),
     longs=st.tuples(*(st.integers(-(2**63), 2**63 - 1) for _ in range(3))),
