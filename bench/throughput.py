@@ -61,7 +61,7 @@ from fedstream.jobs.launcher import JobProcess
 from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
 from fedstream.pipelines.profiling import ENV_VAR
-from fedstream.schemas import decode, encode, pack, unpack
+from fedstream.schemas import decode, pack, unpack
 from fedstream.schemas.signing import ReleaseSigner, load_signing_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,11 +214,13 @@ def kafka_python(kafka: BenchKafka, size: int, count: int) -> list[Result]:
 def update_value(
     model_id: str, index: int, base: int, delta: npt.NDArray[np.float32], prefix: str = "bench"
 ) -> bytes:
-    return encode(
-        "GradientUpdate",
+    """A signed update of one of `DEVICES` bench devices (the job requires signatures)."""
+    from tests.support.devices import signed_bytes
+
+    return signed_bytes(
         {
             "update_id": f"{prefix}-{index}",
-            "device_id": f"device-{index % 16}",
+            "device_id": f"device-{index % DEVICES}",
             "model_id": model_id,
             "base_version": base,
             "num_samples": 10,
@@ -228,8 +230,19 @@ def update_value(
             "sequence": None,
             "key_id": None,
             "signature": None,
-        },
+        }
     )
+
+
+#: How many devices the benchmark's updates come from (each registered, each signing).
+DEVICES = 16
+
+
+def device_keys() -> list[tuple[str, bytes]]:
+    """(device_id, DeviceKey record) of every bench device, as the operator registers them."""
+    from tests.support.devices import device_key_bytes
+
+    return [(f"device-{i}", device_key_bytes(f"device-{i}")) for i in range(DEVICES)]
 
 
 def plain_aggregator(kafka: BenchKafka, params: int, count: int, window: int) -> Result:
@@ -288,9 +301,12 @@ def job_logic_in_process(params: int, count: int, window: int) -> Result:
     and the model's state turned into bytes and back after every record, as the job keeps
     it in Flink state (`tests.support.local_job.InMemoryJob`, the job's logic on dicts).
     The gap between this and the job is what the framework costs."""
+    from fedstream.pipelines.device_gate import DeviceGate
     from tests.support.local_job import InMemoryJob
 
-    job = InMemoryJob()
+    job = InMemoryJob(gate=DeviceGate())  # every update verified first, as in the job
+    for _device, value in device_keys():
+        job.send(value, job.devices_topic)
     job.send(registration_value("bench-model-0", params, window), job.control_topic)
     delta = bench_delta(params)
     values = [update_value("bench-model-0", i, 0, delta) for i in range(count)]
@@ -528,6 +544,7 @@ def fedstream_job(
         "topics.control": f"control-{suffix}",
         "topics.models": f"models-{suffix}",
         "topics.dlq": f"dlq-{suffix}",
+        "topics.devices": f"devices-{suffix}",
         "topics.partitions": str(max(2, parallelism)),
         "kafka.group_id": f"bench-{suffix}",
         "kafka.transactional_id_prefix": f"bench-{suffix}",
@@ -565,6 +582,8 @@ def fedstream_job(
     try:  # also on Ctrl-C or an error: never leave a job (and its JVM) behind
         backlog_producer.init_transactions()
         model_ids = spread_model_ids(models, max(parallelism, models))
+        for device_id, value in device_keys():  # the operator registers the devices first
+            producer.send(config.topics.devices, value, key=device_id.encode())
         for model_id in model_ids:
             value = registration_value(model_id, params, window, load_signing_key(owner))
             producer.send(config.topics.control, value)

@@ -10,6 +10,7 @@ then run end to end (async and sync on the same fleet) for its report, plots and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,6 +31,8 @@ from fedstream.edge.simulator.data import load_fleet_data
 from fedstream.edge.simulator.fleet import FleetRun, FleetSettings
 from fedstream.jobs.launcher import JobProcess
 from fedstream.schemas.signing import ENV_TRUSTED_KEYS
+from fedstream.schemas.update_signing import DEVICE_KEY_NAME
+from tests.support.devices import enroll_fleet
 from tests.support.job_runner import JobTopics, job_process, job_signing_key, trusted
 from tests.support.stack import Broker
 from tests.unit.edge.edge_support import constant_model
@@ -58,6 +61,12 @@ class RunningJob:
     topics: JobTopics
     config: EdgeConfig
     signing_key: Path  # the job's release key; devices trust its .pub
+    device_keys: Path  # <device_id>/device.key of every device here, registered
+
+    def device(self, device_id: str) -> EdgeConfig:
+        """The SDK config of one registered device: it signs with its own key."""
+        key = self.device_keys / device_id / f"{DEVICE_KEY_NAME}.key"
+        return dataclasses.replace(self.config, device_key_file=key)
 
 
 def _wait_for_topics(broker: Broker, names: list[str], job: JobProcess, timeout: float) -> None:
@@ -98,13 +107,16 @@ def job(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
             dlq_topic=topics.dlq,
             trusted_keys=trusted(job_signing_key(folder)),
         )
+        # the operator registers every device before it sends (the fleet's, the CLI's, d1, d2)
+        fleet = [f"{m}-dev-{i:03d}" for m in ("async", "sync") for i in range(FLEET.devices)]
+        keys = enroll_fleet(kafka_broker, topics.devices, folder / "devices", [*fleet, "d1", "d2"])
         # ready = it releases a registered model (its mini-cluster takes ~20 s to start)
         probe = f"probe-{topics.suffix}"
         with EdgeClient(config, device_id="probe", model_id=probe) as client:
             template = constant_model(0.0, 4)
             client.register(registration_record(probe, template, [("c", np.zeros(4))]))
             client.wait_for_model(timeout_s=180)
-        yield RunningJob(process, topics, config, job_signing_key(folder))
+        yield RunningJob(process, topics, config, job_signing_key(folder), keys)
     finally:
         process.kill()
 
@@ -119,6 +131,7 @@ def test_async_fleet_reaches_85_percent(job: RunningJob) -> None:
         model_id=f"fleet-{job.topics.suffix}-async",
         progress=print,
         wait_timeout_s=120,  # the job may still be starting its mini-cluster
+        device_keys=job.device_keys,
     )
     result = run.run(duration_s=BUDGET_S, target_accuracy=TARGET)
     summary = result.summary(TARGET)
@@ -157,7 +170,7 @@ def test_simulator_cli_compares_async_and_sync(job: RunningJob, tmp_path: Path) 
         "--base-delay", str(FLEET.base_delay_s), "--dropout", str(FLEET.dropout_prob),
         "--offline", "0.5", "2.0",
         "--target-accuracy", str(TARGET), "--duration", str(BUDGET_S),
-        "--progress-every", "10", "--out", str(out),
+        "--progress-every", "10", "--out", str(out), "--device-keys", str(job.device_keys),
     ]  # fmt: skip
     # the simulator's devices trust the job's key through the environment
     env = {**os.environ, ENV_TRUSTED_KEYS: str(job.signing_key.with_suffix(".pub"))}
@@ -197,17 +210,17 @@ def test_resend_after_a_crash_is_counted_once(job: RunningJob, tmp_path: Path) -
     )
     state = tmp_path / "rounds.json"
     delta = np.full(8, 0.5, np.float32)
-    with EdgeClient(job.config, device_id="d1", model_id=model_id, state_path=state) as first:
+    with EdgeClient(job.device("d1"), device_id="d1", model_id=model_id, state_path=state) as first:
         first.register(record)
         assert first.wait_for_model(timeout_s=120).version == 0
         sent = first.send_update(delta, base_version=0, num_samples=4)
     # the device crashed before its round counter reached the disk: it trains and sends the
     # same round again after the restart, under the same update id
     state.write_text('{"' + model_id + '": 0}')
-    with EdgeClient(job.config, device_id="d1", model_id=model_id, state_path=state) as again:
+    with EdgeClient(job.device("d1"), device_id="d1", model_id=model_id, state_path=state) as again:
         resent = again.send_update(delta, base_version=0, num_samples=4)
     assert resent.update_id == sent.update_id
-    with EdgeClient(job.config, device_id="d2", model_id=model_id) as other:
+    with EdgeClient(job.device("d2"), device_id="d2", model_id=model_id) as other:
         other_sent = other.send_update(-delta, base_version=0, num_samples=4)
         release = other.wait_for_model(timeout_s=60)
         deadline = time.monotonic() + 60

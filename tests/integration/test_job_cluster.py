@@ -16,8 +16,9 @@ from fedstream.jobs.config import load
 from fedstream.jobs.kafka_read import read_topic
 from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
-from fedstream.schemas import encode, pack
+from fedstream.schemas import pack
 from fedstream.schemas.signing import load_signing_key
+from tests.support.devices import register_devices, signed_bytes
 from tests.support.job_runner import JobTopics, job_signing_key, trusted
 from tests.support.kafka_io import releases, wait_for
 from tests.support.onnx_models import linear_model
@@ -62,6 +63,7 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
         producer.flush()
         logs = lambda: f"cluster logs: {flink_cluster.log_dir}"  # noqa: E731
         wait_for(lambda: bool(releases(kafka_broker, topics.models)), 120, "v0", logs)
+        register_devices(kafka_broker, topics.devices, ["d"])  # the operator, before it sends
         for i in range(6):
             record = {
                 "update_id": f"u{i}",
@@ -77,7 +79,7 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
                 "signature": None,
             }
             # keyed by model, as devices send: one partition, so the job sees u0..u5 in order
-            producer.send(topics.updates, encode("GradientUpdate", record), key=b"m")
+            producer.send(topics.updates, signed_bytes(record), key=b"m")
         producer.close()
         wait_for(
             lambda: len(releases(kafka_broker, topics.models)) == 3,

@@ -33,7 +33,8 @@ from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.onnx_release import read_initializers
 from fedstream.pipelines.update import ClientUpdate
-from fedstream.schemas import ParameterLayout, encode, pack
+from fedstream.schemas import ParameterLayout, pack
+from tests.support.devices import register_devices, signed_bytes
 from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import Release, dead_letters, releases, wait_for
 from tests.support.onnx_models import linear_model
@@ -79,6 +80,7 @@ class Fleet:
         """Register, then wait for version 0 as a device would before training on it."""
         value = registration_bytes(MODEL, self.onnx, ["W", "b"], AGGREGATION)
         self.producer.send(self.topics.control, value).get(timeout=30)
+        register_devices(self.broker, self.topics.devices, [f"device-{i}" for i in range(3)])
         wait_for(
             lambda: bool(releases(self.broker, self.topics.models)),
             120,
@@ -102,8 +104,10 @@ class Fleet:
         self.producer.flush()
         return ids
 
-    def resend(self, update_id: str, device: str = "device-x") -> None:
+    def resend(self, update_id: str, device: str | None = None) -> None:
+        """(Re-)send an update, signed by its device (by default the one that sent it)."""
         update = self.sent[update_id]
+        device = device or update_id.rsplit("-", 1)[0]
         record = {
             "update_id": update.update_id,
             "device_id": device,
@@ -117,7 +121,7 @@ class Fleet:
             "key_id": None,
             "signature": None,
         }
-        self.producer.send(self.topics.updates, encode("GradientUpdate", record))
+        self.producer.send(self.topics.updates, signed_bytes(record))
 
     def close(self) -> None:
         self.producer.close()

@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 from fedstream.jobs.config import load
 from fedstream.jobs.launcher import JobProcess
 from fedstream.jobs.topics import ensure_topics
+from tests.support.devices import register_devices
 from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import dead_letters, releases, wait_for
 from tests.support.onnx_models import linear_model
@@ -67,6 +68,7 @@ def test_poison_pills_are_dead_lettered_and_the_job_goes_on(
             "version 0 of both models",
             job.log_tail,
         )
+        register_devices(kafka_broker, topics.devices, ["device-0"])
         producer.send(topics.updates, huge)
         for i in range(2):
             producer.send(

@@ -196,11 +196,14 @@ def test_the_jobs_topics_are_replicated_on_every_node(cluster: Cluster) -> None:
             "kafka.bootstrap": cluster.bootstrap,
             "kafka.password_file": str(cluster.security.password_file),
             "kafka.ca_file": str(cluster.security.ca_file),
-            **{f"topics.{t}": f"{t}-{suffix}" for t in ("updates", "control", "models", "dlq")},
+            **{
+                f"topics.{t}": f"{t}-{suffix}"
+                for t in ("updates", "control", "models", "dlq", "devices")
+            },
         }
     )
     created = ensure_topics(config)
-    assert len(created) == 4
+    assert len(created) == 5
     admin = cluster.admin()
     try:
         described = admin.describe_topics(created)

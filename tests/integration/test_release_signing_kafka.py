@@ -39,6 +39,7 @@ from fedstream.jobs.launcher import JobProcess
 from fedstream.jobs.topics import ensure_topics
 from fedstream.schemas import ModelRelease, encode, release_chunks
 from fedstream.schemas.signing import ReleaseSigner, key_id_of, load_signing_key, statement_of
+from tests.support.devices import enrolled
 from tests.support.job_runner import JobTopics, job_process, job_signing_key, trusted
 from tests.support.stack import Broker
 from tests.unit.edge.edge_support import constant_model, lineage
@@ -114,6 +115,7 @@ def setup(
         models_topic=topics.models,
         dlq_topic=topics.dlq,
         trusted_keys=trusted(key_a, key_b),  # both: the job's key can rotate
+        device_key_file=enrolled(kafka_broker, topics.devices, tmp_path / "devices", "device"),
     )
     yield topics, config, key_a, key_b
 

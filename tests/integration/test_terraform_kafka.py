@@ -48,6 +48,7 @@ from kafka.errors import (
 from fedstream.edge.security import KafkaSecurity
 from fedstream.jobs.launcher import JobProcess
 from fedstream.schemas import decode
+from tests.support.devices import device_key_bytes
 from tests.support.job_runner import job_signing_key
 from tests.support.onnx_models import linear_model
 from tests.support.owner_key import owner_public_key
@@ -69,7 +70,13 @@ pytestmark = [
 ]
 
 PORT = int(os.environ.get("FEDSTREAM_TEST_TF_KAFKA_PORT", "39092"))
-TOPICS = {"updates": "fl.updates", "control": "fl.control", "models": "fl.models", "dlq": "fl.dlq"}
+TOPICS = {
+    "updates": "fl.updates",
+    "control": "fl.control",
+    "models": "fl.models",
+    "dlq": "fl.dlq",
+    "devices": "fl.devices",
+}
 ROLES = ("job", "device", "owner", "auditor")
 TXN_PREFIX = "fedstream-aggregator"
 MiB = 1024 * 1024
@@ -88,6 +95,7 @@ EXPECTED_ACLS = {
         ("job", "TOPIC", "LITERAL", "fl.control", _RW["Read"]),
         ("job", "TOPIC", "LITERAL", "fl.models", _RW["Write"]),
         ("job", "TOPIC", "LITERAL", "fl.dlq", _RW["Write"]),
+        ("job", "TOPIC", "LITERAL", "fl.devices", _RW["Read"]),
         ("job", "GROUP", "LITERAL", "fedstream-aggregator", ("Read",)),
         ("job", "TRANSACTIONAL_ID", "PREFIXED", TXN_PREFIX, ("Write", "Describe")),
         ("device", "TOPIC", "LITERAL", "fl.updates", _RW["Write+"]),
@@ -148,11 +156,13 @@ class Stack:
             **config,
         )
 
-    def produce(self, role: str, topic: str, value: bytes, **config: Any) -> int:
+    def produce(
+        self, role: str, topic: str, value: bytes, *, key: bytes | None = None, **config: Any
+    ) -> int:
         """Send one record as `role`; the offset, or the broker's refusal raised."""
         producer = self.producer(role, **config)
         try:
-            return int(producer.send(topic, value).get(timeout=30).offset)
+            return int(producer.send(topic, value, key=key).get(timeout=30).offset)
         finally:
             producer.close(timeout=10)
 
@@ -291,6 +301,7 @@ def test_topics_users_and_acls_are_exactly_the_module(stack: Stack) -> None:
             "fl.control": 1,
             "fl.models": 1,
             "fl.dlq": 1,
+            "fl.devices": 1,
         }
         resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in TOPICS.values()]
         configs = {
@@ -302,6 +313,8 @@ def test_topics_users_and_acls_are_exactly_the_module(stack: Stack) -> None:
         assert configs["fl.updates"]["retention.ms"] == "604800000"
         assert configs["fl.dlq"]["retention.ms"] == "2592000000"
         assert configs["fl.models"]["cleanup.policy"] == "delete"
+        assert configs["fl.devices"]["cleanup.policy"] == "compact"
+        assert configs["fl.devices"]["retention.ms"] == "-1"
         assert configs["fl.updates"]["max.message.bytes"] == str(16 * MiB)
         assert configs["fl.dlq"]["max.message.bytes"] == str(17 * MiB)
 
@@ -398,8 +411,9 @@ def test_job_uses_its_transactional_ids_and_nothing_else(stack: Stack) -> None:
             outsider.init_transactions()
     finally:
         outsider.close(timeout=5)
-    with pytest.raises(TopicAuthorizationFailedError):
-        stack.produce("job", TOPICS["updates"], b"job must not write updates")
+    for topic in (TOPICS["updates"], TOPICS["devices"]):
+        with pytest.raises(TopicAuthorizationFailedError):
+            stack.produce("job", topic, b"job must write neither updates nor device keys")
     # its consumer group, and no other
     stack.read("job", TOPICS["updates"], group="fedstream-aggregator")
     with pytest.raises(GroupAuthorizationFailedError):
@@ -412,9 +426,10 @@ def test_device_sends_updates_and_reads_models_only(stack: Stack) -> None:
     assert stack.produce("device", TOPICS["updates"], b"update-1") >= 0
     stack.read("device", TOPICS["models"])
     stack.read("device", TOPICS["models"], group="fedstream-device-42")
-    for topic in (TOPICS["models"], TOPICS["control"], TOPICS["dlq"]):
+    # nor the device registry: a device that could would register keys for other devices
+    for topic in (TOPICS["models"], TOPICS["control"], TOPICS["dlq"], TOPICS["devices"]):
         with pytest.raises(TopicAuthorizationFailedError):
-            stack.produce("device", topic, b"forged")
+            stack.produce("device", topic, b"forged", key=b"device-0")
     with pytest.raises(TopicAuthorizationFailedError):
         stack.read("device", TOPICS["updates"])
 
@@ -422,8 +437,9 @@ def test_device_sends_updates_and_reads_models_only(stack: Stack) -> None:
 def test_owner_registers_on_control(stack: Stack) -> None:
     assert stack.produce("owner", TOPICS["control"], b"registration-1") >= 0
     stack.read("owner", TOPICS["models"])
-    with pytest.raises(TopicAuthorizationFailedError):
-        stack.produce("owner", TOPICS["updates"], b"owner must not send updates")
+    for topic in (TOPICS["updates"], TOPICS["devices"]):
+        with pytest.raises(TopicAuthorizationFailedError):
+            stack.produce("owner", topic, b"owner must send neither updates nor device keys")
     with pytest.raises(TopicAuthorizationFailedError):
         stack.read("owner", TOPICS["dlq"])
 
@@ -472,6 +488,8 @@ def test_the_job_principal_runs_the_whole_job(stack: Stack, tmp_path: Path) -> N
         )
         # as a real device does: train (send) only from a released version
         _await_releases(stack, model, versions={0}, job=job)
+        # the operator (admin) registers the device's key; the device signs its updates
+        stack.produce("admin", TOPICS["devices"], device_key_bytes("device-0"), key=b"device-0")
         deltas = [np.full(15, 0.1 * (i + 1), np.float32) for i in range(3)]
         for i, delta in enumerate(deltas):
             stack.produce("device", TOPICS["updates"], update_bytes(model, f"{model}-u{i}", delta))
@@ -480,6 +498,7 @@ def test_the_job_principal_runs_the_whole_job(stack: Stack, tmp_path: Path) -> N
         job.kill()
     lineage = releases[model, 1].lineage
     assert sorted(lineage["update_ids"]) == [f"{model}-u{i}" for i in range(3)]
+    assert lineage["device_ids"] == ["device-0"] * 3
     np.testing.assert_allclose(
         flat_params(releases[model, 1].onnx), flat_params(onnx) + np.mean(deltas, axis=0), rtol=1e-6
     )

@@ -2,7 +2,7 @@
 
     feed = Feed(partitions=2)
     feed.register("m", onnx, {"window": {"count": 2}})
-    feed.update("m", "u1", delta)
+    feed.update("m", "u1", delta)          # signed by device-0, registered before its first
     feed.sleep(2.5)                        # lets processing-time timers fire
     out = run_job(feed, job_config(tmp_path, parallelism=2))
     out.releases["m", 1].lineage, out.dead_letter(source)
@@ -37,6 +37,7 @@ from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.model_process import Envelope
 from fedstream.schemas import DeadLetter, decode
 from fedstream.schemas.signing import PRIVATE_KEY_FILE, write_key_pair
+from tests.support.devices import DEVICES_TOPIC, device_key_bytes
 from tests.support.owner_key import owner_public_key
 from tests.support.records import (
     CONTROL_TOPIC,
@@ -105,7 +106,10 @@ class Feed:
     partitions: int = 1
     updates_topic: str = UPDATES_TOPIC
     control_topic: str = CONTROL_TOPIC
+    devices_topic: str = DEVICES_TOPIC
     rows: list[Row] = field(default_factory=list)
+    #: devices whose registry record is in the feed (`update` adds it before the first)
+    devices: set[str] = field(default_factory=set)
     _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     _partition_of: dict[str, int] = field(default_factory=dict)
     _markers: int = 0
@@ -144,6 +148,11 @@ class Feed:
         value = registration_bytes(model_id, onnx, aggregation)
         return self.raw(value, self.control_topic, self.partition_of(model_id))
 
+    def device(self, device_id: str = "device-0", *, status: str = "ACTIVE") -> Envelope:
+        """The operator's registry record of the device's test key (or its revocation)."""
+        self.devices.add(device_id)
+        return self.raw(device_key_bytes(device_id, status=status), self.devices_topic)
+
     def update(
         self,
         model_id: str,
@@ -152,9 +161,18 @@ class Feed:
         *,
         base_version: int = 0,
         num_samples: int = 1,
+        device_id: str = "device-0",
     ) -> Envelope:
+        """A signed update; its device is registered first if the feed has not yet."""
+        if device_id not in self.devices:
+            self.device(device_id)
         value = update_bytes(
-            model_id, update_id, delta, base_version=base_version, num_samples=num_samples
+            model_id,
+            update_id,
+            delta,
+            base_version=base_version,
+            num_samples=num_samples,
+            device_id=device_id,
         )
         return self.raw(value, self.updates_topic, self.partition_of(model_id))
 

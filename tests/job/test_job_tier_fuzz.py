@@ -4,7 +4,8 @@
 One job run in a mini-cluster (the job's exact topology; only the Kafka source and sinks
 are replaced) with no restarts allowed, so any exception that escaped a record would fail
 the run. Its input: two healthy models' valid updates, interleaved with `tests.support.fuzz`
-records (random bytes, truncations, bit flips, boundary values in every numeric field,
+records (random bytes, truncations, bit flips, which mostly break the device's signature,
+boundary values in every numeric field,
 very long strings, wrong shapes, dtypes and encodings, unknown models, broken
 registrations), plus the crafted poison pills of issue "no input stops the job": two updates
 with num_samples near 2**62, a model whose window aggregate overflows, and a registration
@@ -22,11 +23,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedstream.pipelines.device_gate import DeviceGate
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import Envelope
 from fedstream.schemas import decode
 from fedstream.schemas.signing import TrustedKeys
 from tests.job.harness import Feed, JobOutput, absorbed, job_config, run_job
+from tests.support.devices import DEVICES_TOPIC, device_key_bytes
 from tests.support.fuzz import Bad, bad_records
 from tests.support.local_job import InMemoryJob
 from tests.support.onnx_models import linear_model
@@ -59,9 +62,8 @@ AGGREGATION: dict[str, dict[str, Any]] = {
 def plan() -> tuple[list[tuple[bytes, str]], list[Bad], set[int]]:
     """The input, in order (value, topic); the bad records; positions that must die."""
     rng = np.random.default_rng(2026)
-    records: list[tuple[bytes, str]] = [
-        (registration_bytes(m, ONNX, agg), CONTROL_TOPIC) for m, agg in AGGREGATION.items()
-    ]
+    records: list[tuple[bytes, str]] = [(device_key_bytes("device-0"), DEVICES_TOPIC)]
+    records += [(registration_bytes(m, ONNX, agg), CONTROL_TOPIC) for m, agg in AGGREGATION.items()]
     records.append((registration_bytes("one-too-many", ONNX), CONTROL_TOPIC))
     bad = list(bad_records(rng, ["a", "b"], SIZE, ONNX, BAD_COUNT))
     # registrations first: they reach the models through the registry, not in line
@@ -77,8 +79,10 @@ def plan() -> tuple[list[tuple[bytes, str]], list[Bad], set[int]]:
         for i in range(2)
     ] + [update_bytes("blowup", f"over{i}", np.full(SIZE, 50.0, np.float32)) for i in range(2)]
     for i, b in enumerate(updates):
-        if i % 40 == 0:
-            model = "ab"[(i // 40) % 2]
+        # one valid update per 20 bad ones: bit flips no longer yield valid updates (the
+        # signature breaks), so the healthy models' windows fill from these alone
+        if i % 20 == 0:
+            model = "ab"[(i // 20) % 2]
             delta = rng.standard_normal(SIZE).astype(np.float32) * 0.1
             records.append((update_bytes(model, f"ok-{i}", delta, base_version=0), "fl.updates"))
         if i % (len(updates) // 5) == 0 and poison:
@@ -95,8 +99,11 @@ def fuzzed(
 ) -> tuple[JobOutput, InMemoryJob, list[Envelope], set[int]]:
     records, _, must_die = plan()
     limits = InputLimits(max_models=MAX_MODELS)
+    # no grace: an update whose device id a flip changed is refused at once, as by the
+    # reference (a bounded job run ends before a grace timer could fire)
     config = job_config(
-        tmp_path_factory.mktemp("job-tier-fuzz"), **{"limits.max_models": MAX_MODELS}
+        tmp_path_factory.mktemp("job-tier-fuzz"),
+        **{"limits.max_models": MAX_MODELS, "trust.registration_grace_ms": 0},
     )
     feed = Feed(partitions=1)
     envelopes = [feed.raw(value, topic) for value, topic in records]
@@ -104,6 +111,9 @@ def fuzzed(
         limits=limits,
         dlq_max_bytes=config.topics.dlq_max_message_bytes - 1024,
         owner_keys=TrustedKeys.from_files(*config.trust.owner_key_paths() or []),
+        gate=DeviceGate(
+            grace_seconds=0.0, dlq_max_bytes=config.topics.dlq_max_message_bytes - 1024
+        ),
     )
     for value, topic in records:
         reference.send(value, topic)
@@ -144,7 +154,7 @@ def test_every_bad_record_is_dead_lettered_with_the_reference_reason(
         "BAD_REGISTRATION",
         "MODEL_LIMIT",
         "NON_FINITE_AGGREGATE",
-        "UNAUTHENTICATED",  # e.g. a bit flip in a signed registration
+        "UNAUTHENTICATED",  # a bit flip in a signed update or registration
     ):
         assert reasons[reason] > 0, reason
     assert reasons["INTERNAL"] == 0

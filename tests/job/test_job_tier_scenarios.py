@@ -23,7 +23,7 @@ import pytest
 
 from fedstream.edge import InvalidSignatureError, ReleaseAssembler
 from fedstream.pipelines.model_process import Envelope
-from fedstream.schemas import encode, pack
+from fedstream.schemas import decode, encode, pack
 from fedstream.schemas.signing import TrustedKeys, load_signing_key, write_key_pair
 from tests.job.harness import (
     Feed,
@@ -34,6 +34,7 @@ from tests.job.harness import (
     run_job,
     signing_key,
 )
+from tests.support.devices import signed_bytes
 from tests.support.onnx_models import linear_model
 from tests.support.records import (
     CONTROL_TOPIC,
@@ -108,7 +109,30 @@ def bad_update(**changes: Any) -> bytes:
     record: Any = update_record("dlq", "bad", delta(0))
     for key, value in changes.items():
         (record["delta"] if key in record["delta"] else record)[key] = value
+    return signed_bytes(record)  # authentic: the job must find what else is wrong
+
+
+def tampered(value: bytes, **changes: Any) -> bytes:
+    """A signed update with fields changed after signing (the signature kept)."""
+    record: Any = decode(value).record
+    record.update(changes)
     return encode("GradientUpdate", record)
+
+
+def plan_unauthenticated(p: Plan, dlq: int) -> None:
+    """Updates the device gate must refuse, for a model they would otherwise change."""
+    feed = p.feed
+    feed.device("revoked-dev")
+    feed.device("revoked-dev", status="REVOKED")
+    feed.device("other-dev")
+    for value in (
+        update_bytes("dlq", "r0", delta(4), device_id="revoked-dev"),  # revoked key
+        update_bytes("dlq", "u0", delta(4), sign=False),  # unsigned
+        tampered(update_bytes("dlq", "n0", delta(4)), num_samples=1000),  # changed after signing
+        tampered(update_bytes("dlq", "i0", delta(4)), device_id="other-dev"),  # impersonation
+        update_bytes("dlq", "x0", delta(4), device_id="stranger"),  # never registered
+    ):
+        p.reject(feed.raw(value, partition=dlq), "UNAUTHENTICATED")
 
 
 def plan() -> Plan:
@@ -148,6 +172,7 @@ def plan() -> Plan:
         feed.raw(bad_update(delta=pack(np.full(SIZE, np.nan), "FP32")), partition=dlq), "NON_FINITE"
     )
     p.reject(feed.raw(bad_update(num_samples=0), partition=dlq), "BAD_NUM_SAMPLES")
+    plan_unauthenticated(p, dlq)
     p.accept("dlq", "d0")
     p.resend("dlq", "d0")  # duplicate inside the open window
     p.accept("dlq", "d1")  # -> v1
@@ -178,7 +203,8 @@ def job_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def output(scenario: Plan, job_dir: Path) -> JobOutput:
-    config = job_config(job_dir)
+    # an unregistered device's update waits 1 s for its key, less than a PAUSE
+    config = job_config(job_dir, **{"trust.registration_grace_ms": 1000})
     return run_job(scenario.feed, config, name="job-tier-scenarios")
 
 
@@ -275,6 +301,27 @@ def test_dead_letters_carry_reason_original_and_coordinates(
         (d["source_topic"], d["source_partition"], d["source_offset"]) for d in output.dead_letters
     }
     assert found == coordinates(scenario.rejected)  # nothing else was dead-lettered
+
+
+def test_unauthenticated_updates_never_reach_a_model(scenario: Plan, output: JobOutput) -> None:
+    """Unsigned, revoked, unregistered, tampered or impersonating updates are refused by the
+    gate with the claimed device in the detail and no key material; the model they were
+    for released exactly what its authentic updates make."""
+    refused = [d for d in output.dead_letters if d["reason"] == "UNAUTHENTICATED"]
+    assert sorted(d["update_id"] or "" for d in refused) == ["i0", "n0", "r0", "u0", "x0"]
+    details = {d["update_id"]: d["detail"] for d in refused}
+    assert "'revoked-dev'" in details["r0"] and "revoked" in details["r0"]
+    assert "not signed" in details["u0"] and "not registered" in details["x0"]
+    assert "does not verify" in details["n0"]
+    assert "is not the registered key of device 'other-dev'" in details["i0"]
+    assert all(d["model_id"] == "dlq" for d in refused)
+    assert absorbed(output, "dlq") == ["d0", "d1"]
+
+
+def test_lineage_lists_the_verified_device_of_every_update(output: JobOutput) -> None:
+    for (_, version), release in output.releases.items():
+        lineage = release.lineage
+        assert lineage["device_ids"] == ["device-0"] * len(lineage["update_ids"]), version
 
 
 def test_duplicates_are_never_counted_twice(scenario: Plan, output: JobOutput) -> None:

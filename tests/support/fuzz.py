@@ -3,7 +3,9 @@
 `bad_records(rng, models, count)` yields `Bad(value, topic, kind, must_die)`:
 `must_die` is True for records that no correct job may accept (random bytes, truncations,
 out-of-bound or wrong fields, unknown models, crafted registrations); bit flips of valid
-records are False, since a flip inside a delta's bytes can leave a valid update.
+records are False, since a flip inside a delta's bytes can leave a valid update (almost
+always its signature no longer verifies: UNAUTHENTICATED). Wrong fields are signed by
+their device after the change, so they get past the device gate to the check they test.
 Which dead-letter reason each gets is decided by the job logic itself (`InMemoryJob`,
 the reference the fuzz tests compare the real job against).
 """
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fedstream.schemas import encode, pack
+from tests.support.devices import signed_bytes
 from tests.support.records import (
     CONTROL_TOPIC,
     UPDATES_TOPIC,
@@ -51,14 +54,14 @@ def _boundary(rng: np.random.Generator, model: str, size: int, i: int) -> Bad:
     edges = [e for e in LONG_EDGES if not (field == "base_version" and e == 0)]
     edges = [e for e in edges if not (field == "num_samples" and 0 < e <= 10**9)]
     record[field] = int(rng.choice(edges))
-    return Bad(encode("GradientUpdate", record), UPDATES_TOPIC, f"boundary {field}")
+    return Bad(signed_bytes(record), UPDATES_TOPIC, f"boundary {field}")
 
 
 def _long_string(rng: np.random.Generator, model: str, size: int, i: int) -> Bad:
     record = _valid(rng, model, size, i)
     field = str(rng.choice(["model_id", "update_id", "device_id"]))
     record[field] = str(rng.choice(["x", "é", "🦀"])) * int(rng.integers(300, 5_000))
-    return Bad(encode("GradientUpdate", record), UPDATES_TOPIC, f"long {field}")
+    return Bad(signed_bytes(record), UPDATES_TOPIC, f"long {field}")
 
 
 def _wrong_tensor(rng: np.random.Generator, model: str, size: int, i: int) -> Bad:
@@ -82,7 +85,7 @@ def _wrong_tensor(rng: np.random.Generator, model: str, size: int, i: int) -> Ba
         topk = pack(np.arange(size, dtype=np.float32), "TOPK", k=3)
         topk["indices"] = np.array([5, 2, size + 7], "<i4").tobytes()
         record["delta"] = topk
-    return Bad(encode("GradientUpdate", record), UPDATES_TOPIC, f"tensor {choice}")
+    return Bad(signed_bytes(record), UPDATES_TOPIC, f"tensor {choice}")
 
 
 def _unknown_model(rng: np.random.Generator, model: str, size: int, i: int) -> Bad:

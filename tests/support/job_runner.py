@@ -49,12 +49,17 @@ class JobTopics:
     def dlq(self) -> str:
         return f"dlq-{self.suffix}"
 
+    @property
+    def devices(self) -> str:
+        return f"devices-{self.suffix}"
+
     def overrides(self) -> dict[str, str]:
         return {
             "topics.updates": self.updates,
             "topics.control": self.control,
             "topics.models": self.models,
             "topics.dlq": self.dlq,
+            "topics.devices": self.devices,
             "kafka.group_id": f"fedstream-{self.suffix}",
             "kafka.transactional_id_prefix": f"fedstream-{self.suffix}",
         }

@@ -10,7 +10,9 @@ it exercises the same serialization round trip as the job after every record, an
 Timers are processing-time deadlines in seconds; `advance(now)` fires every model whose
 deadline has passed (a Flink timer fires at its timestamp, i.e. `now >= deadline`).
 Like the job, it admits registrations against `limits.max_models` (`admit_registration`)
-and runs every event through `contain`, so a failure stays with its record and model.
+and runs every event through `contain`, so a failure stays with its record and model;
+with a `gate`, every update first passes the job's device gate (`DeviceGate`, its
+registry records on `devices_topic`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from fedstream.pipelines.admission import admit_registration
+from fedstream.pipelines.device_gate import DeviceGate, DeviceState, Passed, route_device_key
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
     DictSeenIds,
@@ -32,6 +35,7 @@ from fedstream.pipelines.model_process import (
     route,
 )
 from fedstream.schemas.signing import TrustedKeys
+from tests.support.devices import DEVICES_TOPIC
 from tests.support.records import CONTROL_TOPIC, UPDATES_TOPIC
 
 __all__ = ["InMemoryJob", "StoredModel"]
@@ -64,6 +68,11 @@ class InMemoryJob:
     owner_keys: TrustedKeys | None = None
     #: every output so far, in order
     outputs: list[Output] = field(default_factory=list)
+    #: the device gate in front of the models (the job's secure default), or None: every
+    #: update goes straight to its model (tests of the model logic alone)
+    gate: DeviceGate | None = None
+    devices_topic: str = DEVICES_TOPIC
+    devices: dict[str, DeviceState] = field(default_factory=dict)
     #: the envelope of the last record sent
     last: Envelope | None = None
     _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -78,6 +87,12 @@ class InMemoryJob:
         self._offsets[topic, partition] = offset + 1
         envelope = Envelope(value, topic, partition, offset)
         self.last = envelope
+        if self.gate is not None and topic == self.devices_topic:
+            device_id, dead = route_device_key(envelope, self.limits, self.dlq_max_bytes)
+            if dead is not None:
+                return self._emit([dead])
+            state = self.devices.setdefault(device_id or "", DeviceState())
+            return self._gated(self.gate.on_device_key(state, envelope), now)
         routed = route(
             envelope, self.updates_topic, self.control_topic, self.limits, self.dlq_max_bytes
         )
@@ -102,10 +117,28 @@ class InMemoryJob:
                 self.registered.add(model_id)
                 if verdict.owner is not None:
                     self.model_owners[model_id] = verdict.owner
-        process = self.process(model_id)
         if topic == self.control_topic:
+            process = self.process(model_id)
             return self._run(model_id, process, lambda: process.on_registration(envelope), envelope)
+        if self.gate is not None:
+            state = self.devices.setdefault(routed.device_id, DeviceState())
+            return self._gated(self.gate.on_update(state, envelope, now), now)
+        return self._update(envelope, now)
+
+    def _update(self, envelope: Envelope, now: float) -> list[Output]:
+        model_id = route(envelope, self.updates_topic, self.control_topic, self.limits).model_id
+        assert model_id is not None
+        process = self.process(model_id)
         return self._run(model_id, process, lambda: process.on_update(envelope, now), envelope)
+
+    def _gated(self, decided: list[Passed | Output], now: float) -> list[Output]:
+        """The gate's refusals, and what the passed updates made of their models."""
+        out: list[Output] = []
+        for item in decided:
+            out += (
+                self._update(item.envelope, now) if isinstance(item, Passed) else self._emit([item])
+            )
+        return out
 
     def _run(
         self,

@@ -37,6 +37,7 @@ from fedstream.schemas import (
 )
 from fedstream.schemas.registration_signing import sign_registration
 from fedstream.schemas.signing import ReleaseSigner
+from tests.support.devices import signed_bytes
 from tests.support.owner_key import owner_signer
 
 __all__ = [
@@ -106,8 +107,10 @@ def update_bytes(
     device_id: str = "device-0",
     encoding: str = "FP32",
     created_at: int = CREATED_AT,
+    sign: bool = True,
 ) -> bytes:
-    """The encoded GradientUpdate (see `update_record`), as a device produces it."""
+    """The encoded GradientUpdate (see `update_record`), as a device produces it: signed
+    by the device's test key (`tests.support.devices`) unless `sign` is False."""
     record = update_record(
         model_id,
         update_id,
@@ -118,7 +121,7 @@ def update_bytes(
         encoding=encoding,
         created_at=created_at,
     )
-    return encode("GradientUpdate", record)
+    return signed_bytes(record) if sign else encode("GradientUpdate", record)
 
 
 def registration_record(

@@ -8,6 +8,8 @@ It ties the pieces together with the rules that matter on a device:
   and produced idempotently (`RecordProducer`) under a deterministic update id
   (`make_update_id`), and the compressor's residual and the round counter only advance
   once the broker acknowledged the update: a failed send can simply be retried;
+* every update is signed with the device's key when it has one
+  (`EdgeConfig.device_key_file`): the job refuses updates its registry cannot verify;
 * every failure is an `EdgeError` subclass; nothing is logged-and-dropped.
 
 Kafka connections are opened lazily (an inference-only device never opens a producer) and
@@ -21,7 +23,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -35,6 +37,7 @@ from fedstream.edge.releases import Release, ReleaseReader, recent_dead_letters
 from fedstream.edge.runtime import ModelRuntime, Prediction
 from fedstream.schemas import GradientUpdate, ModelRegistration, UpdateMetrics, encode
 from fedstream.schemas.registration_signing import sign_registration
+from fedstream.schemas.update_signing import sign_update
 
 __all__ = ["EdgeClient", "SentUpdate"]
 
@@ -194,6 +197,8 @@ class EdgeClient:
             "key_id": None,
             "signature": None,
         }
+        if self.config.device_signer is not None:  # who sent it: the job verifies this first
+            record = cast(GradientUpdate, sign_update(record, self.config.device_signer))
         value = encode("GradientUpdate", record)
         delivery = self._producer_().send(self.config.updates_topic, value, self.model_id.encode())
         self.compressor.commit(prepared)

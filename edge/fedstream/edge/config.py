@@ -17,7 +17,12 @@ experiments only (anyone who can write the models topic can then forge a model).
 A model owner's client also has `owner_key_file`, the Ed25519 private key its
 registrations are signed with (by default the PEM file named in
 ``FEDSTREAM_OWNER_KEY_FILE``); the job acts only on registrations signed by an owner key it
-trusts. Devices need none. The key is read once, here, and never logged.
+trusts. Devices need none.
+
+Who the device is, is `device_key_file`: its Ed25519 private key (PKCS#8 PEM, 0600;
+`fedstream devices keygen`), by default the file named in ``FEDSTREAM_DEVICE_KEY_FILE``.
+Every update is signed with it, and the job accepts only updates signed by the key an
+operator registered for the device. The key is read once, here, and never logged.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from fedstream.edge.security import KafkaSecurity
 from fedstream.schemas.registration_signing import owner_key_from_env
 from fedstream.schemas.signing import ReleaseSigner, SigningKeyError, TrustedKeys, load_signing_key
+from fedstream.schemas.update_signing import device_key_from_env
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "EdgeConfig"]
 
@@ -78,6 +84,12 @@ class EdgeConfig:
     Default: $FEDSTREAM_OWNER_KEY_FILE; None: registrations go out unsigned."""
     owner_signer: ReleaseSigner | None = field(default=None, init=False, repr=False, compare=False)
     """The key loaded from `owner_key_file` (its repr shows the key id only)."""
+    device_key_file: str | os.PathLike[str] | None = field(default_factory=device_key_from_env)
+    """The device's Ed25519 private key file (PKCS#8 PEM, `fedstream devices keygen`);
+    every update is signed with it. Default: $FEDSTREAM_DEVICE_KEY_FILE; None: updates are
+    unsigned, which a job accepts only with trust.allow_unsigned_updates (legacy fleets)."""
+    device_signer: ReleaseSigner | None = field(default=None, init=False, repr=False, compare=False)
+    """The key loaded from `device_key_file` (its repr shows the key id only)."""
 
     def __post_init__(self) -> None:
         servers = [s.strip() for s in self.bootstrap.split(",")]
@@ -95,11 +107,22 @@ class EdgeConfig:
             raise ValueError(f"unknown compression_type {self.compression_type!r}")
         if self.max_request_size <= 0 or self.max_fetch_bytes <= 0:
             raise ValueError("max_request_size and max_fetch_bytes must be > 0")
-        if self.owner_key_file is not None:
-            try:
-                signer = load_signing_key(self.owner_key_file)
-            except SigningKeyError as error:  # names the file, never its contents
-                raise ValueError(
-                    f"owner_key_file: {error} (create a pair: fedstream keygen --owner)"
-                ) from None
-            object.__setattr__(self, "owner_signer", signer)
+        object.__setattr__(self, "owner_signer", _signer("owner_key_file", self.owner_key_file))
+        object.__setattr__(self, "device_signer", _signer("device_key_file", self.device_key_file))
+
+
+_KEYGEN = {
+    "owner_key_file": "fedstream keygen --owner",
+    "device_key_file": "fedstream devices keygen",
+}
+
+
+def _signer(name: str, path: str | os.PathLike[str] | None) -> ReleaseSigner | None:
+    """The key in `path` (None: no key), or ValueError naming the field and the file,
+    never its contents."""
+    if path is None:
+        return None
+    try:
+        return load_signing_key(path)
+    except SigningKeyError as error:
+        raise ValueError(f"{name}: {error} (create a pair: {_KEYGEN[name]})") from None

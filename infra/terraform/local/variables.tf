@@ -92,12 +92,14 @@ variable "topics" {
     control = string
     models  = string
     dlq     = string
+    devices = optional(string, "fl.devices")
   })
   default = {
     updates = "fl.updates"
     control = "fl.control"
     models  = "fl.models"
     dlq     = "fl.dlq"
+    devices = "fl.devices"
   }
 }
 

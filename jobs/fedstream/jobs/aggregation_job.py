@@ -1,9 +1,9 @@
 """The aggregation job: fl.updates + fl.control -> per-model windows -> fl.models / fl.dlq.
 
-    Kafka (read_committed)          key_by(model_id)                   KafkaSink EXACTLY_ONCE
-    fl.updates ┐                                                      ┌─> fl.models (releases)
-               ├─ route (decode) ──> aggregate (keyed state, timers) ─┤
-    fl.control ┘        └──────────── undecodable ────────────────────┴─> fl.dlq (dead letters)
+    Kafka (read_committed)   key_by(device_id)     key_by(model_id)       KafkaSink EXACTLY_ONCE
+    fl.updates ┐            verify signature                            ┌─> fl.models (releases)
+    fl.devices ├─ route ──> (device gate) ──────> aggregate (keyed state) ─┤
+    fl.control ┘   └──── undecodable, UNAUTHENTICATED ────────────────────┴─> fl.dlq (dead letters)
 
 The source is the Kafka connector's table source in `raw` format, converted to a DataStream:
 it is the same KafkaSource underneath, and it also hands over each record's topic, partition
@@ -121,7 +121,7 @@ def _source_ddl(config: JobConfig) -> str:
           `offset` BIGINT METADATA VIRTUAL
         ) WITH (
           'connector' = 'kafka',
-          'topic' = '{t.updates};{t.control}',
+          'topic' = '{t.updates};{t.control};{t.devices}',
           'properties.bootstrap.servers' = '{k.bootstrap}',{login}
           'properties.group.id' = '{k.group_id}',
           'properties.isolation.level' = 'read_committed',
@@ -167,10 +167,12 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     from fedstream.pipelines.flink_functions import (
         EMITTED,
         KIND_DEAD,
+        KIND_DEVICE,
         KIND_REGISTRATION,
         KIND_UPDATE,
         ROUTED,
         AggregateFunction,
+        DeviceGateFunction,
         RegistryFunction,
         RouteFunction,
     )
@@ -180,7 +182,13 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     dlq_bytes = config.topics.dlq_max_message_bytes - _BATCH_OVERHEAD
     routed = (
         rows.map(
-            RouteFunction(config.topics.updates, config.topics.control, limits, dlq_bytes),
+            RouteFunction(
+                config.topics.updates,
+                config.topics.control,
+                limits,
+                dlq_bytes,
+                config.topics.devices,
+            ),
             output_type=ROUTED,
         )
         .uid("route")
@@ -199,11 +207,22 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         .uid("registry")
         .name("admit models")
     )
+    # Before anything else, every update meets its device's registry entry (keyed by
+    # device_id) and goes on only if it is authentic (README.md, "Signed updates").
+    gated = (
+        routed.filter(lambda r: r[1] in (KIND_UPDATE, KIND_DEVICE))
+        .uid("updates-and-devices")
+        .name("updates and device keys")
+        .key_by(lambda r: r[6], key_type=Types.STRING())
+        .process(DeviceGateFunction(_device_gate(config, dlq_bytes)), output_type=ROUTED)
+        .uid("device-gate")
+        .name("verify device signatures")
+    )
     decoded = admitted.union(
-        routed.filter(lambda r: r[1] == KIND_UPDATE).uid("updates").name("updates")
+        gated.filter(lambda r: r[1] == KIND_UPDATE).uid("updates").name("updates")
     )
     dead_on_arrival = (
-        routed.union(admitted)
+        routed.union(admitted, gated)
         .flat_map(lambda r: [r[2]] if r[1] == KIND_DEAD else [], output_type=BYTES)
         .uid("undecodable")
         .name("undecodable")
@@ -238,6 +257,19 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         .name("rejected")
     )
     return releases, dead_on_arrival.union(rejected)
+
+
+def _device_gate(config: JobConfig, dlq_bytes: int) -> Any:
+    """The device gate's decisions, from `[trust]`."""
+    from fedstream.pipelines.device_gate import DeviceGate
+
+    trust = config.trust
+    return DeviceGate(
+        allow_unsigned=trust.allow_unsigned_updates,
+        grace_seconds=trust.registration_grace_ms / 1000.0,
+        max_pending=trust.max_pending_per_device,
+        dlq_max_bytes=dlq_bytes,
+    )
 
 
 def build(env: StreamExecutionEnvironment, config: JobConfig) -> None:
@@ -320,6 +352,12 @@ def _checked_config(args: argparse.Namespace) -> JobConfig:
         else "unsigned ones (trust.allow_unsigned_registrations)"
     )
     print(f"fedstream: accepting registrations signed by {trusted}", flush=True)
+    if config.trust.allow_unsigned_updates:
+        print(
+            "fedstream: WARNING trust.allow_unsigned_updates: unsigned updates are accepted "
+            "and their device ids are unverified",
+            flush=True,
+        )
     return config
 
 

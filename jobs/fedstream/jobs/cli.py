@@ -8,6 +8,10 @@
     fedstream dead-letters               what was refused, and why
     fedstream keygen --out DIR [--owner] the job's release-signing key pair (Ed25519), or
                                          a model owner's registration-signing pair
+    fedstream devices keygen --out DIR   a device's key pair (DIR/device.key 0600, device.pub)
+    fedstream devices register --device-id D --public-key-file F   accept D's signed updates
+    fedstream devices revoke --device-id D                         refuse D's updates
+    fedstream devices list               the device registry (key ids and status)
 
 Every command reads the same config file as the job (`--config`, default
 jobs/config/local.toml) and accepts `--set section.key=value` overrides. Every command logs
@@ -253,6 +257,46 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    """The device registry (`fedstream.jobs.devices`); only public keys are printed."""
+    from fedstream.jobs import devices
+
+    if args.action == "keygen":
+        try:
+            private, public, key_id = devices.generate(args.out)
+        except FileExistsError as error:
+            print(
+                f"fedstream devices: {error.filename} exists; not replacing a key", file=sys.stderr
+            )
+            return 2
+        print(f"key id {key_id}\nprivate key {private} (0600)\npublic key  {public}")
+        return 0
+    config = _config(args)
+    if args.action == "list":
+        rows = [
+            (d["device_id"], d["key_id"], d["status"], _time(d["created_at"]))
+            for d in sorted(devices.list_devices(config).values(), key=lambda d: d["device_id"])
+        ]
+        _table(("device", "key id", "status", "since (UTC)"), rows)
+        return 0
+    if not args.device_id:
+        print(f"fedstream devices {args.action}: --device-id is required", file=sys.stderr)
+        return 2
+    if args.action == "register":
+        if args.public_key_file is None:
+            print("fedstream devices register: --public-key-file is required", file=sys.stderr)
+            return 2
+        record = devices.register(config, args.device_id, args.public_key_file)
+    else:
+        try:
+            record = devices.revoke(config, args.device_id)
+        except LookupError as error:
+            print(f"fedstream devices revoke: {error}", file=sys.stderr)
+            return 1
+    print(f"{record['status'].lower()}: device {args.device_id!r} key {record['key_id']}")
+    return 0
+
+
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
     for row in (header, *rows):
@@ -304,16 +348,25 @@ def parser() -> argparse.ArgumentParser:
         "--owner", action="store_true", help=f"a model owner's pair ({OWNER_KEY_FILE}.key/.pub)"
     )
     keygen.set_defaults(run=cmd_keygen)
+    dev = sub.add_parser("devices", parents=[common], help="the device registry (signed updates)")
+    dev.add_argument("action", choices=["keygen", "register", "revoke", "list"])
+    dev.add_argument("--device-id")
+    dev.add_argument("--public-key-file", type=Path, help="register: the device's PEM public key")
+    dev.add_argument(
+        "--out", type=Path, default=Path("."), help="keygen: folder for device.key/.pub"
+    )
+    dev.set_defaults(run=cmd_devices)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     from fedstream.edge.errors import EdgeError
+    from fedstream.schemas.signing import SigningKeyError
 
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except (EdgeError, ConfigError) as error:  # bad credentials, no broker, bad config
+    except (EdgeError, ConfigError, SigningKeyError) as error:  # credentials, broker, config, key
         print(f"fedstream {args.command}: {error}", file=sys.stderr)
         return 2
     return code

@@ -106,6 +106,9 @@ class TopicsConfig:
     control: str = "fl.control"
     models: str = "fl.models"
     dlq: str = "fl.dlq"
+    # the device registry (DeviceKey records keyed by device_id; compacted): written by
+    # operators, read by the job
+    devices: str = "fl.devices"
     partitions: int = 2
     models_max_message_bytes: int = 16 * 1024 * 1024
     updates_max_message_bytes: int = 16 * 1024 * 1024
@@ -200,15 +203,28 @@ class SigningConfig:
 
 @dataclass(frozen=True)
 class TrustConfig:
-    """[trust]: whose records the job believes (`fedstream.schemas.registration_signing`).
+    """[trust]: whose records the job believes (schemas/README.md, "Signed updates" and
+    "Signed registrations").
 
-    A registration creates a model and decides what its devices install, so by default
-    the job acts only on registrations signed by one of `owner_keys` (PEM Ed25519 public
-    keys of the model owners) and refuses the rest as UNAUTHENTICATED; a model belongs to
-    the key that registered it. `allow_unsigned_registrations = true` turns that off for
-    a closed test bed (Kafka ACLs are then the only fence).
+    Secure by default. Every update must be signed by its device's ACTIVE key in the
+    device registry (`topics.devices`), else it is dead-lettered as UNAUTHENTICATED
+    before anything else looks at it; a release's lineage device_ids are then verified
+    identities. `allow_unsigned_updates = true` is the opt-out for legacy fleets: unsigned
+    updates are accepted and their device ids in lineage are only what the devices
+    claimed (a signed update is still verified). A registration creates a model and
+    decides what its devices install, so the job acts only on registrations signed by one
+    of `owner_keys` (PEM Ed25519 public keys of the model owners) and refuses the rest as
+    UNAUTHENTICATED; a model belongs to the key that registered it.
+    `allow_unsigned_registrations = true` turns that off for a closed test bed (Kafka ACLs
+    are then the only fence).
     """
 
+    allow_unsigned_updates: bool = False
+    # how long an update of a device with no registry entry yet waits for one (the
+    # registry and the updates are different topics: nothing orders them); 0: no wait
+    registration_grace_ms: int = 10_000
+    # at most this many updates wait per device; the next ones are refused at once
+    max_pending_per_device: int = 16
     # PEM public keys of the model owners (relative to the repository root, or absolute)
     owner_keys: list[str] = field(
         default_factory=lambda: ["infra/local/.run/signing/owner-signing.pub"]
@@ -262,10 +278,8 @@ class JobConfig:
             current = sections[section][key]
             if isinstance(current, list) and isinstance(value, str):
                 value = [item for item in value.split(",") if item]  # a,b on a command line
-            elif isinstance(current, bool) and isinstance(value, str):
-                if value.lower() not in ("true", "false"):
-                    raise ConfigError(f"{dotted} must be true or false, got {value!r}")
-                value = value.lower() == "true"
+            elif isinstance(current, bool):
+                value = _boolean(dotted, value)
             elif isinstance(current, int | float) and isinstance(value, str):
                 kind = type(current)
                 try:  # overrides typed on a command line arrive as text
@@ -291,6 +305,15 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+def _boolean(name: str, value: Any) -> bool:
+    """A boolean key's value: a TOML boolean, or true/false typed on a command line."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 def _fields(config: JobConfig) -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(config)
 
@@ -309,14 +332,14 @@ def from_dict(data: dict[str, Any]) -> JobConfig:
             if key not in known:
                 raise ConfigError(f"unknown key {name}.{key}; expected one of {sorted(known)}")
             expected = type(getattr(cls(), key))
+            if expected is bool and not isinstance(item, bool):
+                raise ConfigError(f"{name}.{key} must be true or false, got {item!r}")
             if expected is int and (isinstance(item, bool) or not isinstance(item, int)):
                 raise ConfigError(f"{name}.{key} must be an integer, got {item!r}")
             if expected is float and (isinstance(item, bool) or not isinstance(item, int | float)):
                 raise ConfigError(f"{name}.{key} must be a number, got {item!r}")
             if expected is str and not isinstance(item, str):
                 raise ConfigError(f"{name}.{key} must be a string, got {item!r}")
-            if expected is bool and not isinstance(item, bool):
-                raise ConfigError(f"{name}.{key} must be true or false, got {item!r}")
             if expected is list and not (
                 isinstance(item, list) and all(isinstance(i, str) for i in item)
             ):
@@ -392,12 +415,12 @@ def _validate(config: JobConfig) -> None:
             raise ConfigError(f"kafka.{name} must not be empty")
     _validate_security(kafka)
     names = {"updates": topics.updates, "control": topics.control}
-    names |= {"models": topics.models, "dlq": topics.dlq}
+    names |= {"models": topics.models, "dlq": topics.dlq, "devices": topics.devices}
     for key, value in names.items():
         if not value:
             raise ConfigError(f"topics.{key} must not be empty")
     if len(set(names.values())) != len(names):
-        raise ConfigError(f"topics must be four distinct names, got {names}")
+        raise ConfigError(f"topics must be five distinct names, got {names}")
     _positive("topics.partitions", topics.partitions)
     _positive("topics.models_max_message_bytes", topics.models_max_message_bytes)
     _positive("topics.updates_max_message_bytes", topics.updates_max_message_bytes)
@@ -429,3 +452,6 @@ def _validate(config: JobConfig) -> None:
     _positive("runtime.dedupe_versions", runtime.dedupe_versions)
     if runtime.live_models < 0:
         raise ConfigError("runtime.live_models must be >= 0")
+    if config.trust.registration_grace_ms < 0:
+        raise ConfigError("trust.registration_grace_ms must be >= 0")
+    _positive("trust.max_pending_per_device", config.trust.max_pending_per_device)

@@ -7,13 +7,16 @@
 3. the aggregation job in a Flink mini-cluster (EXACTLY_ONCE checkpoints) as the `job`
    principal, resuming from the previous demo's checkpoint when there is one, signing
    its releases with [signing] key_file (created on the first run),
-4. a simulated fleet (fedstream.edge.simulator): 20 devices with a 10x speed spread,
+4. the devices' identities: an Ed25519 key pair per device in infra/local/.run/demo/devices
+   (created once), registered by the operator (admin) in the device registry before any
+   device starts, so every update is signed and verified,
+5. a simulated fleet (fedstream.edge.simulator): 20 devices with a 10x speed spread,
    dropouts and non-IID digits, as the `device` principal (models registered as `owner`,
    signed with the model owner's key the job trusts, [trust] owner_keys),
    first asynchronous (FedBuff), then synchronous FedAvg on the same fleet and data, each
    device running every release with onnxruntime once its signature verifies under the
    job's public key (FEDSTREAM_TRUSTED_KEYS),
-5. a report: accuracy vs time for both, staleness histogram, one-line summary.
+6. a report: accuracy vs time for both, staleness histogram, one-line summary.
 
 Each run registers models of its own (digits-<random>-<mode>). Everything it started is
 stopped at the end, also on Ctrl-C. `rm -rf infra/local/.run/demo` starts the job afresh.
@@ -31,6 +34,7 @@ from pathlib import Path
 from fedstream.edge.errors import EdgeError
 from fedstream.jobs.cli import ensure_local_keys
 from fedstream.jobs.config import ConfigError, load
+from fedstream.jobs.devices import enroll
 from fedstream.jobs.kafka_clients import check_kafka
 from fedstream.jobs.launcher import REPO, JobProcess
 from fedstream.schemas.signing import ENV_TRUSTED_KEYS
@@ -113,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         owner_key = (config.trust.owner_key_paths() or [public_key])[0].with_suffix(".key")
         say(f"aggregation job in a local mini-cluster as 'job' (log: {job.log})")
         job.start(resume=True)  # from the last demo's checkpoint, if any
+        keys = work / "devices"
+        say(f"registering {args.devices} device keys as the operator (keys in {keys})")
+        operator = load(overrides={**overrides, **principal(credentials, "admin")})
+        ids = [f"{mode}-dev-{i:03d}" for mode in ("async", "sync") for i in range(args.devices)]
+        enroll(operator, keys, ids)  # the simulator's device ids, per mode
         say(f"fleet of {args.devices} devices as 'device': async (FedBuff) then sync (FedAvg)")
         device = load(overrides={**overrides, **principal(credentials, "device")}).kafka.security()
         fleet = subprocess.Popen(
@@ -148,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.target_accuracy),
                 "--out",
                 str(args.out),
+                "--device-keys",
+                str(keys),
             ],
             cwd=REPO,
             # the devices install only releases signed by the job's key

@@ -23,7 +23,8 @@ BROKER_DEFAULT_REPLICATION = -1
 def topic_specs(config: JobConfig) -> list[NewTopic]:
     """fl.updates is partitioned for device throughput; fl.models, fl.control and fl.dlq
     have one partition so every consumer sees a model's releases in version order (the
-    sink writes them without a key). Replication is the broker's default."""
+    sink writes them without a key); fl.devices is compacted (one entry per device).
+    Replication is the broker's default."""
     rf = BROKER_DEFAULT_REPLICATION
     t = config.topics
     big = {"max.message.bytes": str(max(t.models_max_message_bytes, t.updates_max_message_bytes))}
@@ -42,6 +43,8 @@ def topic_specs(config: JobConfig) -> list[NewTopic]:
             topic_configs={"max.message.bytes": str(t.models_max_message_bytes + 65536)},
         ),
         NewTopic(t.dlq, 1, rf, topic_configs={"max.message.bytes": str(t.dlq_max_message_bytes)}),
+        # the device registry: compacted, so the newest entry per device_id stays forever
+        NewTopic(t.devices, 1, rf, topic_configs={"cleanup.policy": "compact"}),
     ]
 
 

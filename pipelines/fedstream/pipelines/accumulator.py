@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 MAGIC = b"FSAC"
-FORMAT_VERSION = 1
+#: 2 adds the device id of every update (lineage device_ids); 1 is still read (its
+#: updates' devices read as "")
+FORMAT_VERSION = 2
 
 
 class Accumulator:
@@ -58,6 +60,7 @@ class Accumulator:
             raise ValueError(f"num_params must be >= 1; got {num_params}")
         self._num_params = num_params
         self._ids: list[str] = []
+        self._devices: list[str] = []
         self._stalenesses: list[int] = []
         self._total_samples = 0
         self._total_weight = 0.0
@@ -77,6 +80,10 @@ class Accumulator:
         return tuple(self._ids)
 
     @property
+    def device_ids(self) -> tuple[str, ...]:
+        return tuple(self._devices)
+
+    @property
     def stalenesses(self) -> tuple[int, ...]:
         return tuple(self._stalenesses)
 
@@ -94,7 +101,7 @@ class Accumulator:
         return self._first_added_at
 
     def lineage(self) -> Lineage:
-        return Lineage.of(self._ids, self._stalenesses, self._total_samples)
+        return Lineage.of(self._ids, self._stalenesses, self._total_samples, self._devices)
 
     # -- mutation --------------------------------------------------------------------
     def add(
@@ -107,6 +114,7 @@ class Accumulator:
         num_samples: int,
         now: float,
         scale: float = 1.0,
+        device_id: str = "",
     ) -> None:
         """Absorb `scale * delta` with aggregation weight `weight`.
 
@@ -125,6 +133,7 @@ class Accumulator:
             )
         self._add_delta(delta, float(weight), float(scale))
         self._ids.append(update_id)
+        self._devices.append(device_id)
         self._stalenesses.append(int(staleness))
         self._total_samples += int(num_samples)
         self._total_weight += float(weight)
@@ -137,6 +146,7 @@ class Accumulator:
             raise ValueError(f"cannot merge {other.describe()} into {self.describe()}")
         out = self.empty()
         out._ids = self._ids + other._ids
+        out._devices = self._devices + other._devices
         out._stalenesses = self._stalenesses + other._stalenesses
         out._total_samples = self._total_samples + other._total_samples
         out._total_weight = self._total_weight + other._total_weight
@@ -153,6 +163,7 @@ class Accumulator:
         """Empty this accumulator in place for the next window, keeping its buffers
         (no re-allocation per window)."""
         self._ids = []
+        self._devices = []
         self._stalenesses = []
         self._total_samples = 0
         self._total_weight = 0.0
@@ -204,6 +215,7 @@ class Accumulator:
         w.f64(self._total_weight)
         w.optional_f64(self._first_added_at)
         self._write_storage(w)
+        w.texts(self._devices)
         return seal(MAGIC, FORMAT_VERSION, w)
 
     @classmethod
@@ -212,7 +224,7 @@ class Accumulator:
 
         Raises a `binary_format.StateFormatError` subclass on damaged or foreign bytes.
         """
-        _version, r = unseal(data, MAGIC, (FORMAT_VERSION,))
+        version, r = unseal(data, MAGIC, (1, FORMAT_VERSION))
         kind = r.u8()
         klass = _KINDS.get(kind)
         if klass is None:
@@ -237,6 +249,9 @@ class Accumulator:
         acc._total_weight = r.f64()
         acc._first_added_at = r.optional_f64()
         acc._read_storage(r)
+        acc._devices = r.texts() if version >= 2 else [""] * len(acc._ids)
+        if len(acc._devices) != len(acc._ids):
+            raise MalformedPayloadError("device list does not match the update ids")
         r.finish()
         return acc  # type: ignore[return-value]  # klass is a subclass of cls (checked)
 

@@ -163,6 +163,7 @@ class Aggregator:
             delta,
             weight,
             update_id=update.update_id,
+            device_id=update.device_id,
             staleness=s,
             num_samples=update.num_samples,
             now=now,

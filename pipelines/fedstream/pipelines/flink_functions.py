@@ -34,12 +34,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, MapFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from fedstream.pipelines.admission import admit_registration
 from fedstream.pipelines.aggregator import Aggregator
+from fedstream.pipelines.device_gate import DeviceGate, DeviceState, Passed, route_device_key
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
     NO_SOURCE,
@@ -58,12 +60,22 @@ if TYPE_CHECKING:
     from fedstream.schemas.signing import ReleaseSigner
 
 KIND_UPDATE, KIND_REGISTRATION, KIND_DEAD = "update", "registration", "dead"
+KIND_DEVICE = "device"
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
-#: (model_id, kind, value, topic, partition, offset): the routed input of AggregateFunction.
+#: (model_id, kind, value, topic, partition, offset, device_id): the routed input of the
+#: device gate (keyed by device_id) and of AggregateFunction (keyed by model_id).
 ROUTED = Types.ROW_NAMED(
-    ["model_id", "kind", "value", "topic", "partition", "offset"],
-    [Types.STRING(), Types.STRING(), BYTES, Types.STRING(), Types.INT(), Types.LONG()],
+    ["model_id", "kind", "value", "topic", "partition", "offset", "device_id"],
+    [
+        Types.STRING(),
+        Types.STRING(),
+        BYTES,
+        Types.STRING(),
+        Types.INT(),
+        Types.LONG(),
+        Types.STRING(),
+    ],
 )
 #: (kind, value): what AggregateFunction emits, "release" or "dead_letter" records.
 EMITTED = Types.ROW_NAMED(["kind", "value"], [Types.STRING(), BYTES])
@@ -99,9 +111,11 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
         control_topic: str,
         limits: InputLimits | None = None,
         dlq_max_bytes: int | None = None,
+        devices_topic: str | None = None,
     ) -> None:
         self._updates = updates_topic
         self._control = control_topic
+        self._devices = devices_topic
         self._limits = limits or InputLimits()
         self._dlq_max_bytes = dlq_max_bytes
 
@@ -118,18 +132,136 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
 
     def _route(self, value: Row) -> Row:
         envelope = Envelope(bytes(value[0] or b""), value[1], int(value[2]), int(value[3]))
+        if envelope.topic == self._devices:
+            device_id, dead = route_device_key(envelope, self._limits, self._dlq_max_bytes)
+            if dead is not None:
+                return Row("", KIND_DEAD, dead.value, envelope.topic, 0, 0, "")
+            return _routed_row("", KIND_DEVICE, envelope, device_id or "")
         routed = route(envelope, self._updates, self._control, self._limits, self._dlq_max_bytes)
         if routed.dead is not None:
-            return Row("", KIND_DEAD, routed.dead.value, envelope.topic, 0, 0)
+            return Row("", KIND_DEAD, routed.dead.value, envelope.topic, 0, 0, "")
         kind = KIND_UPDATE if envelope.topic == self._updates else KIND_REGISTRATION
-        return Row(
-            routed.model_id,
-            kind,
-            envelope.value,
-            envelope.topic,
-            envelope.partition,
-            envelope.offset,
+        return _routed_row(routed.model_id or "", kind, envelope, routed.device_id)
+
+
+def _routed_row(model_id: str, kind: str, envelope: Envelope, device_id: str) -> Row:
+    return Row(
+        model_id,
+        kind,
+        envelope.value,
+        envelope.topic,
+        envelope.partition,
+        envelope.offset,
+        device_id,
+    )
+
+
+def _envelope(row: Row) -> Envelope:
+    """The input record a ROUTED row carries."""
+    return Envelope(bytes(row[2]), row[3], int(row[4]), int(row[5]))
+
+
+class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
+    """Verifies every update against its device's registry entry before anything else
+    (`device_gate.DeviceGate`), keyed by device_id: the registry records (KIND_DEVICE) and
+    the updates of one device meet here. Passes authentic updates on as they came; a
+    refused one becomes a "dead" row (UNAUTHENTICATED). An update of a device with no
+    entry yet waits in state for it, up to the grace, with a processing-time timer."""
+
+    def __init__(self, gate: DeviceGate) -> None:
+        self._gate = gate
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        silence_warnings()
+        # the registry entry and the waiting rows, as tuples of builtins (stable pickles)
+        self._entry = runtime_context.get_state(
+            ValueStateDescriptor("device_key", Types.PICKLED_BYTE_ARRAY())
         )
+        self._pending = runtime_context.get_state(
+            ValueStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
+        )
+        self._deadline = runtime_context.get_state(ValueStateDescriptor("deadline", Types.LONG()))
+        self._profile = OperatorProfile("device_gate")
+
+    def close(self) -> None:
+        self._profile.dump()
+
+    def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
+        with self._profile:
+            rows = self._process(value, ctx)
+        yield from rows
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
+        with self._profile:
+            state, models = self._load()
+            outputs = self._gate.on_timer(state, timestamp / 1000.0)
+            rows = self._save(state, models, outputs, ctx)
+        yield from rows
+
+    def _process(self, value: Row, ctx: Any) -> list[Row]:
+        state, models = self._load()
+        envelope = _envelope(value)
+        now = ctx.timer_service().current_processing_time() / 1000.0
+        try:
+            with np.errstate(all="ignore"):
+                if value[1] == KIND_DEVICE:
+                    outputs = self._gate.on_device_key(state, envelope)
+                else:
+                    models[_coordinates(envelope)] = value[0]
+                    outputs = self._gate.on_update(state, envelope, now)
+        except Exception as error:  # contained: this record only, the state is not written
+            return [Row("", KIND_DEAD, self._gate.internal(envelope, error).value, "", 0, 0, "")]
+        if value[1] == KIND_DEVICE and state.entry is not None:
+            e = state.entry
+            self._entry.update((e.device_id, e.key_id, e.public_key, e.active))
+        return self._save(state, models, outputs, ctx)
+
+    def _load(self) -> tuple[DeviceState, dict[tuple[str, int, int], str]]:
+        """The device's state; `models` maps a waiting update's coordinates to its model."""
+        from fedstream.schemas.update_signing import RegisteredKey
+
+        raw = self._entry.value()
+        entry = None if raw is None else RegisteredKey(*raw)
+        waiting = self._pending.value() or []
+        pending = [Envelope(v, t, p, o) for v, t, p, o, _ in waiting]
+        models = {(t, p, o): m for _, t, p, o, m in waiting}
+        deadline = self._deadline.value()
+        return DeviceState(entry, pending, None if deadline is None else deadline / 1000.0), models
+
+    def _save(
+        self,
+        state: DeviceState,
+        models: dict[tuple[str, int, int], str],
+        outputs: list[Passed | Output],
+        ctx: Any,
+    ) -> list[Row]:
+        waiting = [
+            (e.value, e.topic, e.partition, e.offset, models[_coordinates(e)])
+            for e in state.pending
+        ]
+        if waiting:
+            self._pending.update(waiting)
+        else:
+            self._pending.clear()
+        if state.deadline is None:
+            self._deadline.clear()
+        elif self._deadline.value() is None:
+            millis = timer_millis(state.deadline)
+            ctx.timer_service().register_processing_time_timer(millis)
+            self._deadline.update(millis)
+        rows = []
+        for output in outputs:
+            if isinstance(output, Passed):
+                e = output.envelope
+                model = models.get(_coordinates(e), "")
+                rows.append(_routed_row(model, KIND_UPDATE, e, ""))
+            else:
+                rows.append(Row("", KIND_DEAD, output.value, "", 0, 0, ""))
+        return rows
+
+
+def _coordinates(envelope: Envelope) -> tuple[str, int, int]:
+    return envelope.topic, envelope.partition, envelope.offset
 
 
 class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
@@ -181,7 +313,7 @@ class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
             dlq_max_bytes=self._dlq_max_bytes,
         )
         if verdict.dead is not None:
-            yield Row("", KIND_DEAD, verdict.dead.value, envelope.topic, 0, 0)
+            yield Row("", KIND_DEAD, verdict.dead.value, envelope.topic, 0, 0, "")
             return
         if verdict.claims_slot:
             self._models.put(model_id, True)

@@ -130,6 +130,8 @@ class Routed:
 
     model_id: str | None
     dead: Output | None
+    #: an update's claimed device (the job's device gate is keyed by it); "" otherwise
+    device_id: str = ""
 
 
 #: What a dead letter names as its source when no input record caused it (a timer).
@@ -147,7 +149,8 @@ def route(
 
     Updates belong on the updates topic and registrations on the control topic; a record
     of another type (or on the wrong topic) is dead-lettered as WRONG_RECORD_TYPE. A
-    model_id outside `limits` (empty, too long) is a BAD_FIELD: it would be a state key.
+    model_id outside `limits` (empty, too long), or an update's too long device_id, is a
+    BAD_FIELD: each would be a state key.
     """
     limits = limits or InputLimits()
 
@@ -163,9 +166,12 @@ def route(
         return dead(error)
     model_id = str(decoded.record["model_id"])
     problem = limits.id_problem("model_id", model_id)
+    device_id = str(decoded.record.get("device_id", ""))
+    if problem is None and expected == UPDATE:  # a state key of the device gate
+        problem = limits.id_problem("device_id", device_id, required=False)
     if problem is not None:
         return dead("BAD_FIELD", problem)
-    return Routed(model_id, None)
+    return Routed(model_id, None, device_id if expected == UPDATE else "")
 
 
 class WindowCloseError(Exception):
@@ -573,7 +579,8 @@ class ModelProcess:
         onnx_bytes = materialize(model.template, weights)
         lineage = _lineage(closed, parent, total_weight)
         room = self.models_topic_max_bytes - _RELEASE_OVERHEAD
-        room -= sum(len(u.encode()) + 8 for u in lineage["update_ids"])  # UTF-8 bytes
+        ids = lineage["update_ids"] + lineage["device_ids"]
+        room -= sum(len(u.encode()) + 8 for u in ids)  # UTF-8 bytes
         signature, key_id = self._sign(model.model_id, state.version, onnx_bytes, lineage)
         records = release_chunks(
             model_id=model.model_id,
@@ -615,7 +622,7 @@ def _lineage(
     return {
         "parent_version": parent if closed is not None else None,
         "update_ids": list(lineage.update_ids),
-        "device_ids": [],
+        "device_ids": list(lineage.device_ids),
         "num_updates": lineage.count,
         "num_samples": lineage.total_samples,
         "staleness_min": lineage.staleness_min,

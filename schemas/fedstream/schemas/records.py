@@ -35,6 +35,7 @@ __all__ = [
     "AGGREGATION_ENUM_FIELDS",
     "AggregationSettings",
     "DeadLetter",
+    "DeviceKey",
     "GradientUpdate",
     "ModelRegistration",
     "ModelRelease",
@@ -158,6 +159,14 @@ class ModelRelease(TypedDict):
     created_at: int
     signature: bytes | None  # Ed25519 over signing.release_statement; None: unsigned
     key_id: str | None
+
+
+class DeviceKey(TypedDict):
+    device_id: str
+    key_id: str
+    public_key: bytes  # raw 32-byte Ed25519 public key
+    status: str  # "ACTIVE" | "REVOKED"
+    created_at: int
 
 
 class DeadLetter(TypedDict):

@@ -45,7 +45,12 @@ __all__ = [
     "SigningKeyError",
     "TrustedKeys",
     "key_id_of",
+    "load_public_key",
     "load_signing_key",
+    "pack_double",
+    "pack_long",
+    "pack_text",
+    "raw_public_key",
     "release_statement",
     "statement_of",
     "write_key_pair",
@@ -74,16 +79,18 @@ class SignatureError(ValueError):
 
 
 # -- the canonical statement ---------------------------------------------------------------
-def _text(value: str) -> bytes:
+# The field encoders of every signed statement (releases here, updates in update_signing):
+# big-endian, variable-length fields length-prefixed, so a statement parses one way only.
+def pack_text(value: str) -> bytes:
     data = value.encode("utf-8")
     return struct.pack(">I", len(data)) + data
 
 
-def _long(value: int) -> bytes:
+def pack_long(value: int) -> bytes:
     return struct.pack(">q", value)
 
 
-def _double(value: float) -> bytes:
+def pack_double(value: float) -> bytes:
     return struct.pack(">d", value)
 
 
@@ -109,23 +116,23 @@ def release_statement(
     parent = lineage.get("parent_version")
     parts = [
         RELEASE_DOMAIN,
-        _text(model_id),
-        _long(int(version)),
-        _long(int(onnx_size)),
+        pack_text(model_id),
+        pack_long(int(version)),
+        pack_long(int(onnx_size)),
         digest,
-        b"\x00" if parent is None else b"\x01" + _long(int(parent)),
+        b"\x00" if parent is None else b"\x01" + pack_long(int(parent)),
     ]
     for name in ("update_ids", "device_ids"):
         items = list(lineage.get(name) or [])
         parts.append(struct.pack(">I", len(items)))
-        parts.extend(_text(str(item)) for item in items)
+        parts.extend(pack_text(str(item)) for item in items)
     parts += [
-        _long(int(lineage["num_updates"])),
-        _long(int(lineage["num_samples"])),
-        _long(int(lineage.get("staleness_min", 0))),
-        _long(int(lineage.get("staleness_max", 0))),
-        _double(float(lineage.get("staleness_mean", 0.0))),
-        _double(float(lineage.get("total_weight", 0.0))),
+        pack_long(int(lineage["num_updates"])),
+        pack_long(int(lineage["num_samples"])),
+        pack_long(int(lineage.get("staleness_min", 0))),
+        pack_long(int(lineage.get("staleness_max", 0))),
+        pack_double(float(lineage.get("staleness_mean", 0.0))),
+        pack_double(float(lineage.get("total_weight", 0.0))),
     ]
     return b"".join(parts)
 
@@ -142,10 +149,14 @@ def statement_of(record: Mapping[str, Any]) -> bytes:
 
 
 # -- keys --------------------------------------------------------------------------------
+def raw_public_key(public_key: Ed25519PublicKey) -> bytes:
+    """The raw 32-byte form of an Ed25519 public key (RFC 8032), as the registry keeps it."""
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def key_id_of(public_key: Ed25519PublicKey) -> str:
     """First 16 hex digits of the SHA-256 of the raw 32-byte public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return hashlib.sha256(raw_public_key(public_key)).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,16 @@ def _public_key(pem: bytes, where: str) -> Ed25519PublicKey:
     return key
 
 
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    """The Ed25519 public key in the PEM file at `path` (`SigningKeyError` naming the file
+    when it is missing, unreadable or holds anything else)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise SigningKeyError(f"public key file {path}: {error.strerror}") from None
+    return _public_key(data, f"public key file {path}")
+
+
 class TrustedKeys:
     """The release keys a device trusts: key id -> Ed25519 public key.
 
@@ -244,14 +265,7 @@ class TrustedKeys:
     @classmethod
     def from_files(cls, *paths: str | os.PathLike[str]) -> TrustedKeys:
         """From PEM public key files (e.g. `job-signing.pub`)."""
-        keys = []
-        for path in paths:
-            try:
-                data = Path(path).read_bytes()
-            except OSError as error:
-                raise SigningKeyError(f"trusted key file {path}: {error.strerror}") from None
-            keys.append(_public_key(data, f"trusted key file {path}"))
-        return cls(keys)
+        return cls(load_public_key(path) for path in paths)
 
     @classmethod
     def from_env(cls) -> TrustedKeys:

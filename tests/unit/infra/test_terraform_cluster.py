@@ -164,7 +164,7 @@ def test_strimzi_manifests_match_strimzi_crds(
     manifests: list[dict[str, Any]], crd_schemas: dict[tuple[str, str], dict[str, Any]]
 ) -> None:
     strimzi = [m for m in manifests if m["apiVersion"].startswith("kafka.strimzi.io/")]
-    assert [m["kind"] for m in strimzi] == ["Kafka", "KafkaNodePool"] + ["KafkaTopic"] * 4 + [
+    assert [m["kind"] for m in strimzi] == ["Kafka", "KafkaNodePool"] + ["KafkaTopic"] * 5 + [
         "KafkaUser"
     ] * 4
     for manifest in strimzi:
@@ -204,7 +204,7 @@ def test_validation_catches_unknown_fields_and_wrong_types(
     errors = schema_errors(topic, crd_schemas[("kafka.strimzi.io/v1", "KafkaTopic")])
     assert errors == ["spec.partitions: '6' is not of type 'integer' [type]"], errors
 
-    user = copy.deepcopy(manifests[7])
+    user = copy.deepcopy(manifests[8])
     user["spec"]["authorization"]["acls"][0]["resource"]["patternType"] = "prefixed"
     errors = schema_errors(user, crd_schemas[("kafka.strimzi.io/v1", "KafkaUser")])
     assert len(errors) == 1 and "is not one of ['literal', 'prefix']" in errors[0], errors
@@ -238,7 +238,7 @@ def test_users_grant_the_same_matrix_as_the_kafka_module(
                     )
                 )
     assert from_users == {tuple(entry) for entry in _matrix(workspace)}
-    assert len(from_users) == 31
+    assert len(from_users) == 35
 
 
 def _matrix(workspace: Workspace) -> list[list[str]]:

@@ -32,7 +32,7 @@ def test_overrides_replace_single_keys_and_coerce_numbers() -> None:
         ({"nope": {}}, "unknown section [nope]"),
         ({"topics": {"partitions": "two"}}, "topics.partitions must be an integer"),
         ({"topics": {"partitions": 0}}, "topics.partitions must be > 0"),
-        ({"topics": {"models": "fl.updates"}}, "four distinct names"),
+        ({"topics": {"models": "fl.updates"}}, "five distinct names"),
         ({"kafka": {"bootstrap": "localhost"}}, "host:port"),
         ({"checkpoint": {"backend": "memory"}}, "hashmap or rocksdb"),
         ({"checkpoint": {"mode": "AT_LEAST_ONCE"}}, "must be EXACTLY_ONCE"),
@@ -40,11 +40,24 @@ def test_overrides_replace_single_keys_and_coerce_numbers() -> None:
         ({"kafka": {"transaction_timeout_ms": 1000}}, "transaction_timeout_ms must exceed"),
         ({"runtime": {"python_execution_mode": "fast"}}, "thread or process"),
         ({"runtime": {"live_models": -1}}, "runtime.live_models must be >= 0"),
+        ({"trust": {"allow_unsigned_updates": "yes"}}, "must be true or false"),
+        ({"trust": {"registration_grace_ms": -1}}, "registration_grace_ms must be >= 0"),
+        ({"trust": {"max_pending_per_device": 0}}, "max_pending_per_device must be > 0"),
+        ({"topics": {"devices": "fl.dlq"}}, "five distinct names"),
     ],
 )
 def test_invalid_values_name_the_key(data: dict[str, dict[str, object]], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         from_dict(data)
+
+
+def test_signed_updates_are_required_unless_a_legacy_fleet_opts_out() -> None:
+    assert load(DEFAULT_CONFIG).trust.allow_unsigned_updates is False
+    assert JobConfig().trust.allow_unsigned_updates is False
+    legacy = JobConfig().with_overrides({"trust.allow_unsigned_updates": "true"})
+    assert legacy.trust.allow_unsigned_updates is True
+    with pytest.raises(ConfigError, match="must be true or false"):
+        JobConfig().with_overrides({"trust.allow_unsigned_updates": "1"})
 
 
 def test_unknown_override_and_missing_file_are_clear(tmp_path: Path) -> None:

@@ -307,11 +307,35 @@ def test_corrupted_truncated_and_wrong_version_bytes_raise_typed_errors(acc: Acc
         with pytest.raises(TruncatedError):
             Accumulator.from_bytes(data[:cut])
     bumped = bytearray(data)
-    struct.pack_into("<H", bumped, 4, 2)
+    struct.pack_into("<H", bumped, 4, 3)
     with pytest.raises(UnsupportedVersionError):
         Accumulator.from_bytes(bytes(bumped))
     with pytest.raises(StateFormatError):
         Accumulator.from_bytes(b"FSMS" + data[4:])
+
+
+def test_device_ids_round_trip_and_version_1_state_still_reads() -> None:
+    """Format 2 keeps each update's device (the lineage's device_ids); a window saved by
+    the previous job version (format 1, no devices) restores with "" for each."""
+    from fedstream.pipelines.binary_format import Writer, seal
+
+    acc = Accumulator(3)
+    for i, device in enumerate(("d1", "d2")):
+        acc.add(np.ones(3, np.float32), 1.0, update_id=f"u{i}", staleness=0, num_samples=1,
+                now=0.0, device_id=device)  # fmt: skip
+    restored = Accumulator.from_bytes(acc.to_bytes())
+    assert restored.device_ids == ("d1", "d2")
+    assert restored.lineage().device_ids == ("d1", "d2")
+    w = Writer()
+    w.u8(0)
+    w.i64(3)
+    w.texts(["u0", "u1"])
+    w.array(np.zeros(2, np.int64))
+    w.i64(2)
+    w.f64(2.0)
+    w.optional_f64(0.0)
+    old = Accumulator.from_bytes(seal(b"FSAC", 1, w))
+    assert old.update_ids == ("u0", "u1") and old.device_ids == ("", "")
 
 
 def test_consistent_frame_with_inconsistent_payload_is_malformed() -> None:

@@ -112,6 +112,16 @@ def make_dead_letter() -> DeadLetter:
     }
 
 
+def make_device_key(status: str = "ACTIVE") -> dict[str, Any]:
+    return {
+        "device_id": "cam-17",
+        "key_id": "0123456789abcdef",
+        "public_key": bytes(range(32)),
+        "status": status,
+        "created_at": CREATED_AT,
+    }
+
+
 def all_samples() -> dict[str, tuple[str, dict[str, Any]]]:
     """label -> (record name, record) covering every record type and tensor encoding."""
     samples: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -121,6 +131,8 @@ def all_samples() -> dict[str, tuple[str, dict[str, Any]]]:
     samples["registration"] = ("ModelRegistration", dict(make_registration()))
     samples["release"] = ("ModelRelease", dict(make_release(1, 3)))
     samples["dead-letter"] = ("DeadLetter", dict(make_dead_letter()))
+    samples["device-key"] = ("DeviceKey", make_device_key())
+    samples["device-key-revoked"] = ("DeviceKey", make_device_key("REVOKED"))
     return samples
 
 

@@ -21,7 +21,13 @@ from fedstream.schemas import (
 from fedstream.schemas import registry as registry_module
 
 SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schemas"
-EXPECTED_RECORDS = ("DeadLetter", "GradientUpdate", "ModelRegistration", "ModelRelease")
+EXPECTED_RECORDS = (
+    "DeadLetter",
+    "DeviceKey",
+    "GradientUpdate",
+    "ModelRegistration",
+    "ModelRelease",
+)
 
 
 def _walk(schema: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

@@ -90,6 +90,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         help="seconds a dropped device stays away",
     )
     f.add_argument("--network-delay", type=float, default=0.0, help="mean uplink delay (s)")
+    f.add_argument(
+        "--device-keys",
+        type=Path,
+        help="folder of the devices' private keys, DIR/<device_id>/device.key (device ids "
+        "async-dev-000, sync-dev-000, ...), registered by an operator; each device signs "
+        "its updates with its own",
+    )
     t = p.add_argument_group("training")
     t.add_argument("--local-epochs", type=int, default=2)
     t.add_argument("--lr", type=float, default=0.1)
@@ -182,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             owner=dataclasses.replace(
                 config, security=owner, owner_key_file=args.owner_key_file or owner_key_from_env()
             ),
+            device_keys=args.device_keys,
         )
         try:
             runs.append(run.run(duration_s=args.duration, target_accuracy=target))

@@ -36,7 +36,8 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ from fedstream.edge.releases import Release, ReleaseReader
 from fedstream.edge.runtime import build_session
 from fedstream.edge.simulator.data import FleetData
 from fedstream.edge.training import LocalTrainer, torch_registration
+from fedstream.schemas.update_signing import DEVICE_KEY_NAME
 
 __all__ = [
     "DeviceProfile",
@@ -288,15 +290,20 @@ class FleetRun:
         progress_every_s: float = 5.0,
         wait_timeout_s: float = 60.0,
         owner: EdgeConfig | None = None,
+        device_keys: Path | None = None,
     ) -> None:
         """`owner`: the connection that registers the model (a model-owner principal may
-        write the control topic; devices may not), by default `config`'s."""
+        write the control topic; devices may not), by default `config`'s. `device_keys`:
+        a folder holding each device's private key as <device_id>/device.key (`fedstream
+        devices keygen --out DIR/<device_id>`, registered by an operator), with which it
+        signs its updates; None: every device uses `config.device_key_file`."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if len(data.shards) != settings.devices:
             raise ValueError("data has a different number of shards than devices")
         self.config = config
         self.owner = owner or config
+        self.device_keys = device_keys
         self.settings = settings
         self.data = data
         self.mode = mode
@@ -425,8 +432,12 @@ class FleetRun:
             batch_size=s.batch_size,
             seed=profile.seed,
         )
+        config = self.config
+        if self.device_keys is not None:
+            key = self.device_keys / profile.device_id / f"{DEVICE_KEY_NAME}.key"
+            config = replace(config, device_key_file=key)
         client = EdgeClient(
-            self.config,
+            config,
             device_id=profile.device_id,
             model_id=self.model_id,
             compression=s.compression,

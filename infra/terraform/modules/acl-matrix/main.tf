@@ -13,12 +13,13 @@ terraform {
 }
 
 variable "topics" {
-  description = "Topic name by role: {updates, control, models, dlq} (validated by the calling module)."
+  description = "Topic name by role: {updates, control, models, dlq, devices} (validated by the calling module)."
   type = object({
     updates = string
     control = string
     models  = string
     dlq     = string
+    devices = optional(string, "fl.devices")
   })
 }
 
@@ -61,6 +62,9 @@ locals {
       { type = "Topic", name = var.topics.control, pattern = "Literal", operations = ["Read", "Describe"] },
       { type = "Topic", name = var.topics.models, pattern = "Literal", operations = ["Write", "Describe"] },
       { type = "Topic", name = var.topics.dlq, pattern = "Literal", operations = ["Write", "Describe"] },
+      # the device registry (public keys): read only. Only the operator (the super user)
+      # writes it; a device that could would register keys for other devices' ids.
+      { type = "Topic", name = var.topics.devices, pattern = "Literal", operations = ["Read", "Describe"] },
       { type = "Group", name = var.job_group, pattern = "Literal", operations = ["Read"] },
       { type = "TransactionalID", name = var.job_transactional_id_prefix, pattern = "Prefixed", operations = ["Write", "Describe"] },
     ]
@@ -81,6 +85,7 @@ locals {
       { type = "Topic", name = var.topics.control, pattern = "Literal", operations = ["Read", "Describe"] },
       { type = "Topic", name = var.topics.models, pattern = "Literal", operations = ["Read", "Describe"] },
       { type = "Topic", name = var.topics.dlq, pattern = "Literal", operations = ["Read", "Describe"] },
+      { type = "Topic", name = var.topics.devices, pattern = "Literal", operations = ["Read", "Describe"] },
       { type = "Group", name = var.auditor_group_prefix, pattern = "Prefixed", operations = ["Read"] },
     ]
   }

@@ -1,5 +1,5 @@
 # fedstream on Kubernetes, as manifests: Kafka through Strimzi 1.2 (KRaft, one dual-role
-# KafkaNodePool, the four topics as KafkaTopics, one SCRAM-SHA-512 KafkaUser per role with
+# KafkaNodePool, the five topics as KafkaTopics, one SCRAM-SHA-512 KafkaUser per role with
 # the ACL matrix of modules/acl-matrix) and the job through the Flink Kubernetes Operator
 # (a FlinkDeployment running the PyFlink job in application mode).
 #
@@ -117,10 +117,19 @@ locals {
         "max.message.bytes" = local.dlq_max
       }
     }
+    # the device registry: one DeviceKey per device_id, compacted and kept forever, so the
+    # job (reading it from the beginning) knows every device's current key
+    devices = {
+      partitions = 1
+      config = {
+        "cleanup.policy" = "compact"
+        "retention.ms"   = -1
+      }
+    }
   }
 
   topics = [
-    for role in ["updates", "control", "models", "dlq"] : {
+    for role in ["updates", "control", "models", "dlq", "devices"] : {
       apiVersion = "kafka.strimzi.io/v1"
       kind       = "KafkaTopic"
       metadata   = { name = var.topics[role], namespace = var.namespace, labels = local.strimzi_labels }
@@ -179,6 +188,7 @@ locals {
       "topics.control"           = var.topics.control
       "topics.models"            = var.topics.models
       "topics.dlq"               = var.topics.dlq
+      "topics.devices"           = var.topics.devices
       "topics.partitions"        = tostring(var.updates_partitions)
       "checkpoint.dir"           = var.checkpoint_dir
       "checkpoint.interval_ms"   = tostring(var.checkpoint_interval_ms)

@@ -84,12 +84,14 @@ variable "topics" {
     control = string
     models  = string
     dlq     = string
+    devices = optional(string, "fl.devices")
   })
   default = {
     updates = "fl.updates"
     control = "fl.control"
     models  = "fl.models"
     dlq     = "fl.dlq"
+    devices = "fl.devices"
   }
 
   validation {
@@ -97,8 +99,8 @@ variable "topics" {
     error_message = "Topic names must be non-empty lowercase DNS-1123 names (letters, digits, '-', '.'): Strimzi names each KafkaTopic resource after its topic."
   }
   validation {
-    condition     = length(distinct(values(var.topics))) == 4
-    error_message = "The four topic names must be distinct."
+    condition     = length(distinct(values(var.topics))) == 5
+    error_message = "The five topic names must be distinct."
   }
 }
 

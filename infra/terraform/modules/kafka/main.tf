@@ -1,4 +1,4 @@
-# fedstream's four topics, one SCRAM-SHA-512 principal per role and the least-privilege ACLs
+# fedstream's five topics, one SCRAM-SHA-512 principal per role and the least-privilege ACLs
 # between them (the matrix is in README.md). The broker must run an authorizer with
 # allow.everyone.if.no.acl.found=false: a principal not named here can do nothing.
 
@@ -42,6 +42,15 @@ locals {
         "cleanup.policy"    = "delete"
         "retention.ms"      = tostring(var.dlq_retention_ms)
         "max.message.bytes" = tostring(local.dlq_max_message_bytes)
+      }
+    }
+    # the device registry: one DeviceKey per device_id, compacted and kept forever, so the
+    # job (reading it from the beginning) knows every device's current key
+    devices = {
+      partitions = 1
+      config = {
+        "cleanup.policy" = "compact"
+        "retention.ms"   = "-1"
       }
     }
   }

@@ -49,12 +49,14 @@ variable "topics" {
     control = string
     models  = string
     dlq     = string
+    devices = optional(string, "fl.devices")
   })
   default = {
     updates = "fl.updates"
     control = "fl.control"
     models  = "fl.models"
     dlq     = "fl.dlq"
+    devices = "fl.devices"
   }
 
   validation {
@@ -64,8 +66,8 @@ variable "topics" {
     error_message = "Every topic name must be non-empty, at most 249 characters of [A-Za-z0-9._-], and not \".\" or \"..\"."
   }
   validation {
-    condition     = length(distinct(values(var.topics))) == 4
-    error_message = "The four topic names must be distinct."
+    condition     = length(distinct(values(var.topics))) == 5
+    error_message = "The five topic names must be distinct."
   }
 }
 

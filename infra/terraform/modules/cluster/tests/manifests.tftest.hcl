@@ -13,8 +13,8 @@ run "defaults" {
   command = apply
 
   assert {
-    condition     = [for m in output.manifests : m.kind] == ["Kafka", "KafkaNodePool", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaUser", "KafkaUser", "KafkaUser", "KafkaUser", "FlinkDeployment"]
-    error_message = "one Kafka, one node pool, four topics, four users, one FlinkDeployment, in apply order"
+    condition     = [for m in output.manifests : m.kind] == ["Kafka", "KafkaNodePool", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaTopic", "KafkaUser", "KafkaUser", "KafkaUser", "KafkaUser", "FlinkDeployment"]
+    error_message = "one Kafka, one node pool, five topics, four users, one FlinkDeployment, in apply order"
   }
   assert {
     condition     = alltrue([for m in output.manifests : m.metadata.namespace == "fedstream"])
@@ -37,15 +37,15 @@ run "defaults" {
     error_message = "ACLs enforced, nothing allowed without one"
   }
   assert {
-    condition     = [for m in slice(output.manifests, 2, 6) : m.spec.topicName] == ["fl.updates", "fl.control", "fl.models", "fl.dlq"]
-    error_message = "the four topics"
+    condition     = [for m in slice(output.manifests, 2, 7) : m.spec.topicName] == ["fl.updates", "fl.control", "fl.models", "fl.dlq", "fl.devices"]
+    error_message = "the five topics"
   }
   assert {
-    condition     = [for m in slice(output.manifests, 2, 6) : m.spec.partitions] == [6, 1, 1, 1]
+    condition     = [for m in slice(output.manifests, 2, 7) : m.spec.partitions] == [6, 1, 1, 1, 1]
     error_message = "updates partitioned, the rest one partition"
   }
   assert {
-    condition     = alltrue([for m in slice(output.manifests, 2, 6) : m.spec.replicas == 3 && m.spec.config["min.insync.replicas"] == 2])
+    condition     = alltrue([for m in slice(output.manifests, 2, 7) : m.spec.replicas == 3 && m.spec.config["min.insync.replicas"] == 2])
     error_message = "replicated three times, two in sync"
   }
   assert {
@@ -57,24 +57,28 @@ run "defaults" {
     error_message = "the DLQ takes a maximal update plus 1 MiB"
   }
   assert {
-    condition     = [for m in slice(output.manifests, 6, 10) : m.metadata.name] == ["job", "device", "owner", "auditor"]
+    condition     = output.manifests[6].spec.config["cleanup.policy"] == "compact" && output.manifests[6].spec.config["retention.ms"] == -1
+    error_message = "the device registry is compacted and kept forever"
+  }
+  assert {
+    condition     = [for m in slice(output.manifests, 7, 11) : m.metadata.name] == ["job", "device", "owner", "auditor"]
     error_message = "one KafkaUser per role"
   }
   assert {
-    condition     = alltrue([for m in slice(output.manifests, 6, 10) : m.spec.authentication.type == "scram-sha-512" && m.spec.authorization.type == "simple"])
+    condition     = alltrue([for m in slice(output.manifests, 7, 11) : m.spec.authentication.type == "scram-sha-512" && m.spec.authorization.type == "simple"])
     error_message = "SCRAM-SHA-512 users with simple authorization"
   }
   assert {
     # the same grants as modules/kafka: count the (resource, operation) pairs per user
-    condition     = sum([for m in slice(output.manifests, 6, 10) : sum([for acl in m.spec.authorization.acls : length(acl.operations)])]) == length(output.acls)
-    error_message = "the KafkaUsers grant exactly the ACL matrix (31 operations)"
+    condition     = sum([for m in slice(output.manifests, 7, 11) : sum([for acl in m.spec.authorization.acls : length(acl.operations)])]) == length(output.acls)
+    error_message = "the KafkaUsers grant exactly the ACL matrix (35 operations)"
   }
   assert {
-    condition     = length(output.acls) == 31
-    error_message = "31 ACL entries"
+    condition     = length(output.acls) == 35
+    error_message = "35 ACL entries"
   }
   assert {
-    condition = output.manifests[6].spec.authorization.acls[5] == {
+    condition = output.manifests[7].spec.authorization.acls[6] == {
       type       = "allow"
       host       = "*"
       resource   = { type = "transactionalId", name = "fedstream-aggregator", patternType = "prefix" }
@@ -83,15 +87,15 @@ run "defaults" {
     error_message = "the job owns its transactional-id prefix"
   }
   assert {
-    condition = output.manifests[7].spec.authorization.acls == [
+    condition = output.manifests[8].spec.authorization.acls == [
       { type = "allow", host = "*", resource = { type = "topic", name = "fl.updates", patternType = "literal" }, operations = ["Write", "Describe", "DescribeConfigs"] },
       { type = "allow", host = "*", resource = { type = "topic", name = "fl.models", patternType = "literal" }, operations = ["Read", "Describe"] },
       { type = "allow", host = "*", resource = { type = "group", name = "fedstream-device", patternType = "prefix" }, operations = ["Read"] },
     ]
-    error_message = "the device writes updates and reads models, nothing else"
+    error_message = "the device writes updates and reads models, nothing else (not the device registry)"
   }
   assert {
-    condition     = alltrue(flatten([for acl in output.manifests[9].spec.authorization.acls : [for op in acl.operations : contains(["Read", "Describe"], op)]]))
+    condition     = alltrue(flatten([for acl in output.manifests[10].spec.authorization.acls : [for op in acl.operations : contains(["Read", "Describe"], op)]]))
     error_message = "the auditor only reads"
   }
 }
@@ -105,11 +109,11 @@ run "flink_deployment" {
   }
 
   assert {
-    condition     = output.manifests[10].spec.job.upgradeMode == "last-state" && output.manifests[10].spec.job.parallelism == 4
+    condition     = output.manifests[11].spec.job.upgradeMode == "last-state" && output.manifests[11].spec.job.parallelism == 4
     error_message = "upgrade mode and parallelism reach the job"
   }
   assert {
-    condition     = output.manifests[10].spec.job.entryClass == "org.apache.flink.client.python.PythonDriver" && output.manifests[10].spec.job.jarURI == "local:///opt/flink/opt/flink-python-2.2.1.jar"
+    condition     = output.manifests[11].spec.job.entryClass == "org.apache.flink.client.python.PythonDriver" && output.manifests[11].spec.job.jarURI == "local:///opt/flink/opt/flink-python-2.2.1.jar"
     error_message = "the PyFlink driver runs the job"
   }
   assert {
@@ -125,15 +129,15 @@ run "flink_deployment" {
     error_message = "the job uses the group and transactional ids its ACLs grant"
   }
   assert {
-    condition     = output.manifests[10].spec.flinkConfiguration["execution.checkpointing.savepoint-dir"] == "s3://state/savepoints" && output.manifests[10].spec.flinkConfiguration["high-availability.type"] == "kubernetes"
+    condition     = output.manifests[11].spec.flinkConfiguration["execution.checkpointing.savepoint-dir"] == "s3://state/savepoints" && output.manifests[11].spec.flinkConfiguration["high-availability.type"] == "kubernetes"
     error_message = "savepoints and HA for upgrades"
   }
   assert {
-    condition     = output.manifests[10].spec.flinkConfiguration["restart-strategy.type"] == "fixed-delay" && output.manifests[10].spec.flinkConfiguration["restart-strategy.fixed-delay.attempts"] == "10"
+    condition     = output.manifests[11].spec.flinkConfiguration["restart-strategy.type"] == "fixed-delay" && output.manifests[11].spec.flinkConfiguration["restart-strategy.fixed-delay.attempts"] == "10"
     error_message = "bounded restarts"
   }
   assert {
-    condition     = output.manifests[10].spec.taskManager.resource == { cpu = 2, memory = "4096m" } && output.manifests[10].spec.jobManager.resource == { cpu = 1, memory = "2048m" }
+    condition     = output.manifests[11].spec.taskManager.resource == { cpu = 2, memory = "4096m" } && output.manifests[11].spec.jobManager.resource == { cpu = 1, memory = "2048m" }
     error_message = "resources"
   }
   assert {
@@ -141,11 +145,11 @@ run "flink_deployment" {
     error_message = "the job authenticates as the job principal, with the mounted password and CA"
   }
   assert {
-    condition     = output.manifests[10].spec.podTemplate.spec.volumes[1].secret.secretName == "job" && output.manifests[10].spec.podTemplate.spec.volumes[0].secret.secretName == "fedstream-cluster-ca-cert"
+    condition     = output.manifests[11].spec.podTemplate.spec.volumes[1].secret.secretName == "job" && output.manifests[11].spec.podTemplate.spec.volumes[0].secret.secretName == "fedstream-cluster-ca-cert"
     error_message = "password and CA come from Strimzi's Secrets"
   }
   assert {
-    condition     = [for m in output.manifests[10].spec.podTemplate.spec.containers[0].volumeMounts : m.mountPath] == ["/etc/fedstream/kafka-ca", "/etc/fedstream/kafka-user"]
+    condition     = [for m in output.manifests[11].spec.podTemplate.spec.containers[0].volumeMounts : m.mountPath] == ["/etc/fedstream/kafka-ca", "/etc/fedstream/kafka-user"]
     error_message = "the Secrets are mounted where the job's arguments point"
   }
 }

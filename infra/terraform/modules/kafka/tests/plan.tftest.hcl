@@ -41,8 +41,16 @@ run "defaults" {
     error_message = "the DLQ takes a maximal update plus 1 MiB"
   }
   assert {
-    condition     = length(kafka_acl.this) == 31
-    error_message = "31 ACLs: job 11, device 6, owner 5, auditor 9"
+    condition     = length(kafka_acl.this) == 35
+    error_message = "35 ACLs: job 13, device 6, owner 5, auditor 11"
+  }
+  assert {
+    condition     = kafka_topic.this["devices"].config["cleanup.policy"] == "compact" && kafka_topic.this["devices"].partitions == 1
+    error_message = "the device registry is compacted, one partition"
+  }
+  assert {
+    condition     = length([for a in kafka_acl.this : a if a.resource_name == "fl.devices" && a.acl_operation == "Write"]) == 0
+    error_message = "no role writes the device registry (the operator is the super user)"
   }
   assert {
     condition     = alltrue([for a in kafka_acl.this : a.acl_permission_type == "Allow" && a.resource_type != "Cluster" && a.acl_host == "*"])

@@ -1,0 +1,141 @@
+"""The job's first check of every update: is it signed by its device's registered key?
+
+Plain Python over bytes, per device (the job keys this step by device_id; the PyFlink
+shell is `flink_functions.DeviceGateFunction`). A device's state is its newest registry
+entry (a `DeviceKey` from the compacted devices topic) and a short list of updates that
+arrived before any entry did. Every update leaves as either *passed* (on to its model,
+unchanged) or a dead letter `UNAUTHENTICATED` naming the claimed device; nothing of a
+refused update reaches a model, so it cannot change one.
+
+**The race.** The registry and the updates are different topics, and nothing orders one
+Kafka topic against another: a device registered just before it sends (or a job reading
+both topics from the beginning) may see the device's first updates before its entry. So an
+update of a device with no entry yet waits, up to `max_pending` per device and
+`grace_seconds` from the first one, for the entry; if it arrives, the waiting updates are
+verified in order, else they are refused when the grace ends. An update of a device with
+a REVOKED entry, an unsigned update, or one beyond `max_pending` is refused at once. This
+bounds the wait (one timer per unknown device) and the state (`max_pending` updates per
+device id seen in the last `grace_seconds`). Operators should still register a device
+before it starts sending; the grace only absorbs the reordering between the two topics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedstream.pipelines.limits import InputLimits
+from fedstream.pipelines.model_process import Envelope, Output, dead_letter
+from fedstream.schemas import CodecError, decode
+from fedstream.schemas.update_signing import RegisteredKey, RegistryEntryError, verify_update
+
+__all__ = ["DeviceGate", "DeviceState", "Passed", "route_device_key"]
+
+UPDATE = "GradientUpdate"
+DEVICE_KEY = "DeviceKey"
+
+
+@dataclass(frozen=True, slots=True)
+class Passed:
+    """An authentic update (or an unsigned one a legacy fleet allows), on to its model."""
+
+    envelope: Envelope
+
+
+@dataclass
+class DeviceState:
+    """One device's state in the gate: its registry entry and its waiting updates."""
+
+    entry: RegisteredKey | None = None
+    pending: list[Envelope] = field(default_factory=list)
+    #: when the waiting updates are refused (seconds of processing time); None: none wait
+    deadline: float | None = None
+
+
+def route_device_key(
+    envelope: Envelope, limits: InputLimits, dlq_max_bytes: int | None = None
+) -> tuple[str | None, Output | None]:
+    """(device_id, None) for a registry record to key by, or (None, its dead letter)."""
+    try:
+        record = decode(envelope.value, expected=DEVICE_KEY).record
+    except CodecError as error:
+        return None, dead_letter(envelope, error, max_bytes=dlq_max_bytes)
+    device_id = str(record["device_id"])
+    problem = limits.id_problem("device_id", device_id)
+    if problem is not None:
+        return None, dead_letter(envelope, "BAD_FIELD", problem, max_bytes=dlq_max_bytes)
+    return device_id, None
+
+
+@dataclass(frozen=True)
+class DeviceGate:
+    """The gate's decisions; settings from the job's `[trust]` section."""
+
+    allow_unsigned: bool = False
+    grace_seconds: float = 10.0
+    max_pending: int = 16
+    dlq_max_bytes: int | None = None
+
+    def on_device_key(self, state: DeviceState, envelope: Envelope) -> list[Passed | Output]:
+        """A registry record: the device's entry from now on; waiting updates are decided."""
+        try:
+            state.entry = RegisteredKey.from_record(
+                decode(envelope.value, expected=DEVICE_KEY).record
+            )
+        except CodecError as error:
+            return [dead_letter(envelope, error, max_bytes=self.dlq_max_bytes)]
+        except RegistryEntryError as error:
+            return [dead_letter(envelope, "BAD_FIELD", str(error), max_bytes=self.dlq_max_bytes)]
+        waiting, state.pending, state.deadline = state.pending, [], None
+        return [self._decide(state, e) for e in waiting]
+
+    def on_update(
+        self, state: DeviceState, envelope: Envelope, now: float
+    ) -> list[Passed | Output]:
+        """An update: passed, refused, or (no entry yet, signed) kept waiting."""
+        if state.entry is None and self._may_wait(state, envelope):
+            state.pending.append(envelope)
+            if state.deadline is None:
+                state.deadline = now + self.grace_seconds
+            return []
+        return [self._decide(state, envelope)]
+
+    def on_timer(self, state: DeviceState, now: float) -> list[Passed | Output]:
+        """The grace is over: the updates still waiting are refused (no entry came)."""
+        if state.deadline is None or now < state.deadline:
+            return []
+        waiting, state.pending, state.deadline = state.pending, [], None
+        note = f" (no registry entry within {self.grace_seconds:g} s)"
+        return [self._decide(state, e, note) for e in waiting]
+
+    def internal(self, envelope: Envelope, error: Exception) -> Output:
+        """The dead letter of a record whose handling raised unexpectedly: the failure
+        stays with that record (INTERNAL, with the exception), the device's state is
+        not written, and the job goes on (as `model_process.contain` does for models)."""
+        detail = f"{type(error).__name__}: {error}"
+        return dead_letter(envelope, "INTERNAL", detail, max_bytes=self.dlq_max_bytes)
+
+    def _may_wait(self, state: DeviceState, envelope: Envelope) -> bool:
+        if self.grace_seconds <= 0 or len(state.pending) >= self.max_pending:
+            return False
+        try:
+            record = decode(envelope.value, expected=UPDATE).record
+        except CodecError:
+            return False
+        return record.get("signature") is not None  # an unsigned update has nothing to wait for
+
+    def _decide(self, state: DeviceState, envelope: Envelope, note: str = "") -> Passed | Output:
+        try:
+            record = decode(envelope.value, expected=UPDATE).record
+        except CodecError as error:  # route() decoded it once already; keep this total
+            return dead_letter(envelope, error, max_bytes=self.dlq_max_bytes)
+        problem = verify_update(record, state.entry, allow_unsigned=self.allow_unsigned)
+        if problem is None:
+            return Passed(envelope)
+        return dead_letter(
+            envelope,
+            "UNAUTHENTICATED",
+            problem + note,
+            model_id=str(record["model_id"]),
+            update_id=str(record["update_id"]),
+            max_bytes=self.dlq_max_bytes,
+        )
