@@ -76,6 +76,7 @@ def update_record(
     device_id: str = "device-0",
     encoding: str = "FP32",
     created_at: int = CREATED_AT,
+    sequence: int | None = None,
 ) -> GradientUpdate:
     """A GradientUpdate record; `delta` is the flat parameter vector (any real dtype)."""
     return {
@@ -87,7 +88,7 @@ def update_record(
         "created_at": created_at,
         "delta": pack(np.asarray(delta, dtype=np.float32).reshape(-1), encoding),
         "metrics": None,
-        "sequence": None,
+        "sequence": sequence,
         "key_id": None,
         "signature": None,
     }
@@ -103,6 +104,7 @@ def update_bytes(
     device_id: str = "device-0",
     encoding: str = "FP32",
     created_at: int = CREATED_AT,
+    sequence: int | None = None,
 ) -> bytes:
     """The encoded GradientUpdate (see `update_record`), as a device produces it."""
     record = update_record(
@@ -114,6 +116,7 @@ def update_bytes(
         device_id=device_id,
         encoding=encoding,
         created_at=created_at,
+        sequence=sequence,
     )
     return encode("GradientUpdate", record)
 
