@@ -218,14 +218,15 @@ def update_value(
         "GradientUpdate",
         {
             "update_id": f"{prefix}-{index}",
-            "device_id": f"device-{index % 16}",
+            # 16 devices per burst, each counting its own updates like the SDK does
+            "device_id": f"{prefix}-device-{index % 16}",
             "model_id": model_id,
             "base_version": base,
             "num_samples": 10,
             "created_at": int(time.time() * 1000),
             "delta": pack(delta, "FP32"),
             "metrics": None,
-            "sequence": None,
+            "sequence": index // 16,
             "key_id": None,
             "signature": None,
         },

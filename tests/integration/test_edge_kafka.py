@@ -102,6 +102,7 @@ def test_update_round_trip(config: EdgeConfig, tmp_path: Path) -> None:
         second = client.send_update(delta, base_version=4, num_samples=32)
     assert first.update_id == make_update_id("dev-1", "digits", 4, 0)
     assert second.update_id == make_update_id("dev-1", "digits", 4, 1)  # same base, next round
+    assert (first.round_index, second.round_index) == (0, 1)
     assert first.encoding == "INT8" and first.delivery.topic == config.updates_topic
     records = read_values(config, config.updates_topic)
     assert len(records) == 2
@@ -112,6 +113,8 @@ def test_update_round_trip(config: EdgeConfig, tmp_path: Path) -> None:
         by_id[record["update_id"]] = record
     got = by_id[first.update_id]
     assert (got["device_id"], got["base_version"], got["num_samples"]) == ("dev-1", 4, 32)
+    # the sequence is the round of the update id: a re-send after a crash repeats both
+    assert [by_id[s.update_id]["sequence"] for s in (first, second)] == [0, 1]
     assert got["metrics"] == {"loss": 0.5, "steps": 3, "duration_ms": 12}
     decoded = unpack(got["delta"], expected_shape=[500])
     assert np.abs(decoded - delta).max() <= np.abs(delta).max() / 254 + 1e-9

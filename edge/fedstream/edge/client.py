@@ -6,8 +6,10 @@ It ties the pieces together with the rules that matter on a device:
   atomically (`ModelRuntime`), so `predict` works during updates;
 * updates are compressed with error feedback (`DeltaCompressor`), encoded with the codec,
   and produced idempotently (`RecordProducer`) under a deterministic update id
-  (`make_update_id`), and the compressor's residual and the round counter only advance
-  once the broker acknowledged the update: a failed send can simply be retried;
+  (`make_update_id`) with `sequence` = its round (by which the job recognises a re-send
+  per device, whatever its staleness), and the compressor's residual and the round
+  counter only advance once the broker acknowledged the update: a failed send can simply
+  be retried, with the same id and sequence;
 * every failure is an `EdgeError` subclass; nothing is logged-and-dropped.
 
 Kafka connections are opened lazily (an inference-only device never opens a producer) and
@@ -185,7 +187,7 @@ class EdgeClient:
             "created_at": int(time.time() * 1000),
             "delta": prepared.payload,
             "metrics": metrics,
-            "sequence": None,
+            "sequence": round_index,
             "key_id": None,
             "signature": None,
         }
