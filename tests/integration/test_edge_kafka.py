@@ -128,6 +128,24 @@ def test_update_round_trip(config: EdgeConfig, tmp_path: Path) -> None:
     assert restarted.rounds.current("digits") == 2
 
 
+def test_only_a_persisted_round_counter_is_sent_as_sequence(config: EdgeConfig) -> None:
+    """A counter that restarts at 0 would repeat sequences the job has absorbed (and get
+    the device's updates refused as DUPLICATE), so a client without `state_path` sends
+    none unless told its counter outlives the model's updates (the simulator)."""
+    delta = np.zeros(4, np.float32)
+    with EdgeClient(config, device_id="mem", model_id="seq-model") as volatile:
+        first = volatile.send_update(delta, base_version=0, num_samples=1)
+    with EdgeClient(config, device_id="sim", model_id="seq-model", sequenced=True) as simulated:
+        second = simulated.send_update(delta, base_version=0, num_samples=1)
+    records = [
+        decode(v, expected="GradientUpdate").record
+        for k, v in read_values(config, config.updates_topic)
+        if k == b"seq-model"
+    ]
+    sequences = {r["update_id"]: r["sequence"] for r in records}
+    assert sequences == {first.update_id: None, second.update_id: 0}
+
+
 def test_registration_goes_to_the_control_topic(config: EdgeConfig) -> None:
     record = registration_record(
         "digits", constant_model(0.0, 8), [("c", np.zeros(8, np.float32))], {"window": {"count": 3}}

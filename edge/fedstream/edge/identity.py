@@ -8,12 +8,12 @@ the work does: (device, model, base version, local round). The round counter adv
 only after the broker acknowledged a send, and can be persisted, so after a crash the
 re-sent round gets the id of the round that may already have arrived.
 
-The round is also sent as the update's `sequence` (0, 1, 2, ... per model): the job keeps
-a small window of each device's sequences and recognises a re-send by it, so it needs no
-staleness cut. A round is counted once: if a crash hits after the broker took the update
-but before the counter advanced, the next update of that round (even one trained from a
-newer base) is refused as DUPLICATE rather than counted as a second update of the round.
-Hence the counter must be persisted (`path`) on any device that can restart.
+A persisted round is also sent as the update's `sequence` (0, 1, 2, ... per model; see
+`EdgeClient(sequenced=...)`): the job keeps a small window of each device's sequences and
+recognises a re-send by it, so it needs no staleness cut. A round is counted once: if a
+crash hits after the broker took the update but before the counter advanced, the next
+update of that round (even one trained from a newer base) is refused as DUPLICATE rather
+than counted as a second update of the round.
 """
 
 from __future__ import annotations

@@ -433,6 +433,7 @@ class FleetRun:
             compression=s.compression,
             topk_fraction=s.topk_fraction,
             install_sessions=False,
+            sequenced=True,  # one client per device and model for the whole run
         )
         seen: list[int] = []
         with self._lock:
