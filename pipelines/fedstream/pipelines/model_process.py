@@ -513,12 +513,12 @@ class ModelProcess:
         if self.registration is None or self.aggregator is None:
             return refuse("UNKNOWN_MODEL", f"model {self.model_id!r} is not registered")
         device_id = str(record["device_id"])
-        if (device_id, update_id) in self.seen:  # also a re-send from before an SDK upgrade
-            return refuse("DUPLICATE", f"update {update_id!r} was already absorbed")
         version = self.version
         lag = version - int(record["base_version"])
         sequenced: _Sequenced | None = None
         if record.get("sequence") is None:
+            if (device_id, update_id) in self.seen:
+                return refuse("DUPLICATE", f"update {update_id!r} was already absorbed")
             if lag > self.dedupe_versions:
                 return refuse(
                     "STALE",
@@ -527,7 +527,7 @@ class ModelProcess:
                     "not be recognised)",
                 )
         else:
-            sequenced, refusal = self._sequence_check(device_id, int(record["sequence"]))
+            sequenced, refusal = self._sequence_check(device_id, int(record["sequence"]), update_id)
             if refusal is not None:
                 return refuse(*refusal)
         try:
@@ -563,13 +563,19 @@ class ModelProcess:
         return outputs
 
     def _sequence_check(
-        self, device_id: str, sequence: int
+        self, device_id: str, sequence: int, update_id: str
     ) -> tuple[_Sequenced | None, tuple[str, str] | None]:
         """The device's window for a sequenced update, or why the update is refused:
         a re-send (DUPLICATE), a sequence below the window (SEQUENCE_TOO_OLD), or a new
-        device past `limits.max_devices_per_model` (OTHER: no reason code names it)."""
+        device past `limits.max_devices_per_model` (OTHER: no reason code names it).
+
+        A device without a window yet may have sent this update before its SDK numbered
+        updates (the one in flight across an SDK upgrade): its update id is looked up in
+        the seen set then. Once a device has a window, all it sends is sequenced."""
         stored = self.windows.get(device_id)
         if stored is None:
+            if (device_id, update_id) in self.seen:
+                return None, ("DUPLICATE", f"update {update_id!r} was already absorbed")
             devices = self.windows.count()
             if devices >= self.limits.max_devices_per_model:
                 return None, (
