@@ -40,6 +40,10 @@ def test_overrides_replace_single_keys_and_coerce_numbers() -> None:
         ({"kafka": {"transaction_timeout_ms": 1000}}, "transaction_timeout_ms must exceed"),
         ({"runtime": {"python_execution_mode": "fast"}}, "thread or process"),
         ({"runtime": {"live_models": -1}}, "runtime.live_models must be >= 0"),
+        ({"runtime": {"sequence_window": 12}}, "runtime.sequence_window must be a multiple of 8"),
+        ({"runtime": {"sequence_window": 0}}, "runtime.sequence_window must be a multiple of 8"),
+        ({"limits": {"max_devices_per_model": 0}}, "limits.max_devices_per_model must be"),
+        ({"limits": {"max_sequence": -1}}, "limits.max_sequence must be"),
     ],
 )
 def test_invalid_values_name_the_key(data: dict[str, dict[str, object]], message: str) -> None:
