@@ -321,7 +321,6 @@ class DictSeenIds:
 class _Sequenced:
     """A sequenced update's device window, to be marked once the update is absorbed."""
 
-    device_id: str
     sequence: int
     window: SequenceWindow
     new: bool  # the device had no window yet
@@ -599,7 +598,7 @@ class ModelProcess:
                 f"sequence {sequence} of device {device_id!r} is below its window "
                 f"({window.high - window.width + 1}..{window.high}, runtime.sequence_window)",
             )
-        return _Sequenced(device_id, sequence, window, stored is None), None
+        return _Sequenced(sequence, window, stored is None), None
 
     def on_timer(self, now: float) -> list[Output]:
         if self.aggregator is not None and self.aggregator.should_close(now):
