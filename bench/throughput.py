@@ -34,6 +34,7 @@ runs the job once more with its Python operators profiled: where an update's tim
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -44,6 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +229,8 @@ def update_value(
             "created_at": int(time.time() * 1000),
             "delta": pack(delta, "FP32"),
             "metrics": None,
-            "sequence": None,
+            # each device counts its own updates, across bursts, as the SDK does
+            "sequence": next(_SEQUENCES[f"device-{index % DEVICES}"]),
             "key_id": None,
             "signature": None,
         }
@@ -236,6 +239,9 @@ def update_value(
 
 #: How many devices the benchmark's updates come from (each registered, each signing).
 DEVICES = 16
+#: The next sequence number of each bench device (they only ever increase, like a device's
+#: persisted round counter, so no burst repeats one the job has absorbed).
+_SEQUENCES: defaultdict[str, itertools.count[int]] = defaultdict(itertools.count)
 
 
 def device_keys() -> list[tuple[str, bytes]]:

@@ -102,6 +102,7 @@ def test_update_round_trip(config: EdgeConfig, tmp_path: Path) -> None:
         second = client.send_update(delta, base_version=4, num_samples=32)
     assert first.update_id == make_update_id("dev-1", "digits", 4, 0)
     assert second.update_id == make_update_id("dev-1", "digits", 4, 1)  # same base, next round
+    assert (first.round_index, second.round_index) == (0, 1)
     assert first.encoding == "INT8" and first.delivery.topic == config.updates_topic
     records = read_values(config, config.updates_topic)
     assert len(records) == 2
@@ -112,6 +113,8 @@ def test_update_round_trip(config: EdgeConfig, tmp_path: Path) -> None:
         by_id[record["update_id"]] = record
     got = by_id[first.update_id]
     assert (got["device_id"], got["base_version"], got["num_samples"]) == ("dev-1", 4, 32)
+    # the sequence is the round of the update id: a re-send after a crash repeats both
+    assert [by_id[s.update_id]["sequence"] for s in (first, second)] == [0, 1]
     assert got["metrics"] == {"loss": 0.5, "steps": 3, "duration_ms": 12}
     decoded = unpack(got["delta"], expected_shape=[500])
     assert np.abs(decoded - delta).max() <= np.abs(delta).max() / 254 + 1e-9
@@ -123,6 +126,24 @@ def test_update_round_trip(config: EdgeConfig, tmp_path: Path) -> None:
         config, device_id="dev-1", model_id="digits", state_path=tmp_path / "rounds.json"
     )
     assert restarted.rounds.current("digits") == 2
+
+
+def test_only_a_persisted_round_counter_is_sent_as_sequence(config: EdgeConfig) -> None:
+    """A counter that restarts at 0 would repeat sequences the job has absorbed (and get
+    the device's updates refused as DUPLICATE), so a client without `state_path` sends
+    none unless told its counter outlives the model's updates (the simulator)."""
+    delta = np.zeros(4, np.float32)
+    with EdgeClient(config, device_id="mem", model_id="seq-model") as volatile:
+        first = volatile.send_update(delta, base_version=0, num_samples=1)
+    with EdgeClient(config, device_id="sim", model_id="seq-model", sequenced=True) as simulated:
+        second = simulated.send_update(delta, base_version=0, num_samples=1)
+    records = [
+        decode(v, expected="GradientUpdate").record
+        for k, v in read_values(config, config.updates_topic)
+        if k == b"seq-model"
+    ]
+    sequences = {r["update_id"]: r["sequence"] for r in records}
+    assert sequences == {first.update_id: None, second.update_id: 0}
 
 
 def test_registration_goes_to_the_control_topic(config: EdgeConfig) -> None:

@@ -4,7 +4,9 @@ Devices produce GradientUpdates (kafka-python, idempotent producer) while the jo
 local mini-cluster with EXACTLY_ONCE checkpoints and transactional sinks. The tests read
 `fl.models` as devices do (read_committed) and prove from the lineage alone:
 - versions 0..M are contiguous, none missing, none twice;
-- every accepted update_id appears in exactly one release;
+- every accepted update_id appears in exactly one release (devices 0 and 1 number their
+  updates with `sequence`, as the SDK does; device 2 is an older SDK without one, so both
+  dedupe paths are exercised; a crashed device's re-send is refused as DUPLICATE);
 - the parameters of every release equal an offline replay of its lineage through the core;
 - and the same holds after the job is SIGKILLed mid-stream and resumed from its latest
   checkpoint (nothing lost, nothing counted twice, no torn or duplicate version visible).
@@ -46,11 +48,14 @@ pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
 MODEL = "digits-linear"
 WINDOW = 4
 AGGREGATION = {"window": {"count": WINDOW, "seconds": None}, "weight_by_samples": True}
+LEGACY_DEVICE = 2  # device-2 sends no sequence (an SDK from before schema v4)
 
 
 @dataclass(frozen=True)
 class SentUpdate:
     update_id: str
+    device_id: str
+    sequence: int | None  # None: a device with an SDK older than sequences
     base_version: int
     num_samples: int
     delta: npt.NDArray[np.float32]
@@ -69,6 +74,7 @@ class Fleet:
         self.initial = self.layout.flatten(arrays)
         self.rng = np.random.default_rng(seed)
         self.sent: dict[str, SentUpdate] = {}
+        self.sequences: dict[str, int] = {}  # per device: its next sequence
         self.producer = KafkaProducer(
             **broker.client_kwargs(),
             acks="all",
@@ -91,33 +97,38 @@ class Fleet:
     def send(self, count: int, base_version: int) -> list[str]:
         ids = []
         for _ in range(count):
-            device = f"device-{self.rng.integers(3)}"
+            index = int(self.rng.integers(3))
+            device = f"device-{index}"
+            sequence = None if index == LEGACY_DEVICE else self.sequences.get(device, 0)
+            if sequence is not None:
+                self.sequences[device] = sequence + 1
             update = SentUpdate(
                 update_id=f"{device}-{len(self.sent)}",
+                device_id=device,
+                sequence=sequence,
                 base_version=base_version,
                 num_samples=int(self.rng.integers(1, 50)),
                 delta=self.rng.normal(scale=0.1, size=self.layout.size).astype(np.float32),
             )
             self.sent[update.update_id] = update
-            self.resend(update.update_id, device)
+            self.resend(update.update_id)
             ids.append(update.update_id)
         self.producer.flush()
         return ids
 
-    def resend(self, update_id: str, device: str | None = None) -> None:
-        """(Re-)send an update, signed by its device (by default the one that sent it)."""
+    def resend(self, update_id: str) -> None:
+        """(Re-)send an update as its device does: same id, device and sequence, signed."""
         update = self.sent[update_id]
-        device = device or update_id.rsplit("-", 1)[0]
         record = {
             "update_id": update.update_id,
-            "device_id": device,
+            "device_id": update.device_id,
             "model_id": MODEL,
             "base_version": update.base_version,
             "num_samples": update.num_samples,
             "created_at": int(time.time() * 1000),
             "delta": pack(update.delta, "FP32"),
             "metrics": None,
-            "sequence": None,
+            "sequence": update.sequence,
             "key_id": None,
             "signature": None,
         }
@@ -203,7 +214,8 @@ def test_every_update_counted_exactly_once_and_params_match_replay(
         time.sleep(2)
         base = max((r.version for r in releases(kafka_broker, topics.models)), default=0)
     # a device that crashed after sending re-sends: absorbed once, the copy is dead-lettered
-    for update_id in sorted(accepted)[:3]:
+    resent = [sorted(u for u in accepted if u.startswith(f"device-{d}-"))[0] for d in range(3)]
+    for update_id in resent:  # by sequence (devices 0, 1) and by update id (device 2)
         fleet.resend(update_id)
     fleet.producer.send(topics.updates, b"not avro at all")
     fleet.producer.flush()

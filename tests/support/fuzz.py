@@ -50,9 +50,10 @@ def _valid(rng: np.random.Generator, model: str, size: int, i: int) -> dict[str,
 
 def _boundary(rng: np.random.Generator, model: str, size: int, i: int) -> Bad:
     record = _valid(rng, model, size, i)
-    field = str(rng.choice(["base_version", "num_samples"]))
+    field = str(rng.choice(["base_version", "num_samples", "sequence"]))
     edges = [e for e in LONG_EDGES if not (field == "base_version" and e == 0)]
     edges = [e for e in edges if not (field == "num_samples" and 0 < e <= 10**9)]
+    edges = [e for e in edges if not (field == "sequence" and 0 <= e <= 10**15)]
     record[field] = int(rng.choice(edges))
     return Bad(signed_bytes(record), UPDATES_TOPIC, f"boundary {field}")
 

@@ -3,9 +3,10 @@
 `InMemoryJob` does what `flink_functions.AggregateFunction` does around `ModelProcess`,
 on plain dicts instead of Flink keyed state: for every record it restores the model's
 process from its persisted form (`RegisteredModel.to_state`, model state bytes, window
-bytes, the seen-id map), hands it the record, and persists the result again. So a test driving
-it exercises the same serialization round trip as the job after every record, and
-`snapshot()` / `InMemoryJob.from_snapshot()` stand in for a checkpoint and a recovery.
+bytes, the seen-id map, the devices' sequence windows), hands it the record, and persists
+the result again. So a test driving it exercises the same serialization round trip as
+the job after every record, and `snapshot()` / `InMemoryJob.from_snapshot()` stand in
+for a checkpoint and a recovery.
 
 Timers are processing-time deadlines in seconds; `advance(now)` fires every model whose
 deadline has passed (a Flink timer fires at its timestamp, i.e. `now >= deadline`).
@@ -34,6 +35,7 @@ from fedstream.pipelines.model_process import (
     contain,
     route,
 )
+from fedstream.pipelines.sequence_window import DEFAULT_WIDTH, DictWindowStore
 from fedstream.schemas.signing import TrustedKeys
 from tests.support.devices import DEVICES_TOPIC
 from tests.support.records import CONTROL_TOPIC, UPDATES_TOPIC
@@ -49,12 +51,14 @@ class StoredModel:
     state: bytes | None = None
     buffer: bytes | None = None
     seen: dict[str, int] = field(default_factory=dict)
+    windows: dict[str, bytes] = field(default_factory=dict)  # device -> sequence window
 
 
 @dataclass
 class InMemoryJob:
     models_topic_max_bytes: int = 16 * 1024 * 1024
     dedupe_versions: int = 64
+    sequence_window: int = DEFAULT_WIDTH
     updates_topic: str = UPDATES_TOPIC
     control_topic: str = CONTROL_TOPIC
     stores: dict[str, StoredModel] = field(default_factory=dict)
@@ -186,6 +190,8 @@ class InMemoryJob:
             limits=self.limits,
             dlq_max_bytes=self.dlq_max_bytes,
             model_id=model_id,
+            windows=DictWindowStore(stored.windows),
+            sequence_window=self.sequence_window,
         )
 
     def _persist(self, model_id: str, process: ModelProcess) -> None:

@@ -80,6 +80,7 @@ def update_record(
     device_id: str = "device-0",
     encoding: str = "FP32",
     created_at: int = CREATED_AT,
+    sequence: int | None = None,
 ) -> GradientUpdate:
     """A GradientUpdate record; `delta` is the flat parameter vector (any real dtype)."""
     return {
@@ -91,7 +92,7 @@ def update_record(
         "created_at": created_at,
         "delta": pack(np.asarray(delta, dtype=np.float32).reshape(-1), encoding),
         "metrics": None,
-        "sequence": None,
+        "sequence": sequence,
         "key_id": None,
         "signature": None,
     }
@@ -108,6 +109,7 @@ def update_bytes(
     encoding: str = "FP32",
     created_at: int = CREATED_AT,
     sign: bool = True,
+    sequence: int | None = None,
 ) -> bytes:
     """The encoded GradientUpdate (see `update_record`), as a device produces it: signed
     by the device's test key (`tests.support.devices`) unless `sign` is False."""
@@ -120,6 +122,7 @@ def update_bytes(
         device_id=device_id,
         encoding=encoding,
         created_at=created_at,
+        sequence=sequence,
     )
     return signed_bytes(record) if sign else encode("GradientUpdate", record)
 

@@ -6,8 +6,10 @@ It ties the pieces together with the rules that matter on a device:
   atomically (`ModelRuntime`), so `predict` works during updates;
 * updates are compressed with error feedback (`DeltaCompressor`), encoded with the codec,
   and produced idempotently (`RecordProducer`) under a deterministic update id
-  (`make_update_id`), and the compressor's residual and the round counter only advance
-  once the broker acknowledged the update: a failed send can simply be retried;
+  (`make_update_id`) with `sequence` = its round when the round counter is persisted (by
+  which the job recognises a re-send per device, whatever its staleness), and the
+  compressor's residual and the round counter only advance once the broker acknowledged
+  the update: a failed send can simply be retried, with the same id and sequence;
 * every update is signed with the device's key when it has one
   (`EdgeConfig.device_key_file`): the job refuses updates its registry cannot verify;
 * every failure is an `EdgeError` subclass; nothing is logged-and-dropped.
@@ -64,6 +66,13 @@ class EdgeClient:
     `topk_fraction` of the values); `state_path`, if given, persists the round counter so
     update ids stay deterministic across restarts. With ``install_sessions=False`` releases
     are only fetched and verified (a training-only device that never runs inference).
+
+    `sequenced`: whether updates carry their round as `sequence`, by which the job
+    recognises re-sends without a staleness cut. Default: only with a `state_path`. A
+    counter that restarts at 0 would repeat sequences the job has already absorbed, and
+    every update until it passed them would be refused as DUPLICATE; without a sequence
+    the job falls back to update ids within its dedupe horizon. Pass True when the counter
+    outlives every update of the model in memory (the simulator's devices).
     """
 
     def __init__(
@@ -78,6 +87,7 @@ class EdgeClient:
         state_path: str | os.PathLike[str] | None = None,
         install_sessions: bool = True,
         session_threads: int = 1,
+        sequenced: bool | None = None,
     ) -> None:
         if not device_id or not model_id:
             raise ValueError("device_id and model_id must not be empty")
@@ -88,6 +98,7 @@ class EdgeClient:
             compression, topk_fraction=topk_fraction, error_feedback=error_feedback
         )
         self.rounds = RoundCounter(state_path)
+        self.sequenced = state_path is not None if sequenced is None else sequenced
         self.runtime = ModelRuntime(threads=session_threads)
         self._install_sessions = install_sessions
         self._producer: RecordProducer | None = None
@@ -193,7 +204,7 @@ class EdgeClient:
             "created_at": int(time.time() * 1000),
             "delta": prepared.payload,
             "metrics": metrics,
-            "sequence": None,
+            "sequence": round_index if self.sequenced else None,
             "key_id": None,
             "signature": None,
         }

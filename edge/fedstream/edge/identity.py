@@ -7,6 +7,13 @@ random UUID would not; a name-based UUID (RFC 4122 version 5) of what identifies
 the work does: (device, model, base version, local round). The round counter advances
 only after the broker acknowledged a send, and can be persisted, so after a crash the
 re-sent round gets the id of the round that may already have arrived.
+
+A persisted round is also sent as the update's `sequence` (0, 1, 2, ... per model; see
+`EdgeClient(sequenced=...)`): the job keeps a small window of each device's sequences and
+recognises a re-send by it, so it needs no staleness cut. A round is counted once: if a
+crash hits after the broker took the update but before the counter advanced, the next
+update of that round (even one trained from a newer base) is refused as DUPLICATE rather
+than counted as a second update of the round.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Settings and why:
 * ``enable_idempotence=True`` and ``acks="all"``: a retry after a lost acknowledgement
   never writes the record twice, and an acknowledged record is on every in-sync replica.
   (Duplicates across a device *crash* are handled one level up, by deterministic
-  update ids; idempotence only covers one producer session.)
+  update ids and the round counter sent as `sequence`; idempotence only covers one
+  producer session.)
 * ``retries`` bounded and ``delivery_timeout_ms`` = the configured send timeout: a device
   must learn about an outage (`BrokerUnavailableError`) instead of buffering forever;
   ``retry_backoff_ms`` up to 1 s, so the retries outlast a leader election.

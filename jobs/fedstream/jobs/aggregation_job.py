@@ -240,6 +240,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
                 limits,
                 dlq_bytes,
                 str(config.signing.key_path()),
+                config.runtime.sequence_window,
             ),
             output_type=EMITTED,
         )

@@ -136,7 +136,12 @@ class RuntimeConfig:
     python_execution_mode: str = "thread"
     restart_attempts: int = 3
     restart_delay_ms: int = 2000
+    # Unsequenced updates (devices before schema v4): update ids are remembered for this
+    # many versions, and an older base version is refused as STALE.
     dedupe_versions: int = 64
+    # Sequenced updates: per device, the last N sequence numbers are remembered
+    # (8 + N / 8 bytes per device and model); a multiple of 8.
+    sequence_window: int = 1024
     # Models whose aggregator stays in Python memory between records, per subtask (each
     # about 2x its parameters); the rest are read from Flink state per record. 0 = none.
     live_models: int = 8
@@ -152,6 +157,8 @@ class LimitsConfig:
     max_delta_norm: float = 1e6
     max_window_updates: int = 10_000
     max_models: int = 1_000
+    max_devices_per_model: int = 100_000
+    max_sequence: int = 10**15
 
     def __post_init__(self) -> None:
         self.input_limits()  # validates
@@ -450,6 +457,10 @@ def _validate(config: JobConfig) -> None:
     if runtime.restart_attempts < 0:
         raise ConfigError("runtime.restart_attempts must be >= 0")
     _positive("runtime.dedupe_versions", runtime.dedupe_versions)
+    if runtime.sequence_window < 8 or runtime.sequence_window % 8:
+        raise ConfigError(
+            f"runtime.sequence_window must be a multiple of 8 >= 8, got {runtime.sequence_window}"
+        )
     if runtime.live_models < 0:
         raise ConfigError("runtime.live_models must be >= 0")
     if config.trust.registration_grace_ms < 0:

@@ -11,7 +11,12 @@ Keyed state uses our own versioned binary formats (`RegisteredModel.to_state`,
 `ModelState.to_bytes`, `Accumulator.to_bytes`) inside `PICKLED_BYTE_ARRAY` value
 states — pickling a `bytes` object is stable across job versions, unlike pickling our
 classes, and `PRIMITIVE_ARRAY(BYTE)` value states crash on first read in thread mode
-(measured with PyFlink 2.2). The dedupe set is a `MapState[str, int]`, one entry per remembered id.
+(measured with PyFlink 2.2). Dedupe state is written through as an update is absorbed,
+never cached: the unsequenced updates' seen set is a `MapState[str, int]` (one entry per
+remembered (device, update id)); the sequenced updates' windows a `MapState[str, bytes]`
+(device id -> `SequenceWindow.to_bytes()`, 8 + W/8 bytes) with the number of devices in
+a `ValueState[int]` beside it, updated in the same call, so a checkpoint holds both or
+neither (both are keyed state of the same operator).
 
 Flink state stays the only source of truth, but reading a model back from it for every
 record (two model-sized values through the JVM, unpickled and CRC-checked) was most of the
@@ -54,6 +59,7 @@ from fedstream.pipelines.model_process import (
     route,
 )
 from fedstream.pipelines.profiling import OperatorProfile
+from fedstream.pipelines.sequence_window import DEFAULT_WIDTH, check_width
 from fedstream.schemas.signing import TrustedKeys
 
 if TYPE_CHECKING:
@@ -342,6 +348,26 @@ class _MapStateView:
         return list(self._state.items())
 
 
+class _FlinkWindowStore:
+    """`WindowStore` over a Flink MapState (device -> window) and a device count."""
+
+    def __init__(self, windows: Any, count: Any) -> None:
+        self._windows = windows
+        self._count = count
+
+    def get(self, device_id: str) -> bytes | None:
+        found = self._windows.get(device_id)
+        return None if found is None else bytes(found)
+
+    def put(self, device_id: str, window: bytes, *, new: bool) -> None:
+        self._windows.put(device_id, window)
+        if new:
+            self._count.update(self.count() + 1)
+
+    def count(self) -> int:
+        return int(self._count.value() or 0)
+
+
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     """What `_load` read from state, which `_save` needs to know."""
@@ -373,6 +399,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         limits: InputLimits | None = None,
         dlq_max_bytes: int | None = None,
         signing_key_file: str | None = None,
+        sequence_window: int = DEFAULT_WIDTH,
     ) -> None:
         if live_models < 0:
             raise ValueError(f"live_models must be >= 0, got {live_models}")
@@ -380,6 +407,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._signing_key_file = signing_key_file
         self._max_bytes = models_topic_max_bytes
         self._dedupe_versions = dedupe_versions
+        self._sequence_window = check_width(sequence_window)
         self._live_models = live_models
         self._limits = limits or InputLimits()
         self._dlq_max_bytes = dlq_max_bytes
@@ -407,6 +435,12 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         )
         self._seen = runtime_context.get_map_state(
             MapStateDescriptor("seen_update_ids", Types.STRING(), Types.LONG())
+        )
+        self._windows = _FlinkWindowStore(
+            runtime_context.get_map_state(
+                MapStateDescriptor("sequence_windows", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+            ),
+            runtime_context.get_state(ValueStateDescriptor("sequence_devices", Types.LONG())),
         )
         # open() also runs after a restore: nothing kept from before it may be trusted.
         self._live: OrderedDict[str, _Live] = OrderedDict()
@@ -449,6 +483,8 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             dlq_max_bytes=self._dlq_max_bytes,
             model_id=model_id,
             signer=self._signer,
+            windows=self._windows,
+            sequence_window=self._sequence_window,
         )
         return process, _Loaded(raw is not None, generation)
 
@@ -469,6 +505,8 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             self._dlq_max_bytes,
             model_id,
             signer=self._signer,
+            windows=self._windows,
+            sequence_window=self._sequence_window,
         )
 
     @staticmethod

@@ -19,7 +19,12 @@ The defaults are generous for real fleets and tight for the types:
   squared gradients in Adam/Yogi's moments stay below 10**12;
 - `max_window_updates` 10,000: every window closes by then, whatever its kind (a time
   window could otherwise collect without bound), so a release's lineage stays a few MB;
-- `max_models` 1,000 registered models per job: keyed state grows with it.
+- `max_models` 1,000 registered models per job: keyed state grows with it;
+- `max_devices_per_model` 100,000 devices with a sequence window per model: each window
+  is 8 + runtime.sequence_window / 8 bytes (136 at the default 1024) plus its device id,
+  so one model's windows stay below about 40 MB (`sequence_window.py`);
+- `sequence` in [0, 10**15]: a device sending 1,000 updates a second needs 30,000 years
+  to reach it, and every sequence difference stays far inside an int64.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ __all__ = ["InputLimits", "check_sums_fit"]
 
 _AVRO_LONG_MAX = 2**63 - 1
 _FLOAT32_MAX = 3.4028234663852886e38
+_INT_LIMITS = (
+    "max_id_length",
+    "max_num_samples",
+    "max_window_updates",
+    "max_models",
+    "max_devices_per_model",
+    "max_sequence",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +54,11 @@ class InputLimits:
     max_delta_norm: float = 1e6
     max_window_updates: int = 10_000
     max_models: int = 1_000
+    max_devices_per_model: int = 100_000
+    max_sequence: int = 10**15
 
     def __post_init__(self) -> None:
-        for name in ("max_id_length", "max_num_samples", "max_window_updates", "max_models"):
+        for name in _INT_LIMITS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"limits.{name} must be an int >= 1, got {value!r}")
@@ -60,6 +75,12 @@ class InputLimits:
         size = len(value.encode())
         if size > self.max_id_length:
             return f"{field} has {size} bytes of UTF-8 (limit {self.max_id_length})"
+        return None
+
+    def sequence_problem(self, sequence: int | None) -> str | None:
+        """Why an update's `sequence` is out of bounds, or None (null is allowed)."""
+        if sequence is not None and not 0 <= sequence <= self.max_sequence:
+            return f"sequence {sequence} is outside [0, {self.max_sequence}]"
         return None
 
 

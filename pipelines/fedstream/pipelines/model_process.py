@@ -11,10 +11,18 @@ State per model, and why each piece is bounded:
 - the model state (params, version, optimizer moments): 1x params (+1x momentum, +2x Adam/Yogi);
 - the open window: 1x params for the mean reducer (running sum), K x params for the robust
   reducers (they need every buffered delta), nothing for FedAsync;
-- the update_ids absorbed in the last `dedupe_versions` releases (`SeenIds`): an update
-  whose base version is older than that horizon is refused as `stale`, so a re-sent update
-  is always either found there (`duplicate`) or refused; the set never grows with the
-  number of updates processed, only with the window size times the horizon.
+- dedupe, always per device (one device can never get another's update refused):
+  - a *sequenced* update (`GradientUpdate.sequence`, schema v4 SDKs) is recognised by its
+    device's `SequenceWindow` (`sequence_window.py`): a high-water mark plus a bitmap of
+    the last `sequence_window` sequences, 8 + W/8 bytes per device, at most
+    `limits.max_devices_per_model` devices. A re-send is `DUPLICATE`, a sequence below the
+    window `SEQUENCE_TOO_OLD`; staleness plays no part, so only the registration's
+    `max_staleness` refuses an update as `STALE`. No pruning needed: bounded by devices;
+  - an *unsequenced* update (older SDKs) by its (device_id, update_id) in `SeenIds`, the
+    ids absorbed in the last `dedupe_versions` releases: an update whose base version is
+    older than that horizon is refused as `STALE`, so a re-send is always either found
+    (`DUPLICATE`) or refused; the set grows only with the window size times the horizon.
+  Both are written only once an update is absorbed, last, so a failure leaves no trace.
 """
 
 from __future__ import annotations
@@ -35,6 +43,13 @@ from fedstream.pipelines.config import AggregationConfig, Mode
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.lineage import Lineage
 from fedstream.pipelines.model_state import ModelState
+from fedstream.pipelines.sequence_window import (
+    DEFAULT_WIDTH,
+    DictWindowStore,
+    SequenceWindow,
+    Verdict,
+    WindowStore,
+)
 from fedstream.pipelines.update import ClientUpdate
 from fedstream.pipelines.validation import finite_squared_norm
 from fedstream.schemas import (
@@ -65,6 +80,7 @@ __all__ = [
     "WindowCloseError",
     "contain",
     "route",
+    "seen_key",
 ]
 
 UPDATE = "GradientUpdate"
@@ -233,32 +249,56 @@ def contain(
         return Contained([fresh.refuse(envelope or NO_SOURCE, "INTERNAL", text)], fresh, False)
 
 
+def seen_key(device_id: str, update_id: str) -> str:
+    """The dedupe set's key of a device's update id: a JSON pair, so no two different
+    (device, id) pairs share a key, and none equals a bare update id that does not
+    itself look like one (what job versions before per-device dedupe stored)."""
+    return json.dumps([device_id, update_id], ensure_ascii=False)
+
+
 class SeenIds(Protocol):
-    """The dedupe set: update_id -> version of the model when it was absorbed."""
+    """The dedupe set of unsequenced updates: (device_id, update_id) -> version of the
+    model when it was absorbed."""
 
-    def __contains__(self, update_id: object) -> bool: ...
+    def __contains__(self, device_update: object) -> bool: ...
 
-    def add(self, update_id: str, version: int) -> None: ...
+    def add(self, device_id: str, update_id: str, version: int) -> None: ...
 
     def prune(self, older_than: int) -> None: ...
 
 
 @dataclass
 class DictSeenIds:
-    """`SeenIds` over any mutable mapping (a dict in tests, Flink MapState in the job)."""
+    """`SeenIds` over any mutable mapping (a dict in tests, Flink MapState in the job).
+
+    Keys are `seen_key(device_id, update_id)`. A bare update id (what state written
+    before dedupe was per device holds) still counts as seen for any device until it is
+    pruned after `dedupe_versions` releases, so an upgrade never lets a re-send through."""
 
     entries: MutableMapping[str, int] = field(default_factory=dict)
 
-    def __contains__(self, update_id: object) -> bool:
-        return update_id in self.entries
+    def __contains__(self, device_update: object) -> bool:
+        if not isinstance(device_update, tuple) or len(device_update) != 2:
+            return False
+        device_id, update_id = device_update
+        return seen_key(device_id, update_id) in self.entries or update_id in self.entries
 
-    def add(self, update_id: str, version: int) -> None:
-        self.entries[update_id] = version
+    def add(self, device_id: str, update_id: str, version: int) -> None:
+        self.entries[seen_key(device_id, update_id)] = version
 
     def prune(self, older_than: int) -> None:
         stale = [k for k, v in self.entries.items() if v < older_than]
         for key in stale:
             del self.entries[key]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sequenced:
+    """A sequenced update's device window, to be marked once the update is absorbed."""
+
+    sequence: int
+    window: SequenceWindow
+    new: bool  # the device had no window yet
 
 
 @dataclass(frozen=True)
@@ -332,7 +372,8 @@ class RegisteredModel:
 
 @dataclass
 class ModelProcess:
-    """One model's job logic. The caller persists `registration`, `state`, `buffer`, `seen`.
+    """One model's job logic. The caller persists `registration`, `state`, `buffer`,
+    `seen` and `windows` (the last two are written through, as the update is absorbed).
 
     Times (`now`) are seconds of processing time; `deadline()` says when a timer must fire.
     `limits` bounds every field a device controls; `dlq_max_bytes` (the dead-letter
@@ -354,6 +395,9 @@ class ModelProcess:
     #: signs every release (Ed25519, `fedstream.schemas.signing`); None: unsigned releases,
     #: which devices refuse by default (only tests of the unsigned path use that)
     signer: ReleaseSigner | None = None
+    #: per-device sequence windows (`sequence_window.py`) and their width
+    windows: WindowStore = field(default_factory=DictWindowStore)
+    sequence_window: int = DEFAULT_WIDTH
 
     # -- state in and out -------------------------------------------------------------
     @classmethod
@@ -370,6 +414,8 @@ class ModelProcess:
         dlq_max_bytes: int | None = None,
         model_id: str | None = None,
         signer: ReleaseSigner | None = None,
+        windows: WindowStore | None = None,
+        sequence_window: int = DEFAULT_WIDTH,
     ) -> ModelProcess:
         """A process over a model's persisted state."""
         aggregator = None
@@ -389,6 +435,8 @@ class ModelProcess:
             dlq_max_bytes,
             model_id,
             signer=signer,
+            windows=DictWindowStore() if windows is None else windows,
+            sequence_window=sequence_window,
         )
 
     # -- events -----------------------------------------------------------------------
@@ -438,16 +486,24 @@ class ModelProcess:
 
         if self.registration is None or self.aggregator is None:
             return refuse("UNKNOWN_MODEL", f"model {self.model_id!r} is not registered")
-        if update_id in self.seen:
-            return refuse("DUPLICATE", f"update {update_id!r} was already absorbed")
+        device_id = str(record["device_id"])
         version = self.version
         lag = version - int(record["base_version"])
-        if lag > self.dedupe_versions:
-            return refuse(
-                "STALE",
-                f"staleness {lag} exceeds the dedupe horizon of {self.dedupe_versions} "
-                "versions (a re-send that old could not be recognised)",
-            )
+        sequenced: _Sequenced | None = None
+        if record.get("sequence") is None:
+            if (device_id, update_id) in self.seen:
+                return refuse("DUPLICATE", f"update {update_id!r} was already absorbed")
+            if lag > self.dedupe_versions:
+                return refuse(
+                    "STALE",
+                    f"staleness {lag} exceeds the dedupe horizon of {self.dedupe_versions} "
+                    "versions for updates without a sequence (a re-send that old could "
+                    "not be recognised)",
+                )
+        else:
+            sequenced, refusal = self._sequence_check(device_id, int(record["sequence"]), update_id)
+            if refusal is not None:
+                return refuse(*refusal)
         try:
             delta = unpack(
                 record["delta"], expected_shape=[self.registration.layout.size], require_finite=True
@@ -471,10 +527,53 @@ class ModelProcess:
             except WindowCloseError as error:
                 error.update_id = update_id
                 raise
-        # Written last: a failure above leaves no trace of this update in the seen set.
-        self.seen.add(update_id, version)
+        # Written last: a failure above leaves no trace of this update in the dedupe state.
+        if sequenced is None:
+            self.seen.add(device_id, update_id, version)
+        else:
+            sequenced.window.mark(sequenced.sequence)
+            self.windows.put(device_id, sequenced.window.to_bytes(), new=sequenced.new)
         self.last_staleness = lag
         return outputs
+
+    def _sequence_check(
+        self, device_id: str, sequence: int, update_id: str
+    ) -> tuple[_Sequenced | None, tuple[str, str] | None]:
+        """The device's window for a sequenced update, or why the update is refused:
+        a re-send (DUPLICATE), a sequence below the window (SEQUENCE_TOO_OLD), or a new
+        device past `limits.max_devices_per_model` (OTHER: no reason code names it).
+
+        A device without a window yet may have sent this update before its SDK numbered
+        updates (the one in flight across an SDK upgrade): its update id is looked up in
+        the seen set then. Once a device has a window, all it sends is sequenced."""
+        stored = self.windows.get(device_id)
+        if stored is None:
+            if (device_id, update_id) in self.seen:
+                return None, ("DUPLICATE", f"update {update_id!r} was already absorbed")
+            devices = self.windows.count()
+            if devices >= self.limits.max_devices_per_model:
+                return None, (
+                    "OTHER",
+                    f"device limit: model {self.model_id!r} already tracks {devices} devices "
+                    f"(limits.max_devices_per_model), so device {device_id!r} cannot be "
+                    "deduplicated",
+                )
+            window = SequenceWindow(self.sequence_window)
+        else:
+            window = SequenceWindow.from_bytes(stored, self.sequence_window)
+        verdict = window.check(sequence)
+        if verdict is Verdict.DUPLICATE:
+            return None, (
+                "DUPLICATE",
+                f"sequence {sequence} of device {device_id!r} was already absorbed",
+            )
+        if verdict is Verdict.TOO_OLD:
+            return None, (
+                "SEQUENCE_TOO_OLD",
+                f"sequence {sequence} of device {device_id!r} is below its window "
+                f"({window.high - window.width + 1}..{window.high}, runtime.sequence_window)",
+            )
+        return _Sequenced(sequence, window, stored is None), None
 
     def on_timer(self, now: float) -> list[Output]:
         if self.aggregator is not None and self.aggregator.should_close(now):
@@ -520,7 +619,10 @@ class ModelProcess:
                 return problem
         if int(record["base_version"]) < 0:
             return f"base_version {record['base_version']} is negative"
-        return None
+        sequence = record.get("sequence")
+        if sequence is not None and not record["device_id"]:
+            return "a sequenced update needs a device_id (sequences are counted per device)"
+        return self.limits.sequence_problem(sequence)
 
     def _window_full(self) -> bool:
         """Every window closes at `limits.max_window_updates`, whatever its kind: a time

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bench.throughput import Result, median_run
+import numpy as np
+
+from bench.throughput import Result, median_run, update_value
 
 
 def run(updates_per_s: float, cpu: float) -> Result:
@@ -21,3 +23,19 @@ def test_even_count_takes_the_lower_middle_and_one_run_adds_nothing() -> None:
     assert round(median_run([run(300, 3.0), run(200, 4.0)]).updates_per_s) == 200
     single = median_run([run(300, 3.0)])
     assert "runs_updates_per_s" not in single.extra
+
+
+def test_bench_updates_carry_a_sequence_per_device_and_burst() -> None:
+    """The job dedupes sequenced updates per (model, device): within a burst each device's
+    sequences count up from 0, and bursts (prefixes) use their own devices."""
+    from fedstream.schemas import decode
+
+    seen = set()
+    for prefix in ("warmup", "open"):
+        for i in range(40):
+            value = update_value(f"m{i % 2}", i, 0, np.zeros(3, np.float32), prefix)
+            record = decode(value).record
+            key = (record["model_id"], record["device_id"], record["sequence"])
+            assert key not in seen
+            seen.add(key)
+    assert {s for m, d, s in seen if d == "open-device-1"} == {0, 1, 2}

@@ -44,6 +44,10 @@ def test_overrides_replace_single_keys_and_coerce_numbers() -> None:
         ({"trust": {"registration_grace_ms": -1}}, "registration_grace_ms must be >= 0"),
         ({"trust": {"max_pending_per_device": 0}}, "max_pending_per_device must be > 0"),
         ({"topics": {"devices": "fl.dlq"}}, "five distinct names"),
+        ({"runtime": {"sequence_window": 12}}, "runtime.sequence_window must be a multiple of 8"),
+        ({"runtime": {"sequence_window": 0}}, "runtime.sequence_window must be a multiple of 8"),
+        ({"limits": {"max_devices_per_model": 0}}, "limits.max_devices_per_model must be"),
+        ({"limits": {"max_sequence": -1}}, "limits.max_sequence must be"),
     ],
 )
 def test_invalid_values_name_the_key(data: dict[str, dict[str, object]], message: str) -> None:

@@ -79,6 +79,9 @@ class FakeMapState:
     def contains(self, key: str) -> bool:
         return key in self._map()
 
+    def get(self, key: str) -> Any:
+        return self._map().get(key)
+
     def put(self, key: str, value: int) -> None:
         self._map()[key] = value
 
@@ -157,9 +160,11 @@ def summary(values: list[tuple[str, bytes]]) -> tuple[dict[Any, Any], list[Any]]
 # -- the property ---------------------------------------------------------------------
 @st.composite
 def records(draw: st.DrawFn) -> list[tuple[bytes, str]]:
+    """Registrations, updates (sequenced per device or not), re-sends, garbage."""
     out: list[tuple[bytes, str]] = []
     registered: set[str] = set()
-    sent: list[tuple[str, str]] = []
+    sent: list[bytes] = []
+    sequences: Counter[tuple[str, str]] = Counter()
     for i in range(draw(st.integers(1, 24))):
         model = draw(st.sampled_from(["a", "b"]))
         choice = draw(st.integers(0, 9))
@@ -167,16 +172,27 @@ def records(draw: st.DrawFn) -> list[tuple[bytes, str]]:
             out.append((registration_bytes(model, ONNX[model], AGGREGATION[model]), CONTROL_TOPIC))
             registered.add(model)
         elif choice == 1 and sent:  # a re-send
-            model, update_id = draw(st.sampled_from(sent))
-            out.append((update_bytes(model, update_id, delta(model, update_id)), UPDATES_TOPIC))
+            out.append((draw(st.sampled_from(sent)), UPDATES_TOPIC))
         elif choice == 2:
             out.append((b"\x00 not avro", UPDATES_TOPIC))
         else:
             update_id = f"{model}{i}"
             base = draw(st.integers(0, 2))
-            value = update_bytes(model, update_id, delta(model, update_id), base_version=base)
+            device = draw(st.sampled_from(["d0", "d1"]))
+            sequence = None
+            if draw(st.booleans()):  # sequenced, sometimes skipping a number
+                sequence = sequences[model, device] + draw(st.integers(0, 2))
+                sequences[model, device] = sequence + 1
+            value = update_bytes(
+                model,
+                update_id,
+                delta(model, update_id),
+                base_version=base,
+                device_id=device,
+                sequence=sequence,
+            )
             out.append((value, UPDATES_TOPIC))
-            sent.append((model, update_id))
+            sent.append(value)
     return out
 
 
@@ -284,3 +300,31 @@ def test_a_failure_in_the_shell_is_contained_and_the_live_model_dropped(
     for uid in ("a3", "a4"):
         reference.send(update_bytes("a", uid, delta("a", uid)))
     assert summary([release]) == summary([(o.kind, o.value) for o in reference.outputs[1:]])
+
+
+def test_sequence_windows_live_in_keyed_state_with_their_device_count() -> None:
+    """Each device's window is one MapState entry of 8 + W/8 bytes, the device count a
+    ValueState beside it; a failed update writes neither; a restore brings back both."""
+    store = Store()
+    function = AggregateFunction(16 << 20, 64, sequence_window=64)
+    function.open(FakeContext(store))
+    send(function, store, registration_bytes("a", ONNX["a"], AGGREGATION["a"]), CONTROL_TOPIC, 0)
+
+    def update(uid: str, device: str, sequence: int, offset: int) -> list[tuple[str, bytes]]:
+        value = update_bytes("a", uid, delta("a", uid), device_id=device, sequence=sequence)
+        return send(function, store, value, UPDATES_TOPIC, offset)
+
+    update("a1", "d0", 0, 0)
+    checkpoint = copy.deepcopy(store.values)
+    update("a2", "d1", 0, 1)
+    windows = store.values[("sequence_windows", "a")]
+    assert {k: len(v) for k, v in windows.items()} == {"d0": 16, "d1": 16}
+    assert store.values[("sequence_devices", "a")] == 2
+    bad = update_bytes("a", "x", np.zeros(3, np.float32), device_id="d2", sequence=0)
+    send(function, store, bad, UPDATES_TOPIC, 2)  # BAD_SHAPE: no window for d2
+    assert "d2" not in windows and store.values[("sequence_devices", "a")] == 2
+    store.values = checkpoint  # a restore: the window closed by a2 and d1's mark go back
+    function.open(FakeContext(store))
+    assert store.values[("sequence_devices", "a")] == 1
+    assert [kind for kind, _ in update("a2", "d1", 0, 1)] == ["release"]
+    assert [decode(v).record["reason"] for _, v in update("a2", "d1", 0, 1)] == ["DUPLICATE"]

@@ -317,6 +317,10 @@ BAD_UPDATES: dict[str, tuple[bytes, str, str]] = {
     "samples past the limit": (_record(num_samples=2**62), "BAD_NUM_SAMPLES", "limit"),
     "norm past the limit": (_record(delta=pack(delta(0) + 1e6, "FP32")), "BAD_FIELD", "norm"),
     "long device_id": (_record(device_id="d" * 300), "BAD_FIELD", "device_id has 300 bytes"),
+    "negative sequence": (_record(sequence=-1), "BAD_FIELD", "sequence -1 is outside"),
+    "sequence past the limit": (_record(sequence=10**15 + 1), "BAD_FIELD", "sequence 1000"),
+    "sequence without device": (_record(sequence=0, device_id=""), "BAD_FIELD", "device_id"),
+    "sequenced max_staleness": (_record(base_version=0, sequence=9), "STALE", "max_staleness 1"),
 }
 
 
@@ -333,7 +337,7 @@ def test_invalid_update_is_dead_lettered_and_changes_nothing(case: str) -> None:
     assert detail in letter["detail"]
     assert (letter["model_id"], letter["update_id"]) == ("m", "bad")
     assert process.state_bytes() == state_before
-    assert "bad" not in process.seen
+    assert ("device-0", "bad") not in process.seen
     # a valid update is still accepted afterwards
     assert only_release(process.on_update(update("good", base=2), 2.0)).version == 3
 
@@ -390,7 +394,7 @@ def test_resend_beyond_the_dedupe_horizon_is_stale_not_counted_again() -> None:
     process.on_update(update("old", 0, base=0), 0.0)
     for version in range(1, 4):
         process.on_update(update(f"u{version}", version, base=version), 0.0)
-    assert process.version == 4 and "old" not in process.seen  # pruned
+    assert process.version == 4 and ("device-0", "old") not in process.seen  # pruned
     again = update("old", 0, base=0)
     letter = only_dead(process.on_update(again, 0.0), again, "STALE")
     assert "dedupe horizon" in letter["detail"]
@@ -590,7 +594,7 @@ def test_seen_set_is_pruned_to_the_dedupe_horizon() -> None:
         assert all(v >= process.version - D for v in entries.values())
     assert process.version == 20
     assert max(sizes) <= K * (D + 1)  # bounded by window x horizon, not by 60 updates
-    assert "u0" not in process.seen and "u59" in process.seen
+    assert ("device-0", "u0") not in process.seen and ("device-0", "u59") in process.seen
 
 
 # --------------------------------------------------------------------- property

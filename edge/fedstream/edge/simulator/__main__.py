@@ -61,8 +61,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--mode",
         choices=["async", "sync", "fedasync", "both"],
         default="both",
-        help="async = FedBuff, sync = FedAvg, fedasync = FedAsync (constant mixing weight; "
-        "needs the job's runtime.dedupe_versions above its staleness), both = async + sync",
+        help="async = FedBuff, sync = FedAvg, fedasync = FedAsync (constant mixing weight), "
+        "both = async + sync",
     )
     r.add_argument("--duration", type=float, default=180.0, help="max seconds per run")
     r.add_argument(

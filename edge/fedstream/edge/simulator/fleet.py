@@ -18,9 +18,10 @@ wall-clock time. Three modes share everything but the protocol:
   averaging, no staleness discount: what FedBuff adds over it), and releases
   after every update (count window 1), so a device always gets the freshest model. The
   version advances once per update, so staleness in versions is about the number of
-  updates the whole fleet sent meanwhile: tens, not ones. The job's
-  ``runtime.dedupe_versions`` must exceed it or slow devices' updates are refused as
-  STALE. Devices behave exactly as in ``async``.
+  updates the whole fleet sent meanwhile: tens, not ones. Devices send their round as
+  the update's ``sequence``, so the job recognises re-sends per device and refuses no
+  update for staleness (unless the model sets ``max_staleness``). Devices behave exactly
+  as in ``async``.
 
 In every mode a device sends at most one update per version: training twice on the same
 base would only re-send nearly the same delta, counted twice.
@@ -443,6 +444,7 @@ class FleetRun:
             compression=s.compression,
             topk_fraction=s.topk_fraction,
             install_sessions=False,
+            sequenced=True,  # one client per device and model for the whole run
         )
         seen: list[int] = []
         with self._lock:
