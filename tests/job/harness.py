@@ -162,6 +162,7 @@ class Feed:
         base_version: int = 0,
         num_samples: int = 1,
         device_id: str = "device-0",
+        sequence: int | None = None,
     ) -> Envelope:
         """A signed update; its device is registered first if the feed has not yet."""
         if device_id not in self.devices:
@@ -173,6 +174,7 @@ class Feed:
             base_version=base_version,
             num_samples=num_samples,
             device_id=device_id,
+            sequence=sequence,
         )
         return self.raw(value, self.updates_topic, self.partition_of(model_id))
 

@@ -19,7 +19,7 @@ import pytest
 from fedstream.pipelines.model_process import Envelope
 from tests.job.harness import Feed, JobOutput, absorbed, job_config, run_job
 from tests.support.onnx_models import linear_model
-from tests.support.records import F32, flat_params, update_bytes
+from tests.support.records import F32, flat_params
 
 pytestmark = [
     pytest.mark.flink,
@@ -37,8 +37,7 @@ def delta(seed: int) -> F32:
 
 
 def send(feed: Feed, uid: str, device: str, seq: int | None, base: int, seed: int) -> Envelope:
-    value = update_bytes("seq", uid, delta(seed), base_version=base, device_id=device, sequence=seq)
-    return feed.raw(value, partition=feed.partition_of("seq"))
+    return feed.update("seq", uid, delta(seed), base_version=base, device_id=device, sequence=seq)
 
 
 @pytest.fixture(scope="module")

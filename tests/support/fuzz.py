@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from fedstream.schemas import encode, pack
+from fedstream.schemas.registration_signing import sign_registration
 from tests.support.devices import signed_bytes
+from tests.support.owner_key import owner_signer
 from tests.support.records import (
     CONTROL_TOPIC,
     UPDATES_TOPIC,
@@ -95,7 +97,7 @@ def _unknown_model(rng: np.random.Generator, model: str, size: int, i: int) -> B
 
 
 def _bad_registration(rng: np.random.Generator, onnx: bytes, i: int) -> Bad:
-    record = registration_record(f"reg-{i}", onnx)
+    record = registration_record(f"reg-{i}", onnx, owner=None)
     choice = int(rng.integers(0, 3))
     if choice == 0:
         record["onnx_template"] = bytes(rng.integers(0, 256, 64, dtype=np.uint8))
@@ -105,7 +107,9 @@ def _bad_registration(rng: np.random.Generator, onnx: bytes, i: int) -> Bad:
         record["onnx_template"] = bytes(template[: int(rng.integers(1, len(template)))])
     else:
         record["initial_parameters"] = pack(np.full(3, np.inf, np.float32), "FP32")
-    return Bad(encode("ModelRegistration", record), CONTROL_TOPIC, f"registration {choice}")
+    # signed by the trusted owner after the damage: refused for what it holds
+    signed = sign_registration(record, owner_signer())
+    return Bad(encode("ModelRegistration", signed), CONTROL_TOPIC, f"registration {choice}")
 
 
 def bad_records(
