@@ -170,7 +170,7 @@ def test_forged_releases_are_refused_and_rotation_keeps_devices_installing(
             # -- rotation: the job restarts from its checkpoint with key B ----------------
             job.kill()
             job = start(kafka_broker, tmp_path, topics, key_b)
-            job.start(resume=True)
+            job.start()  # resumes its checkpoint (the default)
             device.send_update(np.full(SIZE, 0.25, np.float32), base_version=1, num_samples=1)
             v2 = newer(device, 1, 180)
             assert (v2.version, v2.key_id, device.runtime.version) == (2, id_b, 2)

@@ -251,17 +251,6 @@ def build(env: StreamExecutionEnvironment, config: JobConfig) -> None:
     ).uid("dlq-sink").name(config.topics.dlq)
 
 
-def latest_checkpoint(checkpoint_dir: str) -> str | None:
-    """The newest completed checkpoint (`chk-N` with `_metadata`) under a file:// dir."""
-    if not checkpoint_dir.startswith("file://"):
-        raise ValueError("--resume-from latest needs a file:// checkpoint dir; pass a path")
-    root = Path(checkpoint_dir.removeprefix("file://"))
-    found = [p.parent for p in root.glob("*/chk-*/_metadata")]
-    if not found:
-        return None
-    return str(max(found, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1]))))
-
-
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -282,10 +271,18 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECTION.KEY=VALUE",
         help="override one config value, e.g. --set kafka.bootstrap=host:9092 (repeatable)",
     )
-    parser.add_argument(
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
         "--resume-from",
         metavar="PATH|latest",
-        help="restore state from a checkpoint directory (chk-N), or the newest one",
+        help="restore a checkpoint (chk-N) or savepoint directory; default: the newest "
+        "sound checkpoint under checkpoint.dir (fedstream.jobs.resume)",
+    )
+    resume.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="ignore the checkpoints and start fresh (refused while the models topic "
+        "holds releases: devices would ignore versions starting again from 0)",
     )
     parser.add_argument("--local", action="store_true", help="run in an in-process mini-cluster")
     parser.add_argument(
@@ -321,10 +318,12 @@ def main(argv: list[str] | None = None) -> None:
 
         created = ensure_topics(config)
         print(f"fedstream: topics created: {', '.join(created) or 'none (all exist)'}", flush=True)
-    restore = args.resume_from
-    if restore == "latest":
-        restore = latest_checkpoint(config.checkpoint.dir)
-        print(f"fedstream: resuming from {restore or 'nothing (no checkpoint yet)'}", flush=True)
+    from fedstream.jobs.resume import ResumeRefusedError, choose_restore
+
+    try:
+        restore = choose_restore(config, args.resume_from, from_scratch=args.from_scratch)
+    except ResumeRefusedError as error:
+        raise SystemExit(f"fedstream: {error}") from None
     env = StreamExecutionEnvironment.get_execution_environment(
         flink_configuration(config, local=args.local, restore_from=restore)
     )

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_signing_key(config)
         public_key = config.signing.key_path().with_suffix(".pub")
         say(f"aggregation job in a local mini-cluster as 'job' (log: {job.log})")
-        job.start(resume=True)  # from the last demo's checkpoint, if any
+        job.start()  # resumes the last demo's checkpoint, if any
         say(f"fleet of {args.devices} devices as 'device': async (FedBuff) then sync (FedAvg)")
         device = load(overrides={**overrides, **principal(credentials, "device")}).kafka.security()
         fleet = subprocess.Popen(
