@@ -61,7 +61,7 @@ from fedstream.jobs.launcher import JobProcess
 from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
 from fedstream.pipelines.profiling import ENV_VAR
-from fedstream.schemas import decode, encode, pack, unpack
+from fedstream.schemas import decode, encode, pack, registration_key, unpack
 from fedstream.schemas.signing import write_key_pair
 
 REPO = Path(__file__).resolve().parents[1]
@@ -559,7 +559,8 @@ def fedstream_job(
         backlog_producer.init_transactions()
         model_ids = spread_model_ids(models, max(parallelism, models))
         for model_id in model_ids:
-            producer.send(config.topics.control, registration_value(model_id, params, window))
+            value = registration_value(model_id, params, window)
+            producer.send(config.topics.control, value, key=registration_key(model_id))
         producer.flush()
         deadline = time.monotonic() + 180
         while watcher.count() < models:

@@ -33,7 +33,7 @@ from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.onnx_release import read_initializers
 from fedstream.pipelines.update import ClientUpdate
-from fedstream.schemas import ParameterLayout, encode, pack
+from fedstream.schemas import ParameterLayout, encode, pack, registration_key
 from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import Release, dead_letters, releases, wait_for
 from tests.support.onnx_models import linear_model
@@ -78,7 +78,7 @@ class Fleet:
     def register(self, job: JobProcess) -> None:
         """Register, then wait for version 0 as a device would before training on it."""
         value = registration_bytes(MODEL, self.onnx, ["W", "b"], AGGREGATION)
-        self.producer.send(self.topics.control, value).get(timeout=30)
+        self.producer.send(self.topics.control, value, key=registration_key(MODEL)).get(timeout=30)
         wait_for(
             lambda: bool(releases(self.broker, self.topics.models)),
             120,

@@ -160,7 +160,7 @@ def test_forged_releases_are_refused_and_rotation_keeps_devices_installing(
             attempts.append((tampered(60, load_signing_key(key_a)), DigestMismatchError, "v60"))
             for values, error, message in attempts:
                 for value in values:
-                    forger.send(topics.models, value).get(timeout=30)
+                    forger.send(topics.models, value, key=b"forged").get(timeout=30)
                 with pytest.raises(error, match=message) as refused:
                     for _ in range(20):
                         device.refresh(timeout_s=1.0)

@@ -151,7 +151,8 @@ class Stack:
         """Send one record as `role`; the offset, or the broker's refusal raised."""
         producer = self.producer(role, **config)
         try:
-            return int(producer.send(topic, value).get(timeout=30).offset)
+            # keyed: control and models are compacted, and refuse records without a key
+            return int(producer.send(topic, value, key=b"m").get(timeout=30).offset)
         finally:
             producer.close(timeout=10)
 
@@ -300,7 +301,8 @@ def test_topics_users_and_acls_are_exactly_the_module(stack: Stack) -> None:
         assert configs["fl.models"]["retention.ms"] == "-1"
         assert configs["fl.updates"]["retention.ms"] == "604800000"
         assert configs["fl.dlq"]["retention.ms"] == "2592000000"
-        assert configs["fl.models"]["cleanup.policy"] == "delete"
+        assert configs["fl.models"]["cleanup.policy"] == "compact"
+        assert configs["fl.control"]["cleanup.policy"] == "compact"
         assert configs["fl.updates"]["max.message.bytes"] == str(16 * MiB)
         assert configs["fl.dlq"]["max.message.bytes"] == str(17 * MiB)
 
@@ -383,8 +385,8 @@ def test_job_uses_its_transactional_ids_and_nothing_else(stack: Stack) -> None:
     try:
         producer.init_transactions()
         producer.begin_transaction()
-        producer.send(TOPICS["models"], b"release-1")
-        producer.send(TOPICS["dlq"], b"dead-letter-1")
+        producer.send(TOPICS["models"], b"release-1", key=b"m#0")
+        producer.send(TOPICS["dlq"], b"dead-letter-1", key=b"m")
         producer.commit_transaction()
     finally:
         producer.close(timeout=10)

@@ -33,7 +33,13 @@ from fedstream.edge.identity import RoundCounter, make_update_id
 from fedstream.edge.producer import Delivery, RecordProducer
 from fedstream.edge.releases import Release, ReleaseReader, recent_dead_letters
 from fedstream.edge.runtime import ModelRuntime, Prediction
-from fedstream.schemas import GradientUpdate, ModelRegistration, UpdateMetrics, encode
+from fedstream.schemas import (
+    GradientUpdate,
+    ModelRegistration,
+    UpdateMetrics,
+    encode,
+    registration_key,
+)
 
 __all__ = ["EdgeClient", "SentUpdate"]
 
@@ -152,7 +158,8 @@ class EdgeClient:
                 f"registration is for {registration['model_id']!r}, client for {self.model_id!r}"
             )
         value = encode("ModelRegistration", registration)
-        return self._producer_().send(self.config.control_topic, value, self.model_id.encode())
+        key = registration_key(self.model_id)  # the control topic is compacted by model
+        return self._producer_().send(self.config.control_topic, value, key)
 
     def send_update(
         self,

@@ -69,6 +69,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     from fedstream.jobs.kafka_clients import kafka_client
     from fedstream.jobs.registration import registration_bytes
+    from fedstream.schemas import registration_key
 
     config = _config(args)
     names = args.params.split(",") if args.params else None
@@ -86,7 +87,10 @@ def cmd_register(args: argparse.Namespace) -> int:
         max_request_size=len(value) + 65536,
     )
     try:
-        producer.send(config.topics.control, value).get(timeout=30)
+        # keyed by model id: the control topic is compacted (fedstream.schemas.keys)
+        producer.send(config.topics.control, value, key=registration_key(args.model_id)).get(
+            timeout=30
+        )
     finally:
         producer.close()
     print(f"registered {args.model_id!r} ({len(value)} bytes) on {config.topics.control}")
