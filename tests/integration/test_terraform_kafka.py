@@ -85,7 +85,7 @@ EXPECTED_ACLS = {
     for role, rtype, pattern, name, ops in [
         ("job", "TOPIC", "LITERAL", "fl.updates", _RW["Read"]),
         ("job", "TOPIC", "LITERAL", "fl.control", _RW["Read"]),
-        ("job", "TOPIC", "LITERAL", "fl.models", _RW["Write"]),
+        ("job", "TOPIC", "LITERAL", "fl.models", ("Read", "Write", "Describe")),
         ("job", "TOPIC", "LITERAL", "fl.dlq", _RW["Write"]),
         ("job", "GROUP", "LITERAL", "fedstream-aggregator", ("Read",)),
         ("job", "TRANSACTIONAL_ID", "PREFIXED", TXN_PREFIX, ("Write", "Describe")),

@@ -343,11 +343,12 @@ def main(argv: list[str] | None = None) -> None:
 
         created = ensure_topics(config)
         print(f"fedstream: topics created: {', '.join(created) or 'none (all exist)'}", flush=True)
+    from fedstream.edge.errors import EdgeError
     from fedstream.jobs.resume import ResumeRefusedError, choose_restore
 
     try:
         restore = choose_restore(config, args.resume_from, from_scratch=args.from_scratch)
-    except ResumeRefusedError as error:
+    except (ResumeRefusedError, EdgeError) as error:  # EdgeError: the checks could not run
         raise SystemExit(f"fedstream: {error}") from None
     env = StreamExecutionEnvironment.get_execution_environment(
         flink_configuration(config, local=args.local, restore_from=restore)

@@ -15,7 +15,8 @@
 5. a report: accuracy vs time for both, staleness histogram, one-line summary.
 
 Each run registers models of its own (digits-<random>-<mode>). Everything it started is
-stopped at the end, also on Ctrl-C. `rm -rf infra/local/.run/demo` starts the job afresh.
+stopped at the end, also on Ctrl-C. `make clean` (a new broker and topics) starts the job
+afresh; removing only infra/local/.run/demo is refused, since fl.models holds the releases.
 """
 
 from __future__ import annotations

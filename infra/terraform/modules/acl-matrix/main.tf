@@ -59,7 +59,9 @@ locals {
     job = [
       { type = "Topic", name = var.topics.updates, pattern = "Literal", operations = ["Read", "Describe"] },
       { type = "Topic", name = var.topics.control, pattern = "Literal", operations = ["Read", "Describe"] },
-      { type = "Topic", name = var.topics.models, pattern = "Literal", operations = ["Write", "Describe"] },
+      # Read: on start, the job checks its own releases (none lost to an aborted
+      # transaction, none about to be published again from version 0: fedstream.jobs.resume)
+      { type = "Topic", name = var.topics.models, pattern = "Literal", operations = ["Read", "Write", "Describe"] },
       { type = "Topic", name = var.topics.dlq, pattern = "Literal", operations = ["Write", "Describe"] },
       { type = "Group", name = var.job_group, pattern = "Literal", operations = ["Read"] },
       { type = "TransactionalID", name = var.job_transactional_id_prefix, pattern = "Prefixed", operations = ["Write", "Describe"] },

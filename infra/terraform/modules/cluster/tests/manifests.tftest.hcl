@@ -67,11 +67,11 @@ run "defaults" {
   assert {
     # the same grants as modules/kafka: count the (resource, operation) pairs per user
     condition     = sum([for m in slice(output.manifests, 6, 10) : sum([for acl in m.spec.authorization.acls : length(acl.operations)])]) == length(output.acls)
-    error_message = "the KafkaUsers grant exactly the ACL matrix (31 operations)"
+    error_message = "the KafkaUsers grant exactly the ACL matrix (32 operations)"
   }
   assert {
-    condition     = length(output.acls) == 31
-    error_message = "31 ACL entries"
+    condition     = length(output.acls) == 32
+    error_message = "32 ACL entries"
   }
   assert {
     condition = output.manifests[6].spec.authorization.acls[5] == {

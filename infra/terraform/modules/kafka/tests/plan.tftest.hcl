@@ -41,8 +41,8 @@ run "defaults" {
     error_message = "the DLQ takes a maximal update plus 1 MiB"
   }
   assert {
-    condition     = length(kafka_acl.this) == 31
-    error_message = "31 ACLs: job 11, device 6, owner 5, auditor 9"
+    condition     = length(kafka_acl.this) == 32
+    error_message = "32 ACLs: job 12, device 6, owner 5, auditor 9"
   }
   assert {
     condition     = alltrue([for a in kafka_acl.this : a.acl_permission_type == "Allow" && a.resource_type != "Cluster" && a.acl_host == "*"])
