@@ -47,7 +47,7 @@ from kafka.errors import (
 
 from fedstream.edge.security import KafkaSecurity
 from fedstream.jobs.launcher import JobProcess
-from fedstream.schemas import decode
+from fedstream.schemas import decode, registration_key
 from tests.support.job_runner import job_signing_key
 from tests.support.onnx_models import linear_model
 from tests.support.records import (
@@ -147,12 +147,12 @@ class Stack:
             **config,
         )
 
-    def produce(self, role: str, topic: str, value: bytes, **config: Any) -> int:
-        """Send one record as `role`; the offset, or the broker's refusal raised."""
+    def produce(self, role: str, topic: str, value: bytes, key: bytes = b"m", **config: Any) -> int:
+        """Send one record as `role`; the offset, or the broker's refusal raised. Keyed:
+        control and models are compacted, and refuse records without a key."""
         producer = self.producer(role, **config)
         try:
-            # keyed: control and models are compacted, and refuse records without a key
-            return int(producer.send(topic, value, key=b"m").get(timeout=30).offset)
+            return int(producer.send(topic, value, key=key).get(timeout=30).offset)
         finally:
             producer.close(timeout=10)
 
@@ -467,9 +467,8 @@ def test_the_job_principal_runs_the_whole_job(stack: Stack, tmp_path: Path) -> N
     model = f"tf-{uuid.uuid4().hex[:6]}"
     job.start()
     try:
-        stack.produce(
-            "owner", TOPICS["control"], registration_bytes(model, onnx, {"window": {"count": 3}})
-        )
+        value = registration_bytes(model, onnx, {"window": {"count": 3}})
+        stack.produce("owner", TOPICS["control"], value, key=registration_key(model))
         # as a real device does: train (send) only from a released version
         _await_releases(stack, model, versions={0}, job=job)
         deltas = [np.full(15, 0.1 * (i + 1), np.float32) for i in range(3)]

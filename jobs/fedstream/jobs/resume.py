@@ -157,9 +157,10 @@ def _describe(transactions: list[Transaction]) -> str:
 
 def newest_versions(config: JobConfig, *, committed: bool = True) -> dict[str, int]:
     """Per model, the newest release version on the models topic (read_committed, or
-    every record the log still holds, aborted ones included)."""
+    every record the log still holds, aborted ones included); records that are not
+    releases are skipped."""
     from fedstream.jobs.kafka_read import read_topic
-    from fedstream.schemas import decode
+    from fedstream.schemas import CodecError, decode
 
     newest: dict[str, int] = {}
     values = read_topic(
@@ -171,7 +172,10 @@ def newest_versions(config: JobConfig, *, committed: bool = True) -> dict[str, i
     for value in values:
         if value is None:  # a tombstone
             continue
-        record = decode(value, expected="ModelRelease").record
+        try:
+            record = decode(value, expected="ModelRelease").record
+        except CodecError:  # not a release: no version of anything
+            continue
         model, version = str(record["model_id"]), int(record["version"])
         newest[model] = max(version, newest.get(model, -1))
     return newest
