@@ -147,7 +147,7 @@ def test_compaction_keeps_each_models_registration_and_newest_release(
 
         def one_registration_each() -> bool:
             keys = [k for k, _ in _records(kafka_broker, topics.control)]
-            return sorted(keys) == [registration_key(OTHER), registration_key(MODEL)]
+            return sorted(keys) == sorted([registration_key(OTHER), registration_key(MODEL)])
 
         wait_for(one_registration_each, 150, "the re-sent registration compacted", lambda: "")
 
