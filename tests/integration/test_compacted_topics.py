@@ -23,7 +23,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from fedstream.edge import EdgeConfig
 from fedstream.edge.releases import ReleaseReader
 from fedstream.jobs.config import load
-from fedstream.jobs.topics import topic_specs
+from fedstream.jobs.topics import ensure_topics, topic_specs
 from fedstream.schemas import decode, registration_key, release_key
 from tests.integration.test_job_exactly_once import MODEL, WINDOW, Fleet
 from tests.support.job_runner import JobTopics, job_process, trusted
@@ -96,13 +96,17 @@ def test_compaction_keeps_each_models_registration_and_newest_release(
     )
     onnx = linear_model(inputs=256, outputs=128)
     fleet = Fleet(kafka_broker, topics, onnx)
+    # a second job: topics of its own, but the first one's (compacted) control topic
+    on_control = {**SETTINGS, "topics.control": topics.control}
+    second_topics = JobTopics()
+    second_config = {**second_topics.overrides(), **kafka_broker.job_overrides(), **on_control}
+    ensure_topics(load(overrides=second_config))
     second = job_process(
         kafka_broker,
         tmp_path / "checkpoints-2",
-        JobTopics(),
+        second_topics,
         tmp_path / "job-2.log",
-        **SETTINGS,
-        **{"topics.control": topics.control},
+        **on_control,
     )
     try:
         job.start()
@@ -166,11 +170,10 @@ def test_compaction_keeps_each_models_registration_and_newest_release(
 
         # a new job on the compacted control topic registers both models again
         job.kill()
-        second_topic = second.overrides["topics.models"]
         second.start()
         wait_for(
             lambda: (
-                {(r.model_id, r.version) for r in releases(kafka_broker, second_topic)}
+                {(r.model_id, r.version) for r in releases(kafka_broker, second_topics.models)}
                 == {(MODEL, 0), (OTHER, 0)}
             ),
             150,
