@@ -35,9 +35,11 @@ class JobProcess:
             self._args += ["--set", f"{key}={value}"]
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, from_scratch: bool = False) -> None:
+    def start(self, resume: bool = True, *, from_scratch: bool = False) -> None:
         """Start the job: it resumes from its newest sound checkpoint when there is one
-        (`fedstream.jobs.resume`), or ignores them with `from_scratch`."""
+        (`fedstream.jobs.resume`), or ignores them with `from_scratch` (or `resume=False`,
+        the spelling from before resuming became the default; `resume=True` is a no-op)."""
+        from_scratch = from_scratch or not resume
         args = self._args + (["--from-scratch"] if from_scratch else [])
         handle = self.log.open("ab")
         handle.write(f"\n==== start from_scratch={from_scratch} {time.ctime()}\n".encode())
