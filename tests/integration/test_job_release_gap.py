@@ -26,7 +26,7 @@ from kafka.admin._transactions import TransactionState
 from fedstream.jobs.config import load
 from fedstream.jobs.launcher import REPO, JobProcess
 from fedstream.jobs.topics import ensure_topics
-from tests.integration.test_job_exactly_once import WINDOW, Fleet, check_invariants
+from tests.integration.test_job_exactly_once import MODEL, WINDOW, Fleet, check_invariants
 from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import releases, wait_for
 from tests.support.onnx_models import linear_model
@@ -78,6 +78,21 @@ def _crash_between_checkpoint_and_commit(
     raise AssertionError("never caught a checkpoint before its commit in 40 attempts")
 
 
+def _refused_start(job: JobProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """The job started with `job`'s settings and `args`: it must refuse before Flink."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "fedstream.jobs.aggregation_job", "--local"]
+        + [a for k, v in job.overrides.items() for a in ("--set", f"{k}={v}")]
+        + list(args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0, refused.stdout
+    return refused
+
+
 def test_a_transaction_aborted_while_down_is_recovered_not_skipped(
     kafka_broker: Broker, tmp_path: Path
 ) -> None:
@@ -107,20 +122,14 @@ def test_a_transaction_aborted_while_down_is_recovered_not_skipped(
         accepted |= set(fleet.send(WINDOW, 0))  # sent while the job is down
 
         # Restoring that very checkpoint is refused, naming what was lost and what to do.
-        refused = subprocess.run(
-            [sys.executable, "-m", "fedstream.jobs.aggregation_job", "--local"]
-            + [a for k, v in job.overrides.items() for a in ("--set", f"{k}={v}")]
-            + ["--resume-from", str(lost)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert refused.returncode != 0, refused.stdout
+        refused = _refused_start(job, "--resume-from", str(lost))
         assert f"refusing to start: the releases pre-committed by {lost.name}" in refused.stderr
         assert f"{tid}: aborted by the broker (CompleteAbort)" in refused.stderr
         assert f"v{max(published) + 1}-v" in refused.stderr  # the versions at stake
         assert "--resume-from PATH" in refused.stderr and "--from-scratch" in refused.stderr
+        # and so is a fresh start: it would publish the model again from version 0
+        fresh = _refused_start(job, "--from-scratch")
+        assert f"already holds releases of {MODEL} (v{max(published)})" in fresh.stderr
 
         # The default start recovers: the previous checkpoint, whose releases are on the
         # topic, and the updates since re-read and released again.
