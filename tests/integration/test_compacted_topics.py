@@ -110,7 +110,7 @@ def test_compaction_keeps_each_models_registration_and_newest_release(
     )
     try:
         job.start()
-        fleet.register(job)
+        fleet.register(job, timeout=300)  # a job's first start is slow on a busy machine
         fleet.register(job)  # re-sent: the job ignores it, compaction keeps one
         for _ in range(3):
             fleet.send(WINDOW, 0)

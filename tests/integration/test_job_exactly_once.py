@@ -75,13 +75,13 @@ class Fleet:
             max_request_size=16 * 1024 * 1024,
         )
 
-    def register(self, job: JobProcess) -> None:
+    def register(self, job: JobProcess, timeout: float = 120) -> None:
         """Register, then wait for version 0 as a device would before training on it."""
         value = registration_bytes(MODEL, self.onnx, ["W", "b"], AGGREGATION)
         self.producer.send(self.topics.control, value, key=registration_key(MODEL)).get(timeout=30)
         wait_for(
             lambda: bool(releases(self.broker, self.topics.models)),
-            120,
+            timeout,
             "version 0",
             job.log_tail,
         )

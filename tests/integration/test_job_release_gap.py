@@ -105,7 +105,7 @@ def test_a_transaction_aborted_while_down_is_recovered_not_skipped(
     admin = KafkaAdminClient(**kafka_broker.client_kwargs(), request_timeout_ms=30000)
     try:
         job.start()
-        fleet.register(job)
+        fleet.register(job, timeout=300)  # a job's first start is slow on a busy machine
         accepted = set(fleet.send(2 * WINDOW, 0))
         wait_for(lambda: len(releases(kafka_broker, topics.models)) >= 3, 120, "v2", job.log_tail)
         lost, more = _crash_between_checkpoint_and_commit(job, fleet, checkpoints, topics, admin)
