@@ -35,12 +35,18 @@ $(VENV)/.installed: requirements/lock.txt requirements/constraints.txt
 	$(PY) -m pip check
 	touch $@
 
-# Kafka broker + tools, the Flink Kafka connector and avro-tools, from Maven Central.
-jars: $(LIB)/.resolved
+# Kafka broker + tools, the Flink Kafka connector and avro-tools, from Maven Central; then
+# the job's own small jar (jobs/java: Kafka key serializer and partitioner) beside them.
+KEYS_JAR := $(LIB)/flink/fedstream-flink-keys.jar
+jars: $(LIB)/.resolved $(KEYS_JAR)
 $(LIB)/.resolved: infra/local/pom.xml
 	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (and Java 17)"; exit 1; }
 	@echo "== resolving Kafka, the Flink Kafka connector and avro-tools from Maven Central"
 	cd infra/local && mvn -q -B package
+	touch $@
+$(KEYS_JAR): $(LIB)/.resolved jobs/java/pom.xml $(wildcard jobs/java/src/main/java/io/fedstream/flink/*.java)
+	@echo "== building fedstream-flink-keys (jobs/java) into $(LIB)/flink"
+	cd jobs/java && mvn -q -B package
 	touch $@
 
 # Re-resolve the pins from requirements/direct.txt (then commit requirements/lock.txt).

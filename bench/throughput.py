@@ -63,7 +63,7 @@ from fedstream.jobs.launcher import JobProcess
 from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
 from fedstream.pipelines.profiling import ENV_VAR
-from fedstream.schemas import decode, pack, unpack
+from fedstream.schemas import decode, pack, registration_key, unpack
 from fedstream.schemas.signing import ReleaseSigner, load_signing_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -592,7 +592,7 @@ def fedstream_job(
             producer.send(config.topics.devices, value, key=device_id.encode())
         for model_id in model_ids:
             value = registration_value(model_id, params, window, load_signing_key(owner))
-            producer.send(config.topics.control, value)
+            producer.send(config.topics.control, value, key=registration_key(model_id))
         producer.flush()
         deadline = time.monotonic() + 180
         while watcher.count() < models:

@@ -16,7 +16,7 @@ from fedstream.jobs.config import load
 from fedstream.jobs.kafka_read import read_topic
 from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
-from fedstream.schemas import pack
+from fedstream.schemas import pack, registration_key
 from fedstream.schemas.signing import load_signing_key
 from tests.support.devices import register_devices, signed_bytes
 from tests.support.job_runner import JobTopics, job_signing_key, trusted
@@ -59,7 +59,8 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
         producer = KafkaProducer(**kafka_broker.client_kwargs(), acks="all")
         onnx = linear_model()
         aggregation = {"window": {"count": 3, "seconds": None}}
-        producer.send(topics.control, registration_bytes("m", onnx, ["W", "b"], aggregation))
+        value = registration_bytes("m", onnx, ["W", "b"], aggregation)
+        producer.send(topics.control, value, key=registration_key("m"))
         producer.flush()
         logs = lambda: f"cluster logs: {flink_cluster.log_dir}"  # noqa: E731
         wait_for(lambda: bool(releases(kafka_broker, topics.models)), 120, "v0", logs)

@@ -35,7 +35,7 @@ from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.onnx_release import read_initializers
 from fedstream.pipelines.update import ClientUpdate
-from fedstream.schemas import ParameterLayout, pack
+from fedstream.schemas import ParameterLayout, pack, registration_key
 from tests.support.devices import register_devices, signed_bytes
 from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import Release, dead_letters, releases, wait_for
@@ -82,14 +82,14 @@ class Fleet:
             max_request_size=16 * 1024 * 1024,
         )
 
-    def register(self, job: JobProcess) -> None:
+    def register(self, job: JobProcess, timeout: float = 120) -> None:
         """Register, then wait for version 0 as a device would before training on it."""
         value = registration_bytes(MODEL, self.onnx, ["W", "b"], AGGREGATION)
-        self.producer.send(self.topics.control, value).get(timeout=30)
+        self.producer.send(self.topics.control, value, key=registration_key(MODEL)).get(timeout=30)
         register_devices(self.broker, self.topics.devices, [f"device-{i}" for i in range(3)])
         wait_for(
             lambda: bool(releases(self.broker, self.topics.models)),
-            120,
+            timeout,
             "version 0",
             job.log_tail,
         )
@@ -255,11 +255,9 @@ def test_sigkill_mid_stream_then_resume_loses_and_doubles_nothing(
     accepted |= set(fleet.send(12, 0))
     job.kill()
     accepted |= set(fleet.send(12, 0))  # produced while the job is down
-    job.start(resume=True)
+    job.start()  # resumes the newest checkpoint by default
     accepted |= set(fleet.send(12, 0))
     found = _wait_absorbed(kafka_broker, topics, job, len(accepted), timeout=200)
     check_invariants(fleet, found, accepted)
-    assert "resuming from" in job.log.read_text()
-    assert (
-        "nothing (no checkpoint yet)" not in job.log.read_text().split("==== start resume=True")[-1]
-    )
+    second_start = job.log.read_text().split("==== start")[-1]
+    assert "resuming from" in second_start and "nothing (no checkpoint yet)" not in second_start

@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 from fedstream.jobs.config import load
 from fedstream.jobs.launcher import JobProcess
 from fedstream.jobs.topics import ensure_topics
+from fedstream.schemas import registration_key
 from tests.support.devices import register_devices
 from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import dead_letters, releases, wait_for
@@ -58,7 +59,8 @@ def test_poison_pills_are_dead_lettered_and_the_job_goes_on(
     huge = b"\x00" + bytes(16 * MiB - 4096)  # not Avro; just fits fl.updates (16 MiB)
     try:
         for model in ("victim", "healthy"):
-            producer.send(topics.control, registration_bytes(model, ONNX, {"window": {"count": 2}}))
+            value = registration_bytes(model, ONNX, {"window": {"count": 2}})
+            producer.send(topics.control, value, key=registration_key(model))
         producer.flush()
         wait_for(
             lambda: (

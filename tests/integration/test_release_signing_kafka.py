@@ -162,7 +162,7 @@ def test_forged_releases_are_refused_and_rotation_keeps_devices_installing(
             attempts.append((tampered(60, load_signing_key(key_a)), DigestMismatchError, "v60"))
             for values, error, message in attempts:
                 for value in values:
-                    forger.send(topics.models, value).get(timeout=30)
+                    forger.send(topics.models, value, key=b"forged").get(timeout=30)
                 with pytest.raises(error, match=message) as refused:
                     for _ in range(20):
                         device.refresh(timeout_s=1.0)
@@ -172,7 +172,7 @@ def test_forged_releases_are_refused_and_rotation_keeps_devices_installing(
             # -- rotation: the job restarts from its checkpoint with key B ----------------
             job.kill()
             job = start(kafka_broker, tmp_path, topics, key_b)
-            job.start(resume=True)
+            job.start()  # resumes its checkpoint (the default)
             device.send_update(np.full(SIZE, 0.25, np.float32), base_version=1, num_samples=1)
             v2 = newer(device, 1, 180)
             assert (v2.version, v2.key_id, device.runtime.version) == (2, id_b, 2)

@@ -47,7 +47,7 @@ from kafka.errors import (
 
 from fedstream.edge.security import KafkaSecurity
 from fedstream.jobs.launcher import JobProcess
-from fedstream.schemas import decode
+from fedstream.schemas import decode, registration_key
 from tests.support.devices import device_key_bytes
 from tests.support.job_runner import job_signing_key
 from tests.support.onnx_models import linear_model
@@ -93,7 +93,7 @@ EXPECTED_ACLS = {
     for role, rtype, pattern, name, ops in [
         ("job", "TOPIC", "LITERAL", "fl.updates", _RW["Read"]),
         ("job", "TOPIC", "LITERAL", "fl.control", _RW["Read"]),
-        ("job", "TOPIC", "LITERAL", "fl.models", _RW["Write"]),
+        ("job", "TOPIC", "LITERAL", "fl.models", ("Read", "Write", "Describe")),
         ("job", "TOPIC", "LITERAL", "fl.dlq", _RW["Write"]),
         ("job", "TOPIC", "LITERAL", "fl.devices", _RW["Read"]),
         ("job", "GROUP", "LITERAL", "fedstream-aggregator", ("Read",)),
@@ -156,10 +156,9 @@ class Stack:
             **config,
         )
 
-    def produce(
-        self, role: str, topic: str, value: bytes, *, key: bytes | None = None, **config: Any
-    ) -> int:
-        """Send one record as `role`; the offset, or the broker's refusal raised."""
+    def produce(self, role: str, topic: str, value: bytes, key: bytes = b"m", **config: Any) -> int:
+        """Send one record as `role`; the offset, or the broker's refusal raised. Keyed:
+        control and models are compacted, and refuse records without a key."""
         producer = self.producer(role, **config)
         try:
             return int(producer.send(topic, value, key=key).get(timeout=30).offset)
@@ -312,7 +311,8 @@ def test_topics_users_and_acls_are_exactly_the_module(stack: Stack) -> None:
         assert configs["fl.models"]["retention.ms"] == "-1"
         assert configs["fl.updates"]["retention.ms"] == "604800000"
         assert configs["fl.dlq"]["retention.ms"] == "2592000000"
-        assert configs["fl.models"]["cleanup.policy"] == "delete"
+        assert configs["fl.models"]["cleanup.policy"] == "compact"
+        assert configs["fl.control"]["cleanup.policy"] == "compact"
         assert configs["fl.devices"]["cleanup.policy"] == "compact"
         assert configs["fl.devices"]["retention.ms"] == "-1"
         assert configs["fl.updates"]["max.message.bytes"] == str(16 * MiB)
@@ -397,8 +397,8 @@ def test_job_uses_its_transactional_ids_and_nothing_else(stack: Stack) -> None:
     try:
         producer.init_transactions()
         producer.begin_transaction()
-        producer.send(TOPICS["models"], b"release-1")
-        producer.send(TOPICS["dlq"], b"dead-letter-1")
+        producer.send(TOPICS["models"], b"release-1", key=b"m#0")
+        producer.send(TOPICS["dlq"], b"dead-letter-1", key=b"m")
         producer.commit_transaction()
     finally:
         producer.close(timeout=10)
@@ -483,9 +483,8 @@ def test_the_job_principal_runs_the_whole_job(stack: Stack, tmp_path: Path) -> N
     model = f"tf-{uuid.uuid4().hex[:6]}"
     job.start()
     try:
-        stack.produce(
-            "owner", TOPICS["control"], registration_bytes(model, onnx, {"window": {"count": 3}})
-        )
+        value = registration_bytes(model, onnx, {"window": {"count": 3}})
+        stack.produce("owner", TOPICS["control"], value, key=registration_key(model))
         # as a real device does: train (send) only from a released version
         _await_releases(stack, model, versions={0}, job=job)
         # the operator (admin) registers the device's key; the device signs its updates

@@ -244,7 +244,7 @@ def run_job(
     started = time.monotonic()
     values: list[bytes] = []
     with releases.union(dead_letters).execute_and_collect(name) as results:
-        values.extend(_as_bytes(value) for value in results)
+        values.extend(_as_bytes(row[1]) for row in results)  # KEYED: (key, value)
     seconds = time.monotonic() - started
     kinds = [decode(v).name for v in values]
     assert set(kinds) <= {"ModelRelease", "DeadLetter"}, set(kinds)

@@ -37,7 +37,13 @@ from fedstream.edge.identity import RoundCounter, make_update_id
 from fedstream.edge.producer import Delivery, RecordProducer
 from fedstream.edge.releases import Release, ReleaseReader, recent_dead_letters
 from fedstream.edge.runtime import ModelRuntime, Prediction
-from fedstream.schemas import GradientUpdate, ModelRegistration, UpdateMetrics, encode
+from fedstream.schemas import (
+    GradientUpdate,
+    ModelRegistration,
+    UpdateMetrics,
+    encode,
+    registration_key,
+)
 from fedstream.schemas.registration_signing import sign_registration
 from fedstream.schemas.update_signing import sign_update
 
@@ -171,7 +177,8 @@ class EdgeClient:
         owner = self.config.owner_signer
         record = registration if owner is None else sign_registration(registration, owner)
         value = encode("ModelRegistration", record)
-        return self._producer_().send(self.config.control_topic, value, self.model_id.encode())
+        key = registration_key(self.model_id)  # the control topic is compacted by model
+        return self._producer_().send(self.config.control_topic, value, key)
 
     def send_update(
         self,

@@ -124,13 +124,13 @@ variable "dlq_retention_ms" {
 variable "control_cleanup_policy" {
   description = "See modules/kafka."
   type        = string
-  default     = "delete"
+  default     = "compact"
 }
 
 variable "models_cleanup_policy" {
   description = "See modules/kafka."
   type        = string
-  default     = "delete"
+  default     = "compact"
 }
 
 variable "updates_max_message_bytes" {

@@ -5,6 +5,13 @@
     fl.devices ├─ route ──> (device gate) ──────> aggregate (keyed state) ─┤
     fl.control ┘   └──── undecodable, UNAUTHENTICATED ────────────────────┴─> fl.dlq (dead letters)
 
+Every output record carries its Kafka key (`fedstream.schemas.keys`): a release chunk
+`<model_id>#<chunk_index>`, partitioned by model id, so fl.models can be compacted and
+keep each model's newest complete release; a dead letter its model id (none when the
+record named no model). PyFlink's sink takes keys only through Java serialization
+schemas: `io.fedstream.flink.RowBytes` and `ModelPartitioner` (jobs/java, built by
+`make jars`).
+
 The source is the Kafka connector's table source in `raw` format, converted to a DataStream:
 it is the same KafkaSource underneath, and it also hands over each record's topic, partition
 and offset, which a DeadLetter must carry. Records become visible downstream only when the
@@ -23,20 +30,22 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from pyflink.common import Configuration, Types
-from pyflink.common.serialization import ByteArraySchema
+from pyflink.common import Configuration, Row, Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from fedstream.jobs.config import JobConfig, load
-from fedstream.jobs.runtime import connector_jar, jar_url
+from fedstream.jobs.runtime import jar_url, job_jars
 
 JOB_NAME = "fedstream-aggregation"
 #: Bytes of a Kafka record batch besides one record's value (header, key, varints), generous.
 _BATCH_OVERHEAD = 1024
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+#: What both sinks write: a Kafka record's key (empty: none) and value.
+KEYED = Types.ROW_NAMED(["key", "value"], [BYTES, BYTES])
 
 
 def flink_configuration(
@@ -44,7 +53,7 @@ def flink_configuration(
 ) -> Configuration:
     """The Flink settings the job needs, from our config (PyFlink 2.2 has no setters)."""
     conf = Configuration()
-    conf.set_string("pipeline.jars", jar_url(connector_jar()))
+    conf.set_string("pipeline.jars", ";".join(jar_url(jar) for jar in job_jars()))
     conf.set_string("pipeline.name", JOB_NAME)
     conf.set_string("parallelism.default", str(config.runtime.parallelism))
     conf.set_string("state.backend.type", config.checkpoint.backend)
@@ -131,6 +140,22 @@ def _source_ddl(config: JobConfig) -> str:
         )"""
 
 
+def _record_serializer(topic: str, *, by_model: bool) -> KafkaRecordSerializationSchema:
+    """KEYED rows -> Kafka records: field 0 the key, field 1 the value; `by_model`: every
+    release chunk of a model in the partition of its model id (`ModelPartitioner`)."""
+    jvm = get_gateway().jvm
+    keys = jvm.io.fedstream.flink
+    builder = (
+        jvm.org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema.builder()
+        .setTopic(topic)
+        .setKeySerializationSchema(keys.RowBytes(0))
+        .setValueSerializationSchema(keys.RowBytes(1))
+    )
+    if by_model:
+        builder = builder.setPartitioner(keys.ModelPartitioner())
+    return KafkaRecordSerializationSchema(builder.build())
+
+
 def _sink(config: JobConfig, topic: str, role: str, max_bytes: int) -> KafkaSink:
     k = config.kafka
     builder = KafkaSink.builder()
@@ -138,12 +163,7 @@ def _sink(config: JobConfig, topic: str, role: str, max_bytes: int) -> KafkaSink
         builder = builder.set_property(key, value)
     return (
         builder.set_bootstrap_servers(k.bootstrap)
-        .set_record_serializer(
-            KafkaRecordSerializationSchema.builder()
-            .set_topic(topic)
-            .set_value_serialization_schema(ByteArraySchema())
-            .build()
-        )
+        .set_record_serializer(_record_serializer(topic, by_model=role == "models"))
         .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
         # stable across restarts: Flink aborts the lingering transactions of this prefix
         .set_transactional_id_prefix(f"{k.transactional_id_prefix}-{role}")
@@ -161,8 +181,9 @@ INPUT_ROW = Types.ROW_NAMED(
 
 def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStream]:
     """Route and aggregate `rows` (INPUT_ROW): returns (releases, dead letters), each a
-    stream of encoded records. Sources and sinks stay outside, so the job tier of the tests
-    runs exactly this on in-memory input. Every operator has a stable uid."""
+    stream of KEYED rows (Kafka key, encoded record). Sources and sinks stay outside, so
+    the job tier of the tests runs exactly this on in-memory input. Every operator has a
+    stable uid."""
     # Imported here so `--help` and config errors don't pay for loading the core.
     from fedstream.pipelines.flink_functions import (
         EMITTED,
@@ -223,7 +244,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     )
     dead_on_arrival = (
         routed.union(admitted, gated)
-        .flat_map(lambda r: [r[2]] if r[1] == KIND_DEAD else [], output_type=BYTES)
+        .flat_map(lambda r: [Row(b"", r[2])] if r[1] == KIND_DEAD else [], output_type=KEYED)
         .uid("undecodable")
         .name("undecodable")
     )
@@ -248,12 +269,16 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         .name("aggregate per model")
     )
     releases = (
-        emitted.flat_map(lambda r: [r[1]] if r[0] == "release" else [], output_type=BYTES)
+        emitted.flat_map(
+            lambda r: [Row(r[2], r[1])] if r[0] == "release" else [], output_type=KEYED
+        )
         .uid("releases")
         .name("releases")
     )
     rejected = (
-        emitted.flat_map(lambda r: [r[1]] if r[0] != "release" else [], output_type=BYTES)
+        emitted.flat_map(
+            lambda r: [Row(r[2], r[1])] if r[0] != "release" else [], output_type=KEYED
+        )
         .uid("rejected")
         .name("rejected")
     )
@@ -287,17 +312,6 @@ def build(env: StreamExecutionEnvironment, config: JobConfig) -> None:
     ).uid("dlq-sink").name(config.topics.dlq)
 
 
-def latest_checkpoint(checkpoint_dir: str) -> str | None:
-    """The newest completed checkpoint (`chk-N` with `_metadata`) under a file:// dir."""
-    if not checkpoint_dir.startswith("file://"):
-        raise ValueError("--resume-from latest needs a file:// checkpoint dir; pass a path")
-    root = Path(checkpoint_dir.removeprefix("file://"))
-    found = [p.parent for p in root.glob("*/chk-*/_metadata")]
-    if not found:
-        return None
-    return str(max(found, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1]))))
-
-
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -318,10 +332,18 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECTION.KEY=VALUE",
         help="override one config value, e.g. --set kafka.bootstrap=host:9092 (repeatable)",
     )
-    parser.add_argument(
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
         "--resume-from",
         metavar="PATH|latest",
-        help="restore state from a checkpoint directory (chk-N), or the newest one",
+        help="restore a checkpoint (chk-N) or savepoint directory; default: the newest "
+        "sound checkpoint under checkpoint.dir (fedstream.jobs.resume)",
+    )
+    resume.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="ignore the checkpoints and start fresh (refused while the models topic "
+        "holds releases: devices would ignore versions starting again from 0)",
     )
     parser.add_argument("--local", action="store_true", help="run in an in-process mini-cluster")
     parser.add_argument(
@@ -370,10 +392,13 @@ def main(argv: list[str] | None = None) -> None:
 
         created = ensure_topics(config)
         print(f"fedstream: topics created: {', '.join(created) or 'none (all exist)'}", flush=True)
-    restore = args.resume_from
-    if restore == "latest":
-        restore = latest_checkpoint(config.checkpoint.dir)
-        print(f"fedstream: resuming from {restore or 'nothing (no checkpoint yet)'}", flush=True)
+    from fedstream.edge.errors import EdgeError
+    from fedstream.jobs.resume import ResumeRefusedError, choose_restore
+
+    try:
+        restore = choose_restore(config, args.resume_from, from_scratch=args.from_scratch)
+    except (ResumeRefusedError, EdgeError) as error:  # EdgeError: the checks could not run
+        raise SystemExit(f"fedstream: {error}") from None
     env = StreamExecutionEnvironment.get_execution_environment(
         flink_configuration(config, local=args.local, restore_from=restore)
     )

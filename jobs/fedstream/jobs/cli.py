@@ -2,8 +2,10 @@
 
     fedstream topics                     create the job's topics (local stack / dev)
     fedstream register --model-id M --onnx model.onnx [--window-count K] [...]
-    fedstream run [--resume-from latest] run the job in a local mini-cluster (foreground)
-    fedstream submit                     submit the job to a Flink cluster (`flink run -py`)
+    fedstream run                        run the job in a local mini-cluster (foreground),
+                                         resuming its newest sound checkpoint [--from-scratch]
+    fedstream submit                     submit the job to a Flink cluster (`flink run -py`),
+                                         resuming the same way [--resume-from PATH]
     fedstream releases --model-id M      versions of a model: time, contributors, staleness
     fedstream dead-letters               what was refused, and why
     fedstream keygen --out DIR [--owner] the job's release-signing key pair (Ed25519), or
@@ -100,6 +102,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     from fedstream.jobs.kafka_clients import kafka_client
     from fedstream.jobs.registration import registration_bytes
+    from fedstream.schemas import registration_key
 
     config = _config(args)
     names = args.params.split(",") if args.params else None
@@ -120,7 +123,10 @@ def cmd_register(args: argparse.Namespace) -> int:
         max_request_size=len(value) + 65536,
     )
     try:
-        producer.send(config.topics.control, value).get(timeout=30)
+        # keyed by model id: the control topic is compacted (fedstream.schemas.keys)
+        producer.send(config.topics.control, value, key=registration_key(args.model_id)).get(
+            timeout=30
+        )
     finally:
         producer.close()
     print(f"registered {args.model_id!r} ({len(value)} bytes) on {config.topics.control}")
@@ -176,14 +182,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedstream.jobs.aggregation_job import main as job_main
 
     ensure_local_keys(_config(args))
-    extra = ["--resume-from", args.resume_from] if args.resume_from else []
-    job_main(["--local", "--create-topics", *_job_args(args), *extra])
+    job_main(["--local", "--create-topics", *_job_args(args), *_restore_args(args)])
     return 0
 
 
+def _restore_args(args: argparse.Namespace) -> list[str]:
+    if args.from_scratch:
+        return ["--from-scratch"]
+    return ["--resume-from", args.resume_from] if args.resume_from else []
+
+
+def _add_restore_options(command: argparse.ArgumentParser) -> None:
+    """--resume-from / --from-scratch, the job's own options (fedstream.jobs.resume)."""
+    group = command.add_mutually_exclusive_group()
+    group.add_argument(
+        "--resume-from",
+        metavar="PATH|latest",
+        help="a chk-N or savepoint dir (default: the newest sound checkpoint in checkpoint.dir)",
+    )
+    group.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="ignore the checkpoints (refused while the models topic holds releases)",
+    )
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    """`flink run -py` with our code shipped as -pyfs (what PyFlink documents)."""
+    """`flink run -py` with our code shipped as -pyfs (what PyFlink documents), restoring
+    the checkpoint `fedstream.jobs.resume` chooses (the newest sound one by default)."""
     from fedstream.jobs.aggregation_job import source_folders
+    from fedstream.jobs.resume import ResumeRefusedError, choose_restore
+
+    config = _config(args)
+    try:
+        restore = choose_restore(config, args.resume_from, from_scratch=args.from_scratch)
+    except ResumeRefusedError as error:
+        print(f"fedstream submit: {error}", file=sys.stderr)
+        return 2
+    # the job file decides again on the client: tell it what was chosen
+    decided = ["--resume-from", restore] if restore else ["--from-scratch"]
 
     flink = [str(args.flink)] if args.flink else [str(REPO / "infra/local/flink.sh"), "cli"]
     command = [
@@ -194,8 +231,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         str(JOB_FILE),
         "--pyFiles",
         ",".join(str(p) for p in source_folders()),
-        *(["--fromSavepoint", args.resume_from] if args.resume_from else []),
+        *(["--fromSavepoint", restore] if restore else []),
         *_job_args(args),
+        *decided,
     ]
     print("$ " + " ".join(command), flush=True)
     return subprocess.call(command, cwd=REPO)
@@ -328,13 +366,13 @@ def parser() -> argparse.ArgumentParser:
     )
     reg.set_defaults(run=cmd_register)
     run = sub.add_parser("run", parents=[common], help="run the job in a local mini-cluster")
-    run.add_argument("--resume-from", metavar="PATH|latest")
+    _add_restore_options(run)
     run.set_defaults(run=cmd_run)
     submit = sub.add_parser("submit", parents=[common], help="submit the job to a Flink cluster")
     submit.add_argument(
         "--flink", type=Path, help="the `flink` client (default: the local stack's)"
     )
-    submit.add_argument("--resume-from", metavar="CHECKPOINT", help="a chk-N or savepoint dir")
+    _add_restore_options(submit)
     submit.set_defaults(run=cmd_submit)
     rel = sub.add_parser("releases", parents=[common], help="list a model's releases")
     rel.add_argument("--model-id", required=True)

@@ -19,7 +19,8 @@
 6. a report: accuracy vs time for both, staleness histogram, one-line summary.
 
 Each run registers models of its own (digits-<random>-<mode>). Everything it started is
-stopped at the end, also on Ctrl-C. `rm -rf infra/local/.run/demo` starts the job afresh.
+stopped at the end, also on Ctrl-C. `make clean` (a new broker and topics) starts the job
+afresh; removing only infra/local/.run/demo is refused, since fl.models holds the releases.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         public_key = config.signing.key_path().with_suffix(".pub")
         owner_key = (config.trust.owner_key_paths() or [public_key])[0].with_suffix(".key")
         say(f"aggregation job in a local mini-cluster as 'job' (log: {job.log})")
-        job.start(resume=True)  # from the last demo's checkpoint, if any
+        job.start()  # resumes the last demo's checkpoint, if any
         keys = work / "devices"
         say(f"registering {args.devices} device keys as the operator (keys in {keys})")
         operator = load(overrides={**overrides, **principal(credentials, "admin")})

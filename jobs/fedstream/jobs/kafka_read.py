@@ -14,17 +14,22 @@ if TYPE_CHECKING:
 
 
 def read_topic(
-    bootstrap: str, topic: str, security: KafkaSecurity, idle_ms: int = 2000
+    bootstrap: str,
+    topic: str,
+    security: KafkaSecurity,
+    idle_ms: int = 2000,
+    isolation: str = "read_committed",
 ) -> list[bytes]:
-    """Every committed record of `topic`, in offset order per partition, read as the
-    principal of `security`."""
+    """Every committed record of `topic` (`isolation="read_uncommitted"`: every record
+    the log holds, aborted ones included), in offset order per partition, read as the
+    principal of `security`. A compacted topic's tombstones come as None values."""
     consumer = open_kafka_client(
         KafkaConsumer,
         bootstrap,
         security,
         timeout_s=30.0,
         what=f"reader of {topic}",
-        isolation_level="read_committed",
+        isolation_level=isolation,
         enable_auto_commit=False,
         consumer_timeout_ms=idle_ms,
         fetch_max_bytes=64 * 1024 * 1024,

@@ -27,6 +27,7 @@ class JobProcess:
         `log`: where the job's output goes (appended across restarts); `create_topics`:
         False where Terraform provisioned them (the job's principal may not create)."""
         self.log = log
+        self.overrides = dict(overrides)
         self._args = [sys.executable, "-m", "fedstream.jobs.aggregation_job", "--local"]
         if create_topics:
             self._args.append("--create-topics")
@@ -34,10 +35,14 @@ class JobProcess:
             self._args += ["--set", f"{key}={value}"]
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, resume: bool = False) -> None:
-        args = self._args + (["--resume-from", "latest"] if resume else [])
+    def start(self, resume: bool = True, *, from_scratch: bool = False) -> None:
+        """Start the job: it resumes from its newest sound checkpoint when there is one
+        (`fedstream.jobs.resume`), or ignores them with `from_scratch` (or `resume=False`,
+        the spelling from before resuming became the default; `resume=True` is a no-op)."""
+        from_scratch = from_scratch or not resume
+        args = self._args + (["--from-scratch"] if from_scratch else [])
         handle = self.log.open("ab")
-        handle.write(f"\n==== start resume={resume} {time.ctime()}\n".encode())
+        handle.write(f"\n==== start from_scratch={from_scratch} {time.ctime()}\n".encode())
         handle.flush()
         self._process = subprocess.Popen(
             args,

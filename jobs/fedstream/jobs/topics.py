@@ -20,14 +20,24 @@ from fedstream.jobs.kafka_clients import kafka_client
 BROKER_DEFAULT_REPLICATION = -1
 
 
+#: fl.control and fl.models keep each model's registration and newest release forever:
+#: every record there is keyed (`fedstream.schemas.keys`), so compaction drops only
+#: superseded ones (older releases, re-sent registrations). Kafka refuses unkeyed records
+#: on a compacted topic.
+COMPACTED = {"cleanup.policy": "compact"}
+
+
 def topic_specs(config: JobConfig) -> list[NewTopic]:
     """fl.updates is partitioned for device throughput; fl.models, fl.control and fl.dlq
-    have one partition so every consumer sees a model's releases in version order (the
-    sink writes them without a key); fl.devices is compacted (one entry per device).
-    Replication is the broker's default."""
+    have one partition so every consumer sees a model's releases in version order.
+    Control and models are compacted (`COMPACTED`), and so is fl.devices (one entry per
+    device). Replication is the broker's default."""
     rf = BROKER_DEFAULT_REPLICATION
     t = config.topics
-    big = {"max.message.bytes": str(max(t.models_max_message_bytes, t.updates_max_message_bytes))}
+    big = {
+        "max.message.bytes": str(max(t.models_max_message_bytes, t.updates_max_message_bytes)),
+        **COMPACTED,
+    }
     return [
         NewTopic(
             t.updates,
@@ -40,11 +50,14 @@ def topic_specs(config: JobConfig) -> list[NewTopic]:
             t.models,
             1,
             rf,
-            topic_configs={"max.message.bytes": str(t.models_max_message_bytes + 65536)},
+            topic_configs={
+                "max.message.bytes": str(t.models_max_message_bytes + 65536),
+                **COMPACTED,
+            },
         ),
         NewTopic(t.dlq, 1, rf, topic_configs={"max.message.bytes": str(t.dlq_max_message_bytes)}),
         # the device registry: compacted, so the newest entry per device_id stays forever
-        NewTopic(t.devices, 1, rf, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(t.devices, 1, rf, topic_configs=COMPACTED),
     ]
 
 

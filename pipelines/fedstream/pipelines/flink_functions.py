@@ -83,8 +83,9 @@ ROUTED = Types.ROW_NAMED(
         Types.STRING(),
     ],
 )
-#: (kind, value): what AggregateFunction emits, "release" or "dead_letter" records.
-EMITTED = Types.ROW_NAMED(["kind", "value"], [Types.STRING(), BYTES])
+#: (kind, value, key): what AggregateFunction emits, "release" or "dead_letter" records
+#: with their Kafka key (`Output.key`).
+EMITTED = Types.ROW_NAMED(["kind", "value", "key"], [Types.STRING(), BYTES, BYTES])
 
 
 def timer_millis(deadline: float) -> int:
@@ -631,7 +632,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
                 if reason not in self._rejected:
                     self._rejected[reason] = self._metrics.counter(f"rejected_{reason}")
                 self._rejected[reason].inc()
-            rows.append(Row(output.kind, output.value))
+            rows.append(Row(output.kind, output.value, output.key))
         if process.last_fill_seconds is not None and any(o.kind == "release" for o in outputs):
             self._fill_ms.update(int(process.last_fill_seconds * 1000))
         return rows

@@ -61,6 +61,7 @@ from fedstream.schemas import (
     encode,
     make_dead_letter,
     release_chunks,
+    release_key,
     unpack,
 )
 
@@ -694,8 +695,13 @@ class ModelProcess:
             signature=signature,
             key_id=key_id,
         )
-        key = model.model_id.encode()
-        return [Output("release", key, encode("ModelRelease", r)) for r in records]
+        # one key per chunk: compaction keeps every chunk of the newest release (schemas.keys)
+        return [
+            Output(
+                "release", release_key(r["model_id"], r["chunk_index"]), encode("ModelRelease", r)
+            )
+            for r in records
+        ]
 
     def _sign(
         self, model_id: str, version: int, onnx: bytes, lineage: dict[str, Any]

@@ -45,6 +45,7 @@ from fedstream.schemas.errors import (
     WrongRecordTypeError,
 )
 from fedstream.schemas.fingerprint import crc64_avro, schema_fingerprint
+from fedstream.schemas.keys import model_of_release_key, registration_key, release_key
 from fedstream.schemas.layout import ParameterLayout
 from fedstream.schemas.records import (
     DEAD_LETTER_TEXT_LIMIT,
@@ -121,9 +122,12 @@ __all__ = [
     "default_registry",
     "encode",
     "make_dead_letter",
+    "model_of_release_key",
     "pack",
     "read_fingerprint",
+    "registration_key",
     "release_chunks",
+    "release_key",
     "schema_fingerprint",
     "unpack",
 ]

@@ -238,7 +238,7 @@ def test_users_grant_the_same_matrix_as_the_kafka_module(
                     )
                 )
     assert from_users == {tuple(entry) for entry in _matrix(workspace)}
-    assert len(from_users) == 35
+    assert len(from_users) == 36
 
 
 def _matrix(workspace: Workspace) -> list[list[str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedstream.jobs.aggregation_job import latest_checkpoint, parse_overrides
+from fedstream.jobs.aggregation_job import parse_overrides
 from fedstream.jobs.config import DEFAULT_CONFIG, ConfigError, JobConfig, from_dict, load
 
 
@@ -81,18 +81,27 @@ def test_parse_overrides_requires_key_value() -> None:
         parse_overrides(["novalue"])
 
 
-def test_latest_checkpoint_picks_the_newest_completed_one(tmp_path: Path) -> None:
-    assert latest_checkpoint(tmp_path.as_uri()) is None
-    for job, n in (("a", 3), ("a", 12), ("b", 5)):
+def test_retained_checkpoints_are_the_newest_runs_completed_ones(tmp_path: Path) -> None:
+    from fedstream.jobs.resume import ResumeRefusedError, retained
+
+    def config(uri: str) -> JobConfig:
+        return load(overrides={"checkpoint.dir": uri})
+
+    assert retained(config(tmp_path.as_uri())) == []
+    for job, n in (("a", 3), ("a", 12), ("b", 5), ("c", 2)):
         (tmp_path / job / f"chk-{n}").mkdir(parents=True)
-    (tmp_path / "a" / "chk-12" / "_metadata").write_bytes(b"x")
-    (tmp_path / "a" / "chk-3" / "_metadata").write_bytes(b"x")
+    for job, n in (("a", 12), ("a", 3), ("c", 2)):
+        (tmp_path / job / f"chk-{n}" / "_metadata").write_bytes(b"x")
+    os.utime(tmp_path / "c" / "chk-2", (500, 500))
     os.utime(tmp_path / "a" / "chk-3", (1000, 1000))
     os.utime(tmp_path / "a" / "chk-12", (2000, 2000))
-    # chk-5 of job b is newer but was never completed (no _metadata): not a restore point
-    assert latest_checkpoint(tmp_path.as_uri()) == str(tmp_path / "a" / "chk-12")
-    with pytest.raises(ValueError, match="file://"):
-        latest_checkpoint("s3://bucket/checkpoints")
+    # chk-5 of job b is newer but was never completed (no _metadata): not a restore point;
+    # run c is older: its checkpoint numbers may be reused by run a's transactions
+    found = retained(config(tmp_path.as_uri()))
+    assert [c.path for c in found] == [tmp_path / "a" / "chk-12", tmp_path / "a" / "chk-3"]
+    assert [c.number for c in found] == [12, 3]
+    with pytest.raises(ResumeRefusedError, match="file://"):
+        retained(config("s3://bucket/checkpoints"))
 
 
 # ---------------------------------------------------------------- Kafka security keys

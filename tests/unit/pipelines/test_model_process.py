@@ -121,7 +121,7 @@ def test_registration_releases_version_0_that_runs_in_onnxruntime() -> None:
     outputs = process.on_registration(envelope(registration_bytes("m", ONNX), CONTROL_TOPIC))
     release = only_release(outputs)
     assert (release.model_id, release.version, release.chunk_count) == ("m", 0, 1)
-    assert outputs[0].key == b"m"
+    assert outputs[0].key == b"m#0"  # model id and chunk index: compaction keeps each chunk
     assert hashlib.sha256(release.onnx).hexdigest() == release.sha256
     np.testing.assert_array_equal(release.params(), INITIAL)
     lineage = release.lineage
@@ -547,6 +547,8 @@ def test_release_is_chunked_to_fit_the_models_topic_and_reassembles() -> None:
     records = [decode(o.value, expected="ModelRelease").record for o in outputs]
     assert [r["chunk_index"] for r in records] == list(range(len(records)))
     assert {r["chunk_count"] for r in records} == {len(records)}
+    # one Kafka key per chunk, so that a compacted topic keeps every chunk of a release
+    assert [o.key for o in outputs] == [f"big#{i}".encode() for i in range(len(records))]
     blob = assemble_release(reversed(records))  # any order
     assert blob == assemble_release(records)
     np.testing.assert_array_equal(flat_params(blob), flat_params(BIG_ONNX))

@@ -60,7 +60,9 @@ locals {
     job = [
       { type = "Topic", name = var.topics.updates, pattern = "Literal", operations = ["Read", "Describe"] },
       { type = "Topic", name = var.topics.control, pattern = "Literal", operations = ["Read", "Describe"] },
-      { type = "Topic", name = var.topics.models, pattern = "Literal", operations = ["Write", "Describe"] },
+      # Read: on start, the job checks its own releases (none lost to an aborted
+      # transaction, none about to be published again from version 0: fedstream.jobs.resume)
+      { type = "Topic", name = var.topics.models, pattern = "Literal", operations = ["Read", "Write", "Describe"] },
       { type = "Topic", name = var.topics.dlq, pattern = "Literal", operations = ["Write", "Describe"] },
       # the device registry (public keys): read only. Only the operator (the super user)
       # writes it; a device that could would register keys for other devices' ids.

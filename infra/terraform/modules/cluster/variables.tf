@@ -160,9 +160,9 @@ variable "dlq_retention_ms" {
 }
 
 variable "control_cleanup_policy" {
-  description = "cleanup.policy of the control topic (see modules/kafka): delete, or compact once records are keyed."
+  description = "cleanup.policy of the control topic (see modules/kafka): compact (default; records are keyed by model id) or delete."
   type        = string
-  default     = "delete"
+  default     = "compact"
 
   validation {
     condition     = contains(["delete", "compact"], var.control_cleanup_policy)
@@ -171,9 +171,9 @@ variable "control_cleanup_policy" {
 }
 
 variable "models_cleanup_policy" {
-  description = "cleanup.policy of the models topic (see modules/kafka): delete, or compact once records are keyed."
+  description = "cleanup.policy of the models topic (see modules/kafka): compact (default; records are keyed by model id) or delete."
   type        = string
-  default     = "delete"
+  default     = "compact"
 
   validation {
     condition     = contains(["delete", "compact"], var.models_cleanup_policy)

@@ -105,9 +105,9 @@ variable "dlq_retention_ms" {
 }
 
 variable "control_cleanup_policy" {
-  description = "cleanup.policy of the control topic, which keeps every registration forever (retention.ms = -1). \"delete\" today; \"compact\" (one record per model) only once registrations are keyed by model id: Kafka refuses unkeyed records on a compacted topic."
+  description = "cleanup.policy of the control topic (retention.ms = -1). \"compact\" (default): registrations are keyed by model id, so each model's registration stays forever and a re-sent one replaces its copy; Kafka then refuses unkeyed records. \"delete\" keeps every record."
   type        = string
-  default     = "delete"
+  default     = "compact"
 
   validation {
     condition     = contains(["delete", "compact"], var.control_cleanup_policy)
@@ -116,9 +116,9 @@ variable "control_cleanup_policy" {
 }
 
 variable "models_cleanup_policy" {
-  description = "cleanup.policy of the models topic, which keeps every release forever (retention.ms = -1). \"delete\" today; \"compact\" only once releases are keyed (the job writes them unkeyed, and a chunked release needs all its chunks)."
+  description = "cleanup.policy of the models topic (retention.ms = -1). \"compact\" (default): each release chunk is keyed <model_id>#<chunk_index> (partitioned by model id), so every model's newest complete release stays forever and older ones are compacted away. \"delete\" keeps every release."
   type        = string
-  default     = "delete"
+  default     = "compact"
 
   validation {
     condition     = contains(["delete", "compact"], var.models_cleanup_policy)

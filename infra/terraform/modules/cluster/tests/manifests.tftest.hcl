@@ -71,11 +71,11 @@ run "defaults" {
   assert {
     # the same grants as modules/kafka: count the (resource, operation) pairs per user
     condition     = sum([for m in slice(output.manifests, 7, 11) : sum([for acl in m.spec.authorization.acls : length(acl.operations)])]) == length(output.acls)
-    error_message = "the KafkaUsers grant exactly the ACL matrix (35 operations)"
+    error_message = "the KafkaUsers grant exactly the ACL matrix (36 operations)"
   }
   assert {
-    condition     = length(output.acls) == 35
-    error_message = "35 ACL entries"
+    condition     = length(output.acls) == 36
+    error_message = "36 ACL entries"
   }
   assert {
     condition = output.manifests[7].spec.authorization.acls[6] == {

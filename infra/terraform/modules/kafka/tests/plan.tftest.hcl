@@ -29,8 +29,8 @@ run "defaults" {
     error_message = "control and models are kept forever"
   }
   assert {
-    condition     = kafka_topic.this["control"].config["cleanup.policy"] == "delete" && kafka_topic.this["models"].config["cleanup.policy"] == "delete"
-    error_message = "cleanup.policy defaults to delete (records are not keyed yet)"
+    condition     = kafka_topic.this["control"].config["cleanup.policy"] == "compact" && kafka_topic.this["models"].config["cleanup.policy"] == "compact"
+    error_message = "cleanup.policy defaults to compact (registrations and release chunks are keyed)"
   }
   assert {
     condition     = kafka_topic.this["updates"].config["retention.ms"] == "604800000" && kafka_topic.this["dlq"].config["retention.ms"] == "2592000000"
@@ -41,8 +41,8 @@ run "defaults" {
     error_message = "the DLQ takes a maximal update plus 1 MiB"
   }
   assert {
-    condition     = length(kafka_acl.this) == 35
-    error_message = "35 ACLs: job 13, device 6, owner 5, auditor 11"
+    condition     = length(kafka_acl.this) == 36
+    error_message = "36 ACLs: job 14, device 6, owner 5, auditor 11"
   }
   assert {
     condition     = kafka_topic.this["devices"].config["cleanup.policy"] == "compact" && kafka_topic.this["devices"].partitions == 1
