@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--updates", type=int, default=10_000)
     parser.add_argument("--faults", type=int, default=20)
     parser.add_argument("--devices", type=int, default=6)
-    parser.add_argument("--rate", type=float, default=5.0, help="updates/s per device")
+    parser.add_argument("--rate", type=float, default=3.0, help="updates/s per device")
+    parser.add_argument(
+        "--dedupe-versions", type=int, help="the job's runtime.dedupe_versions (default: 64)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--work", type=Path, default=REPO / "infra" / "local" / ".run" / "chaos")
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = Settings(
         updates=args.updates, faults=args.faults, devices=args.devices, rate=args.rate,
-        seed=args.seed,
+        seed=args.seed, dedupe_versions=args.dedupe_versions,
     )  # fmt: skip
     result = Campaign(args.work, ports, settings, say=lambda m: print(m, flush=True)).run()
     json_path, md_path = write(result, args.out)

@@ -35,7 +35,7 @@ class Settings:
     updates: int = 10_000
     faults: int = 20
     devices: int = 6
-    rate: float = 5.0
+    rate: float = 3.0
     """updates per second per device, at most"""
     seed: int = 1
     gap_s: tuple[float, float] = (5.0, 15.0)
@@ -49,6 +49,8 @@ class Settings:
             "weight_by_samples": True,
         }
     )
+    dedupe_versions: int | None = None
+    """runtime.dedupe_versions for the job; None keeps the job's default (64)"""
     recovery_timeout_s: float = 240.0
     drain_timeout_s: float = 300.0
 
@@ -106,6 +108,11 @@ class Campaign:
             # a restart strategy on, generous enough for every fault of the campaign
             "runtime.restart_attempts": "1000",
             "runtime.restart_delay_ms": "1000",
+            **(
+                {"runtime.dedupe_versions": str(self.settings.dedupe_versions)}
+                if self.settings.dedupe_versions
+                else {}
+            ),
         }
 
     def submit(self, resume_from: str | None = None) -> str:
@@ -180,6 +187,7 @@ class Campaign:
             stack.start_taskmanager()
         elif fault.kind == "jobmanager":
             pid = stack.kill_jobmanager()
+            self.watch.job_id = None  # gone with its JobManager (no HA): nothing to poll
             time.sleep(2)
             stack.start_jobmanager()
             stack.wait_taskmanagers(1)

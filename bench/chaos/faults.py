@@ -40,8 +40,10 @@ def schedule(
     count: int, seed: int, devices: int, gap_s: tuple[float, float], kinds: tuple[str, ...] = KINDS
 ) -> list[Fault]:
     """`count` faults: the first kills the TaskManager before the first checkpoint, then
-    the kinds in seeded shuffled rounds (every kind as often as the others), the Flink and
-    broker faults each on a seeded trigger, with at least one `after_complete`."""
+    the kinds in seeded shuffled rounds (every kind as often as the others). The first
+    JobManager and broker faults strike as a checkpoint commits (`after_complete`), the
+    first later TaskManager fault during a checkpoint (`in_checkpoint`); the rest of the
+    Flink and broker faults on a seeded trigger."""
     rng = random.Random(seed)
     order: list[str] = []
     while len(order) < count - 1:
@@ -49,12 +51,14 @@ def schedule(
         rng.shuffle(batch)
         order += batch
     faults = [Fault(0, "taskmanager", "before_first_checkpoint", 0, 0.0)]
-    commit_done = False
+    first = {"jobmanager": "after_complete", "broker": "after_complete"}
+    first["taskmanager"] = "in_checkpoint"
     for index, kind in enumerate(order[: count - 1], start=1):
         trigger = "now"
-        if kind in ("taskmanager", "jobmanager", "broker"):
-            trigger = "after_complete" if not commit_done else rng.choice(PROCESS_TRIGGERS)
-            commit_done = commit_done or trigger == "after_complete"
+        if kind in first:
+            trigger = first.pop(kind, "") or rng.choice(PROCESS_TRIGGERS)
+        elif kind in ("taskmanager", "jobmanager", "broker"):
+            trigger = rng.choice(PROCESS_TRIGGERS)
         target = rng.randint(1, 3) if kind == "broker" else rng.randrange(devices)
         faults.append(Fault(index, kind, trigger, target, round(rng.uniform(*gap_s), 1)))
     return faults[:count]
