@@ -180,9 +180,12 @@ class Campaign:
         at = time.time()
         detail = ""
         if fault.kind == "taskmanager":
-            pid = stack.busy_taskmanager() or stack.flink_pids()["taskmanager"][0]
+            pid = stack.job_taskmanager(self.watch.job_id)
+            role = "the job's"
+            if pid is None:  # the job is between attempts: any TaskManager
+                pid, role = stack.flink_pids()["taskmanager"][0], "an idle"
             stack.kill_taskmanager(pid)
-            detail = f"SIGKILL TaskManager {pid}; Flink restarts the job by itself"
+            detail = f"SIGKILL {role} TaskManager {pid}; Flink restarts the job by itself"
             time.sleep(3)
             stack.start_taskmanager()
         elif fault.kind == "jobmanager":

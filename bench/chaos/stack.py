@@ -153,15 +153,18 @@ class ChaosStack:
     def start_taskmanager(self) -> None:
         self._script(FLINK_SH, "start-taskmanager")
 
-    def busy_taskmanager(self) -> int | None:
-        """The pid of a TaskManager running tasks (its slot taken), found by its data port."""
-        managers = self.rest("/taskmanagers").get("taskmanagers", [])
-        busy = [m for m in managers if m.get("freeSlots", 0) < m.get("slotsNumber", 0)]
+    def job_taskmanager(self, job_id: str | None) -> int | None:
+        """The pid of the TaskManager running `job_id`'s tasks (REST gives its data port)."""
+        job = self.rest_or_none(f"/jobs/{job_id}") if job_id else None
         pids = self.flink_pids()["taskmanager"]
-        for manager in busy:
-            pid = listening_pid(int(manager["dataPort"]), pids)
-            if pid is not None:
-                return pid
+        for vertex in (job or {}).get("vertices", [])[:1]:
+            hosts = self.rest_or_none(f"/jobs/{job_id}/vertices/{vertex['id']}/taskmanagers")
+            managers = (hosts or {}).get("taskmanagers", [])
+            for manager in sorted(managers, key=lambda m: m.get("status") != "RUNNING"):
+                port = str(manager.get("endpoint", "")).rpartition(":")[2]
+                pid = listening_pid(int(port), pids) if port.isdigit() else None
+                if pid is not None:
+                    return pid
         return None
 
     def rest(self, path: str, timeout: float = 3.0) -> dict[str, Any]:
