@@ -257,6 +257,8 @@ class Campaign:
             recovery = self.wait_recovery(event["at"])
             event["to_next_checkpoint_s"] = recovery
             self.events.append(event)
+            for index in self.fleet.respawn_crashed():
+                self.say(f"chaos: device-{index} exited on its own (see its device.log); restarted")
             shown = "none" if recovery is None else f"{recovery:.1f} s"
             self.say(
                 f"chaos: [{fault.index + 1}/{len(faults)}] t={self._elapsed():.0f}s {fault.kind} "
@@ -266,8 +268,8 @@ class Campaign:
             if not self.fleet.processes:  # after the fault before the first checkpoint
                 self.fleet.start()
         while len(self.fleet.acked()) < settings.updates:
-            if self.fleet.crashed():
-                raise RuntimeError(f"devices {self.fleet.crashed()} exited; see {self.work}/fleet")
+            for index in self.fleet.respawn_crashed():
+                self.say(f"chaos: device-{index} exited on its own (see its device.log); restarted")
             time.sleep(2)
         self.fleet.stop()
         sent = self.fleet.acked()
@@ -302,5 +304,6 @@ class Campaign:
             },
             "checkpoints_completed": len(self.watch.completed),
             "device_restarts": self.fleet.restarts if self.fleet else 0,
+            "device_crashes": self.fleet.crashes if self.fleet else 0,
             "duration_s": round(self._elapsed(), 1),
         }

@@ -80,7 +80,14 @@ def run(args: argparse.Namespace) -> int:
     )
     client.rounds = CrashingRoundCounter(state / "rounds.json", state / CRASH_MARK)
     pending_file, acked = state / "pending.json", state / "acked.jsonl"
-    release = client.wait_for_model(timeout_s=300)
+    release = None
+    while release is None:  # a broker outage at start: wait it out, as a device would
+        try:
+            release = client.wait_for_model(timeout_s=300)
+        except EdgeError as error:
+            print(f"{args.device_id}: no model yet ({error})", file=sys.stderr, flush=True)
+            client.disconnect()
+            time.sleep(1.0)
     period = 1.0 / args.rate
     with acked.open("a", encoding="utf-8") as log:
         while not (state / STOP_MARK).exists():

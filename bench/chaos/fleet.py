@@ -51,6 +51,8 @@ class Fleet:
         self._env.pop("FEDSTREAM_KAFKA_PASSWORD", None)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.restarts = 0
+        self.crashes = 0
+        """devices that exited on their own (see their device.log), restarted"""
 
     def state(self, index: int) -> Path:
         return self.work / f"device-{index}"
@@ -103,9 +105,13 @@ class Fleet:
                         ids.append(json.loads(line)["update_id"])
         return ids
 
-    def crashed(self) -> list[int]:
-        """Devices that exited on their own (not asked to): a campaign error."""
-        return [i for i, p in self.processes.items() if p.poll() not in (None, 0)]
+    def respawn_crashed(self) -> list[int]:
+        """Restart the devices that exited on their own (an SDK error: counted, reported)."""
+        crashed = [i for i, p in self.processes.items() if p.poll() not in (None, 0)]
+        for index in crashed:
+            self.crashes += 1
+            self.spawn(index)
+        return crashed
 
     def stop(self, timeout: float = 60) -> None:
         for index in self.processes:

@@ -42,6 +42,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"| refused by reason | {v['refused_by_reason'] or 'none'} |",
         f"| refused for bookkeeping (STALE at the dedupe horizon) | "
         f"{v['stale_by_dedupe_horizon']} ({100 * v['bookkeeping_refused_fraction']:.2f} %) |",
+        f"| devices that exited on their own (restarted) | {result['device_crashes']} |",
         f"| fault to next completed checkpoint | median {_s(result['recovery_s']['median'])}, "
         f"max {_s(result['recovery_s']['max'])}, none: {result['recovery_s']['unrecovered']} |",
         "",
