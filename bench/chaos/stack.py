@@ -49,6 +49,9 @@ class ChaosStack:
             "FEDSTREAM_KAFKA_CONTROLLER_PORT": str(ports.kafka + 1),
             "FEDSTREAM_KAFKA_NODES": str(NODES),
             "FEDSTREAM_KAFKA_HEAP": "512m",
+            # three brokers and a Flink cluster starting at once on a busy 2-core machine
+            "FEDSTREAM_KAFKA_START_TIMEOUT": "300",
+            "FEDSTREAM_FLINK_START_TIMEOUT": "300",
             "FEDSTREAM_TF_STATE_DIR": str(work / "terraform"),
             "FEDSTREAM_FLINK_DIR": str(work / "flink"),
             "FEDSTREAM_FLINK_REST_PORT": str(ports.flink_rest),
@@ -72,9 +75,9 @@ class ChaosStack:
 
     def up(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
-        self._script(KAFKA_SH, "start", timeout=240)
+        self._script(KAFKA_SH, "start", timeout=420)
         self._script(PROVISION_SH, "apply", timeout=900)
-        self._script(FLINK_SH, "start", timeout=240)
+        self._script(FLINK_SH, "start", timeout=420)
 
     def down(self) -> None:
         for script in (FLINK_SH, KAFKA_SH):
@@ -129,7 +132,7 @@ class ChaosStack:
         return pid
 
     def start_broker(self, node: int) -> None:
-        self._script(KAFKA_SH, "start-node", str(node), timeout=240)
+        self._script(KAFKA_SH, "start-node", str(node), timeout=420)
 
     # -- Flink faults -----------------------------------------------------------------
     def flink_pids(self) -> dict[str, list[int]]:
