@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=10_000)
     parser.add_argument("--faults", type=int, default=20)
-    parser.add_argument("--devices", type=int, default=6)
+    parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--rate", type=float, default=3.0, help="updates/s per device")
     parser.add_argument(
         "--dedupe-versions", type=int, help="the job's runtime.dedupe_versions (default: 64)"

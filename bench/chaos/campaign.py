@@ -34,7 +34,7 @@ PARAMS = INPUTS * OUTPUTS + OUTPUTS
 class Settings:
     updates: int = 10_000
     faults: int = 20
-    devices: int = 6
+    devices: int = 8
     rate: float = 3.0
     """updates per second per device, at most"""
     seed: int = 1
