@@ -226,8 +226,8 @@ class Campaign:
                           settings.kinds)  # fmt: skip
         self.started = time.monotonic()
         self.say(f"chaos: stack in {self.work} (3 brokers, JobManager + 2 TaskManagers)")
-        self.stack.up()
         try:
+            self.stack.up()  # inside: a piece that fails to start must not outlive the run
             return self._run(faults)
         finally:
             self.watch.stop()
