@@ -3,7 +3,9 @@ schedule, then the oracle's verdict and the time each fault took to the next che
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -173,23 +175,34 @@ class Campaign:
             time.sleep(0.02)
         return f"{trigger} not seen within {timeout:.0f}s; injected anyway"
 
+    def _victim(self, fault: Fault) -> tuple[int | None, str]:
+        """The pid a Flink or broker fault kills, found before its trigger (REST and the
+        scripts take a while on a busy machine; the kill itself must be instant)."""
+        stack = self.stack
+        if fault.kind == "taskmanager":
+            pid = stack.job_taskmanager(self.watch.job_id)
+            if pid is None:  # the job is between attempts: any TaskManager
+                return stack.flink_pids()["taskmanager"][0], "an idle"
+            return pid, "the job's"
+        if fault.kind == "jobmanager":
+            return stack.flink_pids()["jobmanager"][0], ""
+        if fault.kind == "broker":
+            return stack.broker_pid(fault.target), ""
+        return None, ""
+
     def inject(self, fault: Fault) -> dict[str, Any]:
         stack, fleet = self.stack, self.fleet
         assert fleet is not None
+        pid, role = self._victim(fault)
         observed = self.wait_trigger(fault.trigger)
         at = time.time()
-        detail = ""
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
         if fault.kind == "taskmanager":
-            pid = stack.job_taskmanager(self.watch.job_id)
-            role = "the job's"
-            if pid is None:  # the job is between attempts: any TaskManager
-                pid, role = stack.flink_pids()["taskmanager"][0], "an idle"
-            stack.kill_taskmanager(pid)
             detail = f"SIGKILL {role} TaskManager {pid}; Flink restarts the job by itself"
             time.sleep(3)
             stack.start_taskmanager()
         elif fault.kind == "jobmanager":
-            pid = stack.kill_jobmanager()
             self.watch.job_id = None  # gone with its JobManager (no HA): nothing to poll
             time.sleep(2)
             stack.start_jobmanager()
@@ -198,7 +211,6 @@ class Campaign:
             job = self.submit(resume_from=chk)
             detail = f"SIGKILL JobManager {pid}; restarted; job {job} resumed from {chk}"
         elif fault.kind == "broker":
-            pid = stack.kill_broker(fault.target)
             time.sleep(5)
             stack.start_broker(fault.target)
             detail = f"SIGKILL broker node {fault.target} ({pid}), restarted after 5 s"

@@ -1,16 +1,17 @@
 """The campaign's stack: three KRaft brokers, Terraform's principals, a Flink standalone
-cluster of one JobManager and two TaskManagers; and the handles that kill its pieces.
+cluster of one JobManager and two TaskManagers; and where to find (and restart) its pieces.
 
 Everything runs through the operator scripts (infra/local/kafka.sh, flink.sh,
 infra/terraform/provision.sh) with the campaign's own folders and ports, so a campaign
-never touches another stack. SIGKILL is used throughout: the harshest crash there is.
+never touches another stack. SIGKILL is used throughout, the harshest crash there is; the
+campaign sends it itself, to a pid found here before the fault's trigger, so that the kill
+lands the moment the trigger fires.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -124,13 +125,6 @@ class ChaosStack:
             return None
         return pid
 
-    def kill_broker(self, node: int) -> int:
-        pid = self.broker_pid(node)
-        if pid is None:
-            raise RuntimeError(f"broker node {node} is not running")
-        os.kill(pid, signal.SIGKILL)
-        return pid
-
     def start_broker(self, node: int) -> None:
         self._script(KAFKA_SH, "start-node", str(node), timeout=420)
 
@@ -141,14 +135,6 @@ class ChaosStack:
             role, _, pid = line.partition(" ")
             out[role].append(int(pid))
         return out
-
-    def kill_jobmanager(self) -> int:
-        (pid,) = self.flink_pids()["jobmanager"]
-        self._script(FLINK_SH, "kill-jobmanager", str(pid))
-        return pid
-
-    def kill_taskmanager(self, pid: int) -> None:
-        self._script(FLINK_SH, "kill-taskmanager", str(pid))
 
     def start_jobmanager(self) -> None:
         self._script(FLINK_SH, "start-jobmanager")
