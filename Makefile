@@ -8,7 +8,7 @@ LIB := infra/local/.lib
 STACK := infra/local/stack.sh
 
 .PHONY: help setup venv jars demo test test-unit lint stack-up stack-down stack-status bench clean lock \
-	terraform-tools provision fuzz
+	terraform-tools provision fuzz chaos
 
 help:
 	@echo "make demo          set up, start the local broker, run fedstream end to end"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench         run the benchmarks, write bench/results/"
 	@echo "make fuzz          10,000 generated bad records through the real job (make test runs 1,500)"
 	@echo "make provision     topics, SCRAM users and ACLs on the local stack (Terraform)"
+	@echo "make chaos         20 faults over 10,000 updates on 3 brokers + Flink, checked by an oracle"
 
 setup: venv jars
 
@@ -77,6 +78,12 @@ test-unit: setup terraform-tools
 # The fuzz campaign: the job tier's fuzz test at full size (about 10-15 min on 2 cores).
 fuzz: setup
 	FEDSTREAM_FUZZ_COUNT=$${FEDSTREAM_FUZZ_COUNT:-10000} $(PY) -m pytest tests/job/test_job_tier_fuzz.py -v $(PYTEST_ARGS)
+
+# The chaos campaign: 3 brokers, a JobManager and 2 TaskManagers of its own (ports from
+# FEDSTREAM_KAFKA_PORT / FEDSTREAM_FLINK_REST_PORT / FEDSTREAM_FLINK_RPC_PORT), 20 faults over
+# 10,000 updates, bench/results/chaos.json + chaos.md (make test runs a 4-fault version).
+chaos: setup terraform-tools
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

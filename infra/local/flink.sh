@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# A local Flink standalone cluster (one JobManager, one TaskManager) started with the PyFlink
-# distribution's own scripts (site-packages/pyflink/bin), so a job is submitted with
-# `flink run -py` exactly as on a production cluster.
+# A local Flink standalone cluster (one JobManager, one TaskManager by default) started with
+# the PyFlink distribution's own scripts (site-packages/pyflink/bin), so a job is submitted
+# with `flink run -py` exactly as on a production cluster.
 #
 #   flink.sh start | stop | status | cli [ARGS...]     (cli runs the `flink` client)
+#   flink.sh pids                      "jobmanager PID" / "taskmanager PID" lines (live ones)
+#   flink.sh kill-jobmanager | kill-taskmanager PID    SIGKILL one process (chaos tests)
+#   flink.sh start-jobmanager | start-taskmanager      start one more (after a kill)
 #
 # Configuration (environment, with defaults):
 #   FEDSTREAM_PYTHON           .venv/bin/python of the repo   the Python the workers run
 #   FEDSTREAM_FLINK_DIR        infra/local/.run/flink         conf, lib, logs, pids
 #   FEDSTREAM_FLINK_REST_PORT  8081                           web UI + REST (bound to localhost)
 #   FEDSTREAM_FLINK_RPC_PORT   6123
-#   FEDSTREAM_FLINK_SLOTS      2                              task slots of the TaskManager
+#   FEDSTREAM_FLINK_SLOTS      2                              task slots of each TaskManager
+#   FEDSTREAM_FLINK_TASKMANAGERS 1                            TaskManagers `start` starts
+#   FEDSTREAM_FLINK_HEARTBEAT_TIMEOUT_MS  Flink's (50 s)      how soon a dead process is noticed
 #   FEDSTREAM_FLINK_START_TIMEOUT 90                          seconds to wait for a TaskManager
 set -euo pipefail
 
@@ -22,9 +27,15 @@ REST_PORT="${FEDSTREAM_FLINK_REST_PORT:-8081}"
 RPC_PORT="${FEDSTREAM_FLINK_RPC_PORT:-6123}"
 SLOTS="${FEDSTREAM_FLINK_SLOTS:-2}"
 TIMEOUT="${FEDSTREAM_FLINK_START_TIMEOUT:-90}"
+TASKMANAGERS="${FEDSTREAM_FLINK_TASKMANAGERS:-1}"
+HEARTBEAT_TIMEOUT="${FEDSTREAM_FLINK_HEARTBEAT_TIMEOUT_MS:-}"
 URL="http://localhost:$REST_PORT"
 
 die() { echo "flink: $*" >&2; exit 1; }
+
+[[ "$TASKMANAGERS" =~ ^[1-9][0-9]?$ ]] || die "FEDSTREAM_FLINK_TASKMANAGERS must be 1..99, got '$TASKMANAGERS'"
+[[ -z "$HEARTBEAT_TIMEOUT" || "$HEARTBEAT_TIMEOUT" =~ ^[0-9]+$ ]] \
+  || die "FEDSTREAM_FLINK_HEARTBEAT_TIMEOUT_MS must be a number of milliseconds"
 
 [[ -x "$PY" ]] || die "python $PY not found; run 'make venv'"
 PYFLINK="$("$PY" -c 'import os, pyflink; print(os.path.dirname(os.path.abspath(pyflink.__file__)))' 2>/dev/null)" \
@@ -40,7 +51,9 @@ export FLINK_PID_DIR="$DIR/pid"
 setup() {
   mkdir -p "$FLINK_CONF_DIR" "$FLINK_LIB_DIR" "$FLINK_LOG_DIR" "$FLINK_PID_DIR"
   cp "$PYFLINK"/conf/log4j*.properties "$PYFLINK"/conf/logback*.xml "$FLINK_CONF_DIR/"
-  echo "localhost" >"$FLINK_CONF_DIR/workers"
+  # one line per TaskManager: start-cluster.sh starts one for each
+  : >"$FLINK_CONF_DIR/workers"
+  for _ in $(seq 1 "$TASKMANAGERS"); do echo "localhost" >>"$FLINK_CONF_DIR/workers"; done
   echo "localhost:$REST_PORT" >"$FLINK_CONF_DIR/masters"
   # lib/ = the distribution's lib plus flink-python: thread mode on a standalone cluster needs
   # it there (FLINK-37727: a second thread-mode job on one worker fails otherwise, Java 17).
@@ -70,6 +83,11 @@ python.client.executable: $PY
 python.pythonpath: $SITE
 classloader.parent-first-patterns.additional: pemja.
 YAML
+  if [[ -n "$HEARTBEAT_TIMEOUT" ]]; then
+    # a SIGKILLed process is noticed after this long (its peers' heartbeats go unanswered)
+    printf 'heartbeat.timeout: %s\nheartbeat.interval: %s\n' "$HEARTBEAT_TIMEOUT" \
+      "$((HEARTBEAT_TIMEOUT / 5 > 0 ? HEARTBEAT_TIMEOUT / 5 : 1))" >>"$FLINK_CONF_DIR/config.yaml"
+  fi
 }
 
 overview() { curl -fsS --max-time 2 "$URL/overview" 2>/dev/null; }
@@ -77,6 +95,41 @@ overview() { curl -fsS --max-time 2 "$URL/overview" 2>/dev/null; }
 taskmanagers() { overview | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["taskmanagers"])' 2>/dev/null || echo 0; }
 
 pids() { cat "$FLINK_PID_DIR"/*.pid 2>/dev/null | while read -r p; do kill -0 "$p" 2>/dev/null && echo "$p"; done; }
+
+role_pids() {  # live pids of one daemon kind: standalonesession | taskexecutor
+  cat "$FLINK_PID_DIR"/flink-*-"$1".pid 2>/dev/null | while read -r p; do
+    kill -0 "$p" 2>/dev/null && echo "$p"
+  done
+}
+
+prune_pid_files() {  # drop the pids of killed daemons, so that stop-cluster.sh stops live ones
+  local f p
+  for f in "$FLINK_PID_DIR"/*.pid; do
+    [[ -f "$f" ]] || continue
+    while read -r p; do kill -0 "$p" 2>/dev/null && echo "$p"; done <"$f" >"$f.live" || true
+    if [[ -s "$f.live" ]]; then mv -f "$f.live" "$f"; else rm -f "$f" "$f.live"; fi
+  done
+}
+
+list_pids() {
+  local p
+  for p in $(role_pids standalonesession); do echo "jobmanager $p"; done
+  for p in $(role_pids taskexecutor); do echo "taskmanager $p"; done
+}
+
+kill_one() {  # SIGKILL pid $2 if it is a live daemon of kind $1 (never any other process)
+  local kind="$1" pid="${2:-}"
+  [[ "$pid" =~ ^[0-9]+$ ]] || die "kill needs a pid (see '$0 pids')"
+  role_pids "$kind" | grep -qx "$pid" || die "$pid is not a running $kind of this cluster"
+  kill -KILL "$pid"
+  echo "flink: killed $kind $pid"
+}
+
+start_daemon() {  # one more jobmanager | taskmanager with the existing config
+  [[ -f "$FLINK_CONF_DIR/config.yaml" ]] || die "no cluster set up in $DIR; run '$0 start' first"
+  "$PYFLINK/bin/$1.sh" start >>"$FLINK_LOG_DIR/start.out" 2>&1 || die "$1.sh start failed"
+  echo "flink: started a $1; logs: $FLINK_LOG_DIR"
+}
 
 start() {
   if [[ -n "$(pids)" ]]; then
@@ -93,15 +146,15 @@ start() {
   "$PYFLINK/bin/start-cluster.sh" >"$FLINK_LOG_DIR/start.out" 2>&1 \
     || { cat "$FLINK_LOG_DIR/start.out" >&2; die "start-cluster.sh failed"; }
   local deadline=$((SECONDS + TIMEOUT))
-  while [[ "$(taskmanagers)" -lt 1 ]]; do
+  while [[ "$(taskmanagers)" -lt "$TASKMANAGERS" ]]; do
     if [[ -z "$(pids)" ]]; then
       tail -n 30 "$FLINK_LOG_DIR"/*.log >&2 2>/dev/null || true
       die "the cluster exited during start; logs: $FLINK_LOG_DIR"
     fi
-    ((SECONDS < deadline)) || die "no TaskManager registered within ${TIMEOUT}s; logs: $FLINK_LOG_DIR"
+    ((SECONDS < deadline)) || die "$(taskmanagers) of $TASKMANAGERS TaskManager(s) registered within ${TIMEOUT}s; logs: $FLINK_LOG_DIR"
     sleep 1
   done
-  echo "flink: up; web UI $URL ($SLOTS slots); logs: $FLINK_LOG_DIR"
+  echo "flink: up; web UI $URL ($TASKMANAGERS TaskManager(s), $SLOTS slots each); logs: $FLINK_LOG_DIR"
 }
 
 stop() {
@@ -109,6 +162,7 @@ stop() {
     echo "flink: not running"
     return 0
   fi
+  prune_pid_files
   "$PYFLINK/bin/stop-cluster.sh" >/dev/null 2>&1 || true
   for _ in $(seq 1 40); do
     [[ -z "$(pids)" ]] && { echo "flink: stopped; logs: $FLINK_LOG_DIR"; return 0; }
@@ -132,5 +186,13 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   cli) shift; exec "$PYFLINK/bin/flink" "$@" ;;
-  *) echo "usage: $0 start|stop|status|cli [flink args]" >&2; exit 2 ;;
+  pids) list_pids ;;
+  kill-jobmanager) kill_one standalonesession "${2:-}" ;;
+  kill-taskmanager) kill_one taskexecutor "${2:-}" ;;
+  start-jobmanager) start_daemon jobmanager ;;
+  start-taskmanager) start_daemon taskmanager ;;
+  *)
+    echo "usage: $0 start|stop|status|pids|kill-jobmanager PID|kill-taskmanager PID|start-jobmanager|start-taskmanager|cli [flink args]" >&2
+    exit 2
+    ;;
 esac

@@ -95,7 +95,9 @@ def topic_max_message_bytes(config: EdgeConfig, topic: str) -> int | None:
             topic,
         )
         return None
-    except errors.KafkaTimeoutError as error:
+    except (errors.KafkaTimeoutError, errors.KafkaConnectionError) as error:
+        # a node refusing connections (a broker restarting) surfaced as a raw
+        # KafkaConnectionError, found by the chaos campaign: an outage, say so
         raise BrokerUnavailableError(
             f"broker at {config.bootstrap} did not answer: {error}"
         ) from error

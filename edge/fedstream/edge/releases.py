@@ -274,7 +274,12 @@ class ReleaseReader:
             request_timeout_ms=max(30000, int(config.connect_timeout_s * 1000) + 5000),
         )
         try:
-            partitions = self._consumer.partitions_for_topic(config.models_topic)
+            try:
+                partitions = self._consumer.partitions_for_topic(config.models_topic)
+            except kafka_errors.KafkaError as error:
+                # a node refusing connections (a broker restarting) surfaced here as a raw
+                # KafkaConnectionError, found by the chaos campaign: an outage, say so
+                raise self._unavailable(error) from error
             if not partitions:
                 raise TopicNotFoundError(
                     f"models topic {config.models_topic!r} does not exist at {config.bootstrap}"

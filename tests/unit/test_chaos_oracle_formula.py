@@ -1,0 +1,43 @@
+"""The chaos oracle's own arithmetic and schedule, checked by hand (bench/chaos).
+
+The oracle recomputes the job's parameters without fedstream.pipelines, so its formula
+gets a test of its own, against numbers worked out on paper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.chaos.faults import KINDS, schedule
+from bench.chaos.oracle import Update, expected_step
+
+AGGREGATION = {"staleness": {"function": "polynomial", "a": 0.5}, "weight_by_samples": True}
+
+
+def test_the_step_is_the_staleness_and_sample_weighted_mean() -> None:
+    # version 4 closes a window opened at version 3: staleness 3 - base
+    fresh = Update(base_version=3, num_samples=2, delta=np.array([1.0, 0.0], np.float32))
+    stale = Update(base_version=0, num_samples=4, delta=np.array([0.0, 1.0], np.float32))
+    step, total = expected_step([fresh, stale], 4, AGGREGATION)
+    # weights: (1 + 0)^-0.5 * 2 = 2 and (1 + 3)^-0.5 * 4 = 2
+    assert total == 4.0
+    np.testing.assert_allclose(step, [0.5, 0.5])
+
+
+def test_without_sample_weights_only_staleness_counts() -> None:
+    fresh = Update(base_version=8, num_samples=100, delta=np.array([3.0], np.float32))
+    stale = Update(base_version=0, num_samples=1, delta=np.array([0.0], np.float32))
+    step, total = expected_step([fresh, stale], 9, {"staleness": {"a": 1.0}})
+    # weights 1 and (1 + 8)^-1 = 1/9: mean = 3 * 1 / (10/9) = 2.7
+    np.testing.assert_allclose(step, [2.7])
+    np.testing.assert_allclose(total, 10 / 9)
+
+
+def test_the_schedule_is_seeded_and_covers_every_kind() -> None:
+    first = schedule(20, seed=5, devices=6, gap_s=(5, 15))
+    assert first == schedule(20, seed=5, devices=6, gap_s=(5, 15))
+    assert first != schedule(20, seed=6, devices=6, gap_s=(5, 15))
+    assert (first[0].kind, first[0].trigger) == ("taskmanager", "before_first_checkpoint")
+    assert {f.kind for f in first} == set(KINDS)
+    assert any(f.trigger == "after_complete" for f in first)
+    assert all(1 <= f.target <= 3 for f in first if f.kind == "broker")
