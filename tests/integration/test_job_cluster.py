@@ -22,7 +22,7 @@ from tests.support.devices import register_devices, signed_bytes
 from tests.support.job_runner import JobTopics, job_signing_key, trusted
 from tests.support.kafka_io import releases, wait_for
 from tests.support.onnx_models import linear_model
-from tests.support.owner_key import owner_public_key
+from tests.support.owner_key import owner_public_key, owner_signer
 from tests.support.secrets import files_containing
 from tests.support.stack import REPO, Broker, FlinkCluster
 
@@ -59,7 +59,7 @@ def test_submitted_job_aggregates_on_the_standalone_cluster(
         producer = KafkaProducer(**kafka_broker.client_kwargs(), acks="all")
         onnx = linear_model()
         aggregation = {"window": {"count": 3, "seconds": None}}
-        value = registration_bytes("m", onnx, ["W", "b"], aggregation)
+        value = registration_bytes("m", onnx, ["W", "b"], aggregation, owner_signer())
         producer.send(topics.control, value, key=registration_key("m"))
         producer.flush()
         logs = lambda: f"cluster logs: {flink_cluster.log_dir}"  # noqa: E731

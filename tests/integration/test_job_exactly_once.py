@@ -40,6 +40,7 @@ from tests.support.devices import register_devices, signed_bytes
 from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import Release, dead_letters, releases, wait_for
 from tests.support.onnx_models import linear_model
+from tests.support.owner_key import owner_signer
 from tests.support.secrets import files_containing
 from tests.support.stack import Broker
 
@@ -84,7 +85,7 @@ class Fleet:
 
     def register(self, job: JobProcess, timeout: float = 120) -> None:
         """Register, then wait for version 0 as a device would before training on it."""
-        value = registration_bytes(MODEL, self.onnx, ["W", "b"], AGGREGATION)
+        value = registration_bytes(MODEL, self.onnx, ["W", "b"], AGGREGATION, owner_signer())
         self.producer.send(self.topics.control, value, key=registration_key(MODEL)).get(timeout=30)
         register_devices(self.broker, self.topics.devices, [f"device-{i}" for i in range(3)])
         wait_for(
