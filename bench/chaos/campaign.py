@@ -21,8 +21,9 @@ from bench.chaos.fleet import Fleet
 from bench.chaos.stack import ChaosStack, Ports
 from fedstream.edge import EdgeConfig
 from fedstream.edge.producer import RecordProducer
-from fedstream.jobs.aggregation_job import latest_checkpoint
 from fedstream.jobs.registration import registration_bytes
+from fedstream.schemas.signing import load_signing_key, write_key_pair
+from tests.support.devices import DEVICES_TOPIC, enroll_fleet
 from tests.support.job_runner import job_signing_key
 from tests.support.onnx_models import linear_model
 from tests.support.stack import REPO
@@ -95,6 +96,8 @@ class Campaign:
         self.stack = ChaosStack(work, ports)
         self.model_id = f"chaos-{settings.seed}"
         self.checkpoints = work / "checkpoints"
+        self.trust = work / "trust"
+        """the model owner's key pair (the job's trust.owner_keys) and the devices' keys"""
         self.watch = CheckpointWatch(self.stack)
         self.fleet: Fleet | None = None
         self.events: list[dict[str, Any]] = []
@@ -107,6 +110,7 @@ class Campaign:
             "checkpoint.dir": self.checkpoints.as_uri(),
             "checkpoint.interval_ms": str(self.settings.checkpoint_ms),
             "signing.key_file": str(job_signing_key(self.work)),
+            "trust.owner_keys": str(self.owner_key().with_suffix(".pub")),
             # a restart strategy on, generous enough for every fault of the campaign
             "runtime.restart_attempts": "1000",
             "runtime.restart_delay_ms": "1000",
@@ -117,19 +121,21 @@ class Campaign:
             ),
         }
 
-    def submit(self, resume_from: str | None = None) -> str:
-        """`fedstream submit` (flink run) as the `job` principal; the new job's id."""
+    def submit(self) -> tuple[str, str]:
+        """`fedstream submit` (flink run) as the `job` principal, which resumes the newest
+        sound checkpoint by default (a fresh start when there is none yet); the new job's
+        id and what it restored."""
         sets = [a for k, v in self.job_settings().items() for a in ("--set", f"{k}={v}")]
-        resume = ["--resume-from", resume_from] if resume_from else []
         done = subprocess.run(
-            [sys.executable, "-m", "fedstream.jobs.cli", "submit", *sets, *resume],
+            [sys.executable, "-m", "fedstream.jobs.cli", "submit", *sets],
             cwd=REPO, env=self.stack.env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         match = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
         if done.returncode != 0 or not match:
             raise RuntimeError(f"submit failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         self.watch.job_id = match.group(1)
-        return match.group(1)
+        restored = re.search(r"fedstream: (resuming from \S+|resuming from nothing)", done.stdout)
+        return match.group(1), restored.group(1) if restored else "?"
 
     def wait_running(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -144,11 +150,21 @@ class Campaign:
             time.sleep(0.1)
         raise RuntimeError(f"job {self.watch.job_id} not running within {timeout:.0f}s")
 
+    def owner_key(self) -> Path:
+        """The model owner's private key (made once): the job acts only on registrations
+        signed by its public half (README "Signed registrations")."""
+        private = self.trust / "owner-signing.key"
+        if not private.exists():
+            write_key_pair(self.trust, "owner-signing")
+        return private
+
     def register(self) -> None:
-        """The model's registration, produced as the `owner` principal."""
+        """The model's registration, signed by the owner key, produced as the `owner`
+        principal, keyed by model id (fl.control is compacted)."""
         value = registration_bytes(
-            self.model_id, linear_model(INPUTS, OUTPUTS), ["W", "b"], self.settings.aggregation
-        )
+            self.model_id, linear_model(INPUTS, OUTPUTS), ["W", "b"], self.settings.aggregation,
+            owner=load_signing_key(self.owner_key()),
+        )  # fmt: skip
         config = EdgeConfig(bootstrap=self.stack.bootstrap, security=self.stack.security("owner"))
         with RecordProducer(config) as producer:
             producer.send(TOPICS.control, value, self.model_id.encode())
@@ -207,9 +223,8 @@ class Campaign:
             time.sleep(2)
             stack.start_jobmanager()
             stack.wait_taskmanagers(1)
-            chk = latest_checkpoint(self.checkpoints.as_uri())
-            job = self.submit(resume_from=chk)
-            detail = f"SIGKILL JobManager {pid}; restarted; job {job} resumed from {chk}"
+            job, restored = self.submit()
+            detail = f"SIGKILL JobManager {pid}; restarted; job {job} resubmitted: {restored}"
         elif fault.kind == "broker":
             time.sleep(5)
             stack.start_broker(fault.target)
@@ -253,7 +268,13 @@ class Campaign:
     def _run(self, faults: list[Fault]) -> dict[str, Any]:
         settings = self.settings
         self.register()  # before the job: it has state to lose before its first checkpoint
-        job = self.submit()
+        # the operator (admin) registers every device's key before any device sends: the
+        # job refuses updates its registry cannot verify (README "Signed updates")
+        device_keys = enroll_fleet(
+            self.stack.admin(), DEVICES_TOPIC, self.trust / "devices",
+            [f"device-{i}" for i in range(settings.devices)],
+        )  # fmt: skip
+        job, _ = self.submit()
         self.watch.start()
         self.wait_running()
         self.say(f"chaos: job {job} running at {self._elapsed():.0f} s")
@@ -262,6 +283,7 @@ class Campaign:
             security=self.stack.security("device"),
             trusted_key=job_signing_key(self.work).with_suffix(".pub"),
             model_id=self.model_id, params=PARAMS, seed=settings.seed, rate=settings.rate,
+            device_keys=device_keys,
         )  # fmt: skip
         for fault in faults:
             time.sleep(fault.gap_s)

@@ -3,7 +3,10 @@
     python -m bench.chaos.device --device-id d3 --state DIR --model-id M --params 36 ...
 
 It uses the SDK as a device does (`EdgeClient`: idempotent producer, deterministic update
-ids from the persisted `RoundCounter`, signed releases verified before use) and sends
+ids from the persisted `RoundCounter`, the round sent as the update's `sequence` (the job
+recognises a re-send by it), every update signed with the device's registered key
+(--device-key, registered by the operator before the device starts), signed releases
+verified before use) and sends
 synthetic deltas, so the machine's CPU goes to the faults rather than to training. What
 makes a restarted device re-send *the same* update is kept in DIR:
 
@@ -74,10 +77,14 @@ def run(args: argparse.Namespace) -> int:
         dlq_topic=args.dlq_topic,
         send_timeout_s=20.0,
         retries=10,
+        device_key_file=args.device_key,
     )
+    # sequenced: the persisted round is the update's sequence, so the job recognises a
+    # re-send by it (DUPLICATE) with no staleness cut
     client = EdgeClient(
-        config, device_id=args.device_id, model_id=args.model_id, install_sessions=False
-    )
+        config, device_id=args.device_id, model_id=args.model_id, install_sessions=False,
+        sequenced=True,
+    )  # fmt: skip
     client.rounds = CrashingRoundCounter(state / "rounds.json", state / CRASH_MARK)
     pending_file, acked = state / "pending.json", state / "acked.jsonl"
     release = None
@@ -124,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device-id", required=True)
     parser.add_argument("--state", required=True, help="the device's persistent folder")
     parser.add_argument("--model-id", required=True)
+    parser.add_argument("--device-key", required=True, help="its registered Ed25519 key (PEM)")
     parser.add_argument("--params", type=int, required=True, help="size of the flat delta")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate", type=float, default=5.0, help="updates per second at most")

@@ -31,8 +31,11 @@ class Fleet:
         params: int,
         seed: int,
         rate: float,
+        device_keys: Path,
     ) -> None:
         self.work = work
+        self.device_keys = device_keys
+        """device_keys/<device_id>/device.key: each device's registered Ed25519 key"""
         self.count = count
         self._args = [
             "--model-id", model_id, "--params", str(params), "--seed", str(seed),
@@ -63,7 +66,8 @@ class Fleet:
         log = (state / "device.log").open("ab")
         self.processes[index] = subprocess.Popen(
             [sys.executable, "-m", "bench.chaos.device", "--device-id", f"device-{index}",
-             "--state", str(state), *self._args],
+             "--state", str(state), "--device-key",
+             str(self.device_keys / f"device-{index}" / "device.key"), *self._args],
             cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

@@ -38,9 +38,18 @@ from tests.support.stack import Broker
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
-#: the dead-letter detail of a STALE refusal caused by the dedupe horizon (bookkeeping), as
-#: opposed to one caused by the registration's max_staleness (a learning decision)
-HORIZON_MARK = "dedupe horizon"
+#: the dead-letter detail of a STALE refusal caused by the registration's max_staleness (a
+#: learning decision); any other STALE (the dedupe horizon of unsequenced updates) is
+#: bookkeeping, as is SEQUENCE_TOO_OLD (a re-send below its device's sequence window)
+MAX_STALENESS_MARK = "max_staleness"
+SEQUENCE_TOO_OLD = "SEQUENCE_TOO_OLD"
+
+
+def bookkeeping(letter: Mapping[str, Any]) -> bool:
+    """Whether a dead letter refused its update for the job's bookkeeping rather than for
+    anything about the update (the refusals to keep under 1 %)."""
+    reason, detail = str(letter["reason"]), str(letter.get("detail") or "")
+    return reason == SEQUENCE_TOO_OLD or (reason == "STALE" and MAX_STALENESS_MARK not in detail)
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,9 @@ def check(
     doubled = sorted(u for u, n in absorbed.items() if n > 1)
     resent = sorted(u for u, n in copies.items() if n > 1)
     by_reason = Counter(str(d["reason"]) for d in letters)
-    horizon = sum(1 for d in letters if d["reason"] == "STALE" and HORIZON_MARK in d["detail"])
+    stale_bookkeeping = sum(1 for d in letters if d["reason"] == "STALE" and bookkeeping(d))
+    # distinct sent ids refused for bookkeeping (a re-send may be refused more than once)
+    kept_out = {str(d["update_id"]) for d in letters if bookkeeping(d)} & sent_set
 
     lr = float(aggregation.get("server_optimizer", {}).get("learning_rate", 1.0))
     x = np.asarray(unpack(registration["initial_parameters"]), np.float32).reshape(-1)
@@ -182,6 +193,8 @@ def check(
         "params_mismatched_versions": mismatched[:20],
         "total_weight_mismatched_versions": weight_mismatch[:20],
         "refused_by_reason": dict(sorted(by_reason.items())),
-        "stale_by_dedupe_horizon": horizon,
-        "bookkeeping_refused_fraction": horizon / max(1, len(sent_set)),
+        "stale_bookkeeping": stale_bookkeeping,
+        "sequence_too_old": by_reason.get(SEQUENCE_TOO_OLD, 0),
+        "bookkeeping_refused_ids": len(kept_out),
+        "bookkeeping_refused_fraction": len(kept_out) / max(1, len(sent_set)),
     }

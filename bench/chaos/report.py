@@ -40,8 +40,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"| params equal to the numpy recomputation | {v['params_equal']} "
         f"(max rel. error {v['params_max_rel_error']:.2e}) |",
         f"| refused by reason | {v['refused_by_reason'] or 'none'} |",
-        f"| refused for bookkeeping (STALE at the dedupe horizon) | "
-        f"{v['stale_by_dedupe_horizon']} ({100 * v['bookkeeping_refused_fraction']:.2f} %) |",
+        f"| sent updates refused for bookkeeping (STALE not by max_staleness: "
+        f"{v['stale_bookkeeping']}, SEQUENCE_TOO_OLD: {v['sequence_too_old']}) | "
+        f"{v['bookkeeping_refused_ids']} ({100 * v['bookkeeping_refused_fraction']:.2f} %) |",
         f"| devices that exited on their own (restarted) | {result['device_crashes']} |",
         f"| fault to next completed checkpoint | median {_s(result['recovery_s']['median'])}, "
         f"max {_s(result['recovery_s']['max'])}, none: {result['recovery_s']['unrecovered']} |",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.chaos.faults import KINDS, schedule
-from bench.chaos.oracle import Update, expected_step
+from bench.chaos.oracle import Update, bookkeeping, expected_step
 
 AGGREGATION = {"staleness": {"function": "polynomial", "a": 0.5}, "weight_by_samples": True}
 
@@ -44,3 +44,13 @@ def test_the_schedule_is_seeded_and_covers_every_kind() -> None:
     assert firsts["taskmanager"] == "in_checkpoint"
     assert firsts["device_kill"] == firsts["device_crash"] == "now"
     assert all(1 <= f.target <= 3 for f in first if f.kind == "broker")
+
+
+def test_bookkeeping_is_sequence_too_old_or_stale_not_by_max_staleness() -> None:
+    # the job's own dead-letter details (pipelines/validation.py, model_process.py)
+    by_registration = {"reason": "STALE", "detail": "staleness 9 exceeds max_staleness 8"}
+    by_horizon = {"reason": "STALE", "detail": "staleness 70 exceeds the dedupe horizon of 64"}
+    too_old = {"reason": "SEQUENCE_TOO_OLD", "detail": "sequence 3 of device 'd' is below"}
+    duplicate = {"reason": "DUPLICATE", "detail": "sequence 3 of device 'd' was already absorbed"}
+    assert not bookkeeping(by_registration) and not bookkeeping(duplicate)
+    assert bookkeeping(by_horizon) and bookkeeping(too_old)
