@@ -135,7 +135,8 @@ class Campaign:
             raise RuntimeError(f"submit failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         self.watch.job_id = match.group(1)
         restored = re.search(r"fedstream: (resuming from \S+|resuming from nothing)", done.stdout)
-        return match.group(1), restored.group(1) if restored else "?"
+        shown = restored.group(1).replace(f"{REPO}/", "") if restored else "?"  # repo-relative
+        return match.group(1), shown
 
     def wait_running(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
