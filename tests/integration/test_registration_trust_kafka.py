@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 from fedstream.jobs.config import load
 from fedstream.jobs.launcher import REPO, JobProcess
 from fedstream.jobs.topics import ensure_topics
+from fedstream.schemas import registration_key
 from fedstream.schemas.signing import load_signing_key, write_key_pair
 from tests.support.job_runner import JobTopics, job_process
 from tests.support.kafka_io import dead_letters, releases, wait_for
@@ -97,13 +98,14 @@ def test_only_trusted_owners_register_and_a_model_keeps_its_owner(
         bootstrap_servers=kafka_broker.bootstrap, **kafka_broker.security.kafka_python_kwargs()
     )
     try:
-        for value in (
-            registration_bytes("anonymous", ONNX, owner=None),
-            registration_bytes("rogue", ONNX, owner=load_signing_key(keys["unknown"])),
-            registration_bytes("owned", ONNX, owner=load_signing_key(keys["second"])),
+        for model, owner in (
+            ("anonymous", None),
+            ("rogue", load_signing_key(keys["unknown"])),
+            ("owned", load_signing_key(keys["second"])),
         ):
-            producer.send(topics.control, value)
-        producer.flush()
+            value = registration_bytes(model, ONNX, owner=owner)
+            # keyed: the control topic is compacted and refuses unkeyed records
+            producer.send(topics.control, value, key=registration_key(model)).get(timeout=30)
     finally:
         producer.close()
 
