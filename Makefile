@@ -7,20 +7,28 @@ PY := $(VENV)/bin/python
 LIB := infra/local/.lib
 STACK := infra/local/stack.sh
 
-.PHONY: help setup venv jars demo test test-unit lint stack-up stack-down stack-status bench clean lock \
-	terraform-tools provision fuzz chaos
+.PHONY: help setup venv jars scripts browser dashboard demo test test-unit lint stack-up stack-down stack-status bench clean lock \
+	terraform-tools provision fuzz chaos learning-sweep
 
 help:
 	@echo "make demo          set up, start the local broker, run fedstream end to end"
 	@echo "make test          set up, run every test (unit, job, integration)"
 	@echo "make lint          ruff + mypy"
+	@echo "make dashboard     the live dashboard of a running job (fedstream dashboard)"
 	@echo "make stack-up      start the local Kafka broker and Flink cluster (stack-down, stack-status)"
 	@echo "make bench         run the benchmarks, write bench/results/"
+	@echo "make learning-sweep simulated fleets of 10-500 devices: protocols, sweep, outage"
 	@echo "make fuzz          10,000 generated bad records through the real job (make test runs 1,500)"
 	@echo "make provision     topics, SCRAM users and ACLs on the local stack (Terraform)"
 	@echo "make chaos         20 faults over 10,000 updates on 3 brokers + Flink, checked by an oracle"
 
-setup: venv jars
+setup: venv jars scripts
+
+# The console scripts `fedstream` and `fedstream-simulator` ([project.scripts] of
+# pyproject.toml and edge/pyproject.toml), written into .venv/bin like an install would.
+scripts: $(VENV)/bin/fedstream
+$(VENV)/bin/fedstream: $(VENV)/.installed pyproject.toml edge/pyproject.toml jobs/fedstream/jobs/console_scripts.py
+	$(PY) -m fedstream.jobs.console_scripts
 
 # The virtualenv is rebuilt when the lock file changes. The .pth puts the source folders of
 # the `fedstream` namespace on sys.path (the repo is used in place, like an editable install).
@@ -69,8 +77,16 @@ provision: terraform-tools
 demo: setup terraform-tools
 	$(PY) -m fedstream.jobs.demo
 
-test: setup terraform-tools
+test: setup terraform-tools browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium, for the dashboard's rendering test (headless; no browser download).
+# apt-get only when it is missing: instant afterwards.
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "== installing chromium (Debian package) for the dashboard test"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 test-unit: setup terraform-tools
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -85,10 +101,19 @@ fuzz: setup
 chaos: setup terraform-tools
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
+# Learning efficiency on simulated fleets (bench.fleet_sim: the real aggregation core on a
+# virtual clock), 3 seeds: bench/results/learning_sim.json + .md, docs/bench-learning-sim-*.png.
+learning-sweep: setup
+	$(PY) -m bench.learning_sweep $(LEARNING_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(wildcard schemas/fedstream pipelines/fedstream jobs/fedstream edge/fedstream) tests bench
+
+# The dashboard of the job `make demo` or `fedstream run` runs (metrics.prometheus_port).
+dashboard: setup
+	$(VENV)/bin/fedstream dashboard $(DASHBOARD_ARGS)
 
 stack-up: setup
 	$(STACK) up

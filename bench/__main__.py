@@ -5,7 +5,7 @@ Not part of the test suite's pass/fail: numbers come from here, never from timed
 
 from __future__ import annotations
 
-from bench import codec_bench, core_bench, learning, signing_bench, throughput
+from bench import codec_bench, core_bench, learning, learning_sweep, signing_bench, throughput
 
 
 def main() -> None:
@@ -15,22 +15,13 @@ def main() -> None:
     codec_bench.main()
     print("== signing: Ed25519 sign / verify per release and per update", flush=True)
     signing_bench.main([])
-    print("== throughput: raw Kafka vs plain aggregator vs fedstream (100k params)", flush=True)
-    throughput.main(
-        [
-            "--params",
-            "100000",
-            "--updates",
-            "600",
-            "--parallelism",
-            "--profile",
-            "--ablate-live-models",
-            "--repeat",
-            "3",
-        ]
-    )
-    print("== learning: sync FedAvg vs FedBuff vs FedAsync vs FedBuff + int8 (3 seeds)", flush=True)
+    for params in ("100000", "1000000"):
+        print(f"== throughput: fedstream vs the plain aggregator, steady state ({params} params)")
+        throughput.main(["--params", params])
+    print("== learning: sync FedAvg vs FedBuff vs FedAsync vs compression (3 seeds)", flush=True)
     learning.main([])
+    print("== learning, simulated fleets: variants, 10-500 devices, outage (3 seeds)", flush=True)
+    learning_sweep.main([])
 
 
 if __name__ == "__main__":

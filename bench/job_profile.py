@@ -39,6 +39,7 @@ _GROUPS = (
     ("Source Data Fet", "Kafka source fetcher"),
     ("Source:", "source task: Kafka records -> route (Python) -> keyed shuffle"),
     ("aggregate", "aggregate task (Python) -> release sink"),
+    ("verify device", "device gate task (Python: verify signatures) -> keyed shuffle"),
     ("dlq-", "dead-letter sink task"),
     ("kafka-producer", "Kafka producer I/O (sinks)"),
     ("GC Thread", "JVM garbage collection"),

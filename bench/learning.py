@@ -8,9 +8,14 @@ for every seed, the same simulated fleet (`fedstream.edge.simulator`: 20 devices
   reported, so every round waits for the slowest device;
 * **FedBuff** (Nguyen et al., AISTATS 2022): a version every K = devices/2 updates, stale
   updates discounted by (1 + s)^-0.5;
-* **FedAsync** (Xie, Koyejo, Gupta, 2019) with a *constant* weight: every update mixed in
-  on arrival, x <- x + 0.6 * delta, a release per update;
-* **FedBuff + int8**: FedBuff with 8-bit quantised updates (per-tensor scale).
+* **FedAsync** (Xie, Koyejo, Gupta, 2019) with a *constant* weight a = 0.6, a release per
+  update, by the paper's rule x <- (1 - a) x + a (x_base + delta) (the job keeps the last
+  `FleetSettings.fedasync_max_staleness` versions) and, for contrast, by the re-based
+  rule x <- x + a * delta the job used before (`fedasync_rule` "add_delta");
+* **FedBuff + int8**: FedBuff with 8-bit quantised updates (per-tensor scale);
+* **FedBuff + top-5% + EF**: the 5% largest coordinates (TOPK: float32 value + int32
+  index) with the SDK's error feedback (Stich et al., NeurIPS 2018; Karimireddy et al.,
+  ICML 2019), ~8.8x fewer bytes than FP32.
 
 Every run lasts the same fixed time (no early stop), so final accuracies compare. Per seed
 the target is the sync run's final accuracy; each variant reports the wall-clock time to
@@ -28,14 +33,11 @@ only an unsequenced update older than `runtime.dedupe_versions` (default 64) is 
 as STALE. This benchmark still sets 1024 (results stay comparable with runs before
 sequences) and reports the dead letters to prove no variant lost updates.
 
-What to expect from FedAsync at the paper's a = 0.6: fedstream applies an update as
-x <- x + a * delta, the delta re-based on the current model (see
-fedstream.pipelines.aggregator), so the ~20 updates in flight from nearly the same base
-add up to a step of about 20 * 0.6 local deltas, and the model oscillates or collapses to
-chance, also on IID data. With a = 0.1 (`--fedasync-mixing 0.1`) a probe run learned
-about as well as FedBuff.
-That is the finding the constant-weight baseline exists for: without FedBuff's averaging
-over K updates and its staleness discount, asynchrony needs a small, tuned step.
+Why the re-based FedAsync collapses at the paper's a = 0.6: it adds each delta to the
+current model, so the ~20 updates in flight from nearly the same base add up to a step of
+about 20 * 0.6 local deltas. The paper's rule mixes each with its own base instead.
+`--variants` runs a subset (e.g. `--variants fedbuff fedasync`); the fleet-size sweep and
+the outage backlog are in `bench.learning_sweep` (simulated fleets, up to 500 devices).
 
     python -m bench.learning --seeds 3 --duration 38
 """
@@ -51,7 +53,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +80,35 @@ class Variant:
     label: str
     mode: str
     compression: str = "none"
+    fedasync_rule: str = "mix_with_base"
+    topk_fraction: float = 0.05
+    fedasync_staleness_exponent: float | None = None
+
+    def settings(self, fleet: FleetSettings) -> FleetSettings:
+        return replace(
+            fleet,
+            compression=self.compression,
+            fedasync_rule=self.fedasync_rule,
+            topk_fraction=self.topk_fraction,
+            fedasync_staleness_exponent=self.fedasync_staleness_exponent,
+        )
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("sync", "sync FedAvg", "sync"),
     Variant("fedbuff", "FedBuff (staleness-weighted)", "async"),
-    Variant("fedasync", "FedAsync (constant)", "fedasync"),
+    Variant("fedasync", "FedAsync (constant, paper's rule)", "fedasync"),
+    Variant(
+        "fedasync-poly",
+        "FedAsync (a·(1+s)^-0.5, paper's rule)",
+        "fedasync",
+        fedasync_staleness_exponent=0.5,
+    ),
+    Variant(
+        "fedasync-add-delta", "FedAsync (constant, x + a·delta)", "fedasync", "none", "add_delta"
+    ),
     Variant("fedbuff-int8", "FedBuff + int8", "async", "int8"),
+    Variant("fedbuff-topk5", "FedBuff + top-5% + EF", "async", "topk"),
 )
 BASELINE = "sync"
 
@@ -354,145 +378,215 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         help="the job's runtime.dedupe_versions: updates staler than this are dead-lettered "
         "as STALE (the job's own default is 64, below FedAsync's staleness)",
     )
+    p.add_argument(
+        "--variants", nargs="+", choices=[v.key for v in VARIANTS], help="a subset (default: all)"
+    )
     p.add_argument("--port", type=int, default=49292, help="the benchmark's own broker")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--figure", type=Path, default=FIGURE)
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = arguments(argv)
-    exit_on_sigterm()
-    started = time.monotonic()
-    labels = {v.key: v.label for v in VARIANTS}
-    suffix = uuid.uuid4().hex[:8]
-    work = Path(tempfile.mkdtemp(prefix="fedstream-bench-learning-"))
-    results: dict[tuple[int, str], RunResult] = {}
-    orders: dict[int, list[str]] = {}
-    log(
-        f"learning efficiency: {args.seeds} seeds x {len(VARIANTS)} variants x "
-        f"{args.duration:g} s, {args.devices} devices, speed spread {args.speed_spread:g}x"
+@dataclass
+class Campaign:
+    """What one benchmark run shares: its broker, job, fleet config and results so far."""
+
+    args: argparse.Namespace
+    variants: tuple[Variant, ...]
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedstream-learn-")))
+    results: dict[tuple[int, str], RunResult] = field(default_factory=dict)
+    orders: dict[int, list[str]] = field(default_factory=dict)
+    letters: dict[str, dict[str, int]] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)
+    device_keys: Path | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {v.key: v.label for v in self.variants}
+
+
+def edge_config(kafka: BenchKafka, config: Any, owner: Path) -> EdgeConfig:
+    """The devices' view of the benchmark's stack (the coordinator registers as `owner`)."""
+    return EdgeConfig(
+        bootstrap=kafka.bootstrap,
+        security=kafka.security,
+        updates_topic=config.topics.updates,
+        control_topic=config.topics.control,
+        models_topic=config.topics.models,
+        dlq_topic=config.topics.dlq,
+        trusted_keys=TrustedKeys.from_files(config.signing.key_path().with_suffix(".pub")),
+        owner_key_file=owner,
     )
+
+
+def enroll(kafka: BenchKafka, topic: str, folder: Path, devices: int) -> Path:
+    """Key pairs for every simulated device (all modes' ids), registered by the operator:
+    the job refuses unsigned updates (README "Signed updates")."""
+    from fedstream.edge.simulator.fleet import MODES
+    from tests.support.devices import enroll_fleet
+
+    ids = [f"{mode}-dev-{i:03d}" for mode in MODES for i in range(devices)]
+    return enroll_fleet(kafka, topic, folder, ids)
+
+
+def run_seed(c: Campaign, edge: EdgeConfig, job: Any, seed: int) -> None:
+    """Every variant once on this seed's fleet and data, in the seed's rotated order."""
+    from fedstream.edge.errors import EdgeError
+
+    args = c.args
+    settings = FleetSettings(
+        devices=args.devices,
+        seed=seed,
+        speed_spread=args.speed_spread,
+        fedasync_mixing=args.fedasync_mixing,
+    )
+    data = load_fleet_data(settings.devices, alpha=settings.alpha, seed=seed)
+    if seed == 0 and args.warmup > 0:
+        log(f"warm-up run ({args.warmup:g} s, not measured; waits for the job)")
+        FleetRun(
+            edge,
+            settings,
+            data,
+            mode="async",
+            model_id=f"learn-{c.suffix}-warmup",
+            wait_timeout_s=180.0,
+        ).run(duration_s=args.warmup)
+    order = rotated(c.variants, seed)
+    c.orders[seed] = [v.key for v in order]
+    for variant in order:
+        if not job.alive():
+            raise RuntimeError(f"the job died:\n{job.log_tail()}")
+        log(f"seed {seed}: {variant.label}")
+        run = FleetRun(
+            edge,
+            variant.settings(settings),
+            data,
+            mode=variant.mode,
+            model_id=f"learn-{c.suffix}-s{seed}-{variant.key}",
+            progress=_prefixed(f"s{seed} {variant.key}: "),
+            progress_every_s=10.0,
+            wait_timeout_s=180.0,
+            device_keys=c.device_keys,
+        )
+        try:
+            c.results[seed, variant.key] = run.run(duration_s=args.duration)
+        except EdgeError as error:
+            raise RuntimeError(f"{variant.label}, seed {seed}: {error}") from error
+    _log_seed(c, seed)
+
+
+def _log_seed(c: Campaign, seed: int) -> None:
+    if BASELINE not in c.labels:
+        log(f"seed {seed} done")
+        return
+    target = _final(c.results[seed, BASELINE])
+    times = ", ".join(f"{k} {_fmt(c.results[seed, k].time_to(target))}" for k in c.labels)
+    log(f"seed {seed} done; target {target:.3f}: {times}")
+
+
+def run_campaign(c: Campaign) -> None:
+    """Broker, job, then every seed; the dead letters are read before the job stops."""
+    args = c.args
     with broker(args.port) as kafka:
-        keys, owner = signing_keys(work)
-        overrides = job_overrides(kafka, work, suffix, keys, args.dedupe_versions)
-        from fedstream.edge.errors import EdgeError
+        keys, owner = signing_keys(c.work)
+        c.overrides = job_overrides(kafka, c.work, c.suffix, keys, args.dedupe_versions)
         from fedstream.jobs.config import load
         from fedstream.jobs.launcher import JobProcess
         from fedstream.jobs.topics import ensure_topics
 
-        config = load(overrides=overrides)
+        config = load(overrides=c.overrides)
         ensure_topics(config)
-        edge = EdgeConfig(
-            bootstrap=kafka.bootstrap,
-            security=kafka.security,
-            updates_topic=config.topics.updates,
-            control_topic=config.topics.control,
-            models_topic=config.topics.models,
-            dlq_topic=config.topics.dlq,
-            trusted_keys=TrustedKeys.from_files(config.signing.key_path().with_suffix(".pub")),
-            owner_key_file=owner,  # the fleet's coordinator registers each run's model
-        )
-        job = JobProcess(overrides, work / "job.log")
+        c.device_keys = enroll(kafka, config.topics.devices, c.work / "devices", args.devices)
+        edge = edge_config(kafka, config, owner)
+        job = JobProcess(c.overrides, c.work / "job.log")
         log(f"job starting (thread mode, checkpoints every {CHECKPOINT_INTERVAL_MS} ms)")
         job.start()
         try:
             for seed in range(args.seeds):
-                settings = FleetSettings(
-                    devices=args.devices,
-                    seed=seed,
-                    speed_spread=args.speed_spread,
-                    fedasync_mixing=args.fedasync_mixing,
-                )
-                data = load_fleet_data(settings.devices, alpha=settings.alpha, seed=seed)
-                if seed == 0 and args.warmup > 0:
-                    log(f"warm-up run ({args.warmup:g} s, not measured; waits for the job)")
-                    warmup = FleetRun(
-                        edge,
-                        settings,
-                        data,
-                        mode="async",
-                        model_id=f"learn-{suffix}-warmup",
-                        wait_timeout_s=180.0,
-                    )
-                    warmup.run(duration_s=args.warmup)
-                order = rotated(VARIANTS, seed)
-                orders[seed] = [v.key for v in order]
-                for variant in order:
-                    if not job.alive():
-                        raise RuntimeError(f"the job died:\n{job.log_tail()}")
-                    log(f"seed {seed}: {variant.label}")
-                    run = FleetRun(
-                        edge,
-                        replace(settings, compression=variant.compression),
-                        data,
-                        mode=variant.mode,
-                        model_id=f"learn-{suffix}-s{seed}-{variant.key}",
-                        progress=_prefixed(f"s{seed} {variant.key}: "),
-                        progress_every_s=10.0,
-                        wait_timeout_s=180.0,
-                    )
-                    try:
-                        results[seed, variant.key] = run.run(duration_s=args.duration)
-                    except EdgeError as error:
-                        raise RuntimeError(f"{variant.label}, seed {seed}: {error}") from error
-                target = _final(results[seed, BASELINE])
-                log(
-                    f"seed {seed} done; target {target:.3f}: "
-                    + ", ".join(
-                        f"{key} {_fmt(results[seed, key].time_to(target))}" for key in labels
-                    )
-                )
+                run_seed(c, edge, job, seed)
             log("reading dead letters")
-            letters = dead_letters_by_model(kafka, config.topics.dlq)
+            c.letters = dead_letters_by_model(kafka, config.topics.dlq)
         finally:
             job.kill()
+
+
+def _target(c: Campaign, seed: int) -> float | None:
+    return _final(c.results[seed, BASELINE]) if (seed, BASELINE) in c.results else None
+
+
+def collect_runs(c: Campaign) -> list[dict[str, Any]]:
+    """One JSON row per (seed, variant), against the seed's sync final accuracy."""
     runs: list[dict[str, Any]] = []
-    for (seed, key), result in sorted(results.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        target = _final(results[seed, BASELINE])
-        row = {"seed": seed, "variant": key, "label": labels[key]}
-        row |= run_metrics(result, target, letters.get(result.model_id))
-        row["position"] = orders[seed].index(key)
+    for (seed, key), result in sorted(c.results.items()):
+        target = _target(c, seed)
+        row = {"seed": seed, "variant": key, "label": c.labels[key]}
+        row |= run_metrics(
+            result, math.inf if target is None else target, c.letters.get(result.model_id)
+        )
+        row["position"] = c.orders[seed].index(key)
         row["timeline"] = [[round(p.t, 3), p.version, p.accuracy] for p in result.timeline]
         runs.append(row)
+    return runs
+
+
+def write_outputs(c: Campaign, runs: list[dict[str, Any]], wall: float) -> None:
+    """learning.json, learning.md and the figure (a subset run writes learning_<keys>.*)."""
+    args = c.args
     summary = aggregate(runs)
-    summary = {key: summary[key] for key in labels if key in summary}
-    target_stat = Stat.of([_final(results[seed, BASELINE]) for seed in orders])
-    table = markdown(summary, labels, target_stat)
-    wall = time.monotonic() - started
+    summary = {key: summary[key] for key in c.labels if key in summary}
+    finals = [t for t in (_target(c, s) for s in c.orders) if t is not None]
+    target_stat = Stat.of(finals)
+    table = markdown(summary, c.labels, target_stat)
     header = (
         f"Learning efficiency, {args.devices} devices, {args.speed_spread:g}x speed spread, "
-        f"{len(orders)} seeds x {args.duration:g} s per run; {machine()}; job in thread mode, "
-        f"checkpoints every {CHECKPOINT_INTERVAL_MS} ms; bench wall time {wall:.0f} s."
+        f"{len(c.orders)} seeds x {args.duration:g} s per run; {machine()}; job in thread "
+        f"mode, checkpoints every {CHECKPOINT_INTERVAL_MS} ms; bench wall time {wall:.0f} s."
     )
     print(header + "\n\n" + table, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    subset = len(c.variants) < len(VARIANTS)
+    name = "learning" + ("_" + "_".join(c.labels) if subset else "")
     settings = FleetSettings(
-        devices=args.devices,
-        speed_spread=args.speed_spread,
-        fedasync_mixing=args.fedasync_mixing,
+        devices=args.devices, speed_spread=args.speed_spread, fedasync_mixing=args.fedasync_mixing
     )
     report = {
         "machine": machine(),
         "wall_clock_s": round(wall, 1),
         "duration_s_per_run": args.duration,
-        "seeds": sorted(orders),
-        "order_per_seed": {str(s): o for s, o in orders.items()},
+        "seeds": sorted(c.orders),
+        "order_per_seed": {str(s): o for s, o in c.orders.items()},
         "fleet": {**asdict(settings), "offline_s": list(settings.offline_s), "seed": "per run"},
-        "job": {k: v for k, v in overrides.items() if not k.startswith(("topics.", "kafka."))},
-        "variants": [asdict(v) for v in VARIANTS],
+        "job": {k: v for k, v in c.overrides.items() if not k.startswith(("topics.", "kafka."))},
+        "variants": [asdict(v) for v in c.variants],
         "target": None if target_stat is None else asdict(target_stat),
         "summary": summary,
         "dead_letters_other": {
-            m: r for m, r in letters.items() if m not in {res.model_id for res in results.values()}
+            m: r for m, r in c.letters.items() if m not in {x.model_id for x in c.results.values()}
         },
         "runs": runs,
     }
-    (args.out / "learning.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "learning.md").write_text(header + "\n\n" + table + "\n")
-    curves = {key: [results[s, key] for s in sorted(orders)] for key in labels}
-    plot(args.figure, curves, labels, args.duration, target_stat.mean if target_stat else None)
-    log(f"wrote {args.out / 'learning.json'}, {args.out / 'learning.md'} and {args.figure}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(header + "\n\n" + table + "\n")
+    figure = args.figure if not subset else args.figure.with_name(f"bench-{name}.png")
+    curves = {key: [c.results[s, key] for s in sorted(c.orders)] for key in c.labels}
+    target = target_stat.mean if target_stat else None
+    plot(figure, curves, c.labels, args.duration, target)
+    log(f"wrote {args.out / name}.json, .md and {figure}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(argv)
+    exit_on_sigterm()
+    started = time.monotonic()
+    chosen = tuple(v for v in VARIANTS if not args.variants or v.key in args.variants)
+    campaign = Campaign(args, chosen)
+    log(
+        f"learning efficiency: {args.seeds} seeds x {len(chosen)} variants x "
+        f"{args.duration:g} s, {args.devices} devices, speed spread {args.speed_spread:g}x"
+    )
+    run_campaign(campaign)
+    write_outputs(campaign, collect_runs(campaign), time.monotonic() - started)
 
 
 def _prefixed(prefix: str) -> Callable[[str], None]:

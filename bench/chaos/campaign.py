@@ -316,9 +316,7 @@ class Campaign:
         """The oracle's verdict once every sent update is accounted for (or time is up)."""
         deadline = time.monotonic() + self.settings.drain_timeout_s
         while True:
-            verdict = oracle.check(
-                self.stack.admin(), TOPICS, self.model_id, sent, self.settings.aggregation
-            )
+            verdict = oracle.check(self.stack.admin(), TOPICS, self.model_id, sent)
             if verdict["lost"] == 0 or time.monotonic() > deadline:
                 return verdict
             time.sleep(5)

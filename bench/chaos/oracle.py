@@ -7,12 +7,14 @@ with plain numpy from the documented FedBuff formula, deliberately *not* through
 
     s_i = (v - 1) - base_version_i                     staleness, for the window of version v
     w_i = (1 + s_i) ** -a  x  num_samples_i            polynomial weight, weight_by_samples
-    x_v = x_{v-1} + lr * sum_i w_i d_i / sum_i w_i     mean reducer, server SGD
+    x_v = x_{v-1} + lr * sum_i w_i d_i / D             mean reducer, server SGD
+    D   = K (or sum_i num_samples_i)  normalization COUNT, FedBuff's Algorithm 1
+        = sum_i w_i                   normalization WEIGHT_SUM, a weighted mean
 
-(Nguyen et al., "Federated Learning with Buffered Asynchronous Aggregation", AISTATS 2022,
-normalised by sum w_i as README.md's guarantees describe; the weight is Xie et al.'s
-polynomial staleness function.) Only lineage membership is taken from the job; the deltas,
-bases and sample counts come from the update records themselves.
+(Nguyen et al., "Federated Learning with Buffered Asynchronous Aggregation", AISTATS 2022;
+the weight is Xie et al.'s polynomial staleness function; D follows the registration's
+`normalization`.) Only lineage membership is taken from the job; the deltas, bases and
+sample counts come from the update records themselves.
 
 Definitions: an update is *sent* when its device got the broker's ack; *absorbed* when its
 id is in a release's lineage; *refused* when a dead letter names it; *lost* = sent but
@@ -116,14 +118,13 @@ def expected_step(
     """The pseudo-gradient of the window that made `version`, and its total weight."""
     a = float(aggregation.get("staleness", {}).get("a", 0.5))
     by_samples = bool(aggregation.get("weight_by_samples", False))
-    weights = np.array(
-        [
-            (1.0 + (version - 1 - u.base_version)) ** -a * (u.num_samples if by_samples else 1)
-            for u in window
-        ]
-    )
+    undiscounted = np.array([u.num_samples if by_samples else 1 for u in window], np.float64)
+    staleness = np.array([version - 1 - u.base_version for u in window], np.float64)
+    weights = (1.0 + staleness) ** -a * undiscounted
+    count = str(aggregation.get("normalization", "WEIGHT_SUM")).upper() == "COUNT"
+    divisor = undiscounted.sum() if count else weights.sum()
     deltas = np.stack([u.delta.astype(np.float64) for u in window])
-    return (weights[:, None] * deltas).sum(axis=0) / weights.sum(), float(weights.sum())
+    return (weights[:, None] * deltas).sum(axis=0) / divisor, float(weights.sum())
 
 
 def check(
@@ -131,14 +132,17 @@ def check(
     topics: Topics,
     model_id: str,
     sent: Collection[str],
-    aggregation: Mapping[str, Any],
     *,
     rtol: float = 1e-5,
     atol: float = 1e-6,
 ) -> dict[str, Any]:
-    """The verdict on one model: counts, invariants, parameter agreement, refusals."""
+    """The verdict on one model: counts, invariants, parameter agreement, refusals.
+
+    The aggregation settings are the registration's as the job decodes it (defaults filled
+    in by the schema), not what the campaign meant to register."""
     updates, copies, conflicting = _updates(broker, topics.updates, model_id)
     registration = _registration(broker, topics.control, model_id)
+    aggregation: Mapping[str, Any] = registration["aggregation"]
     names = [str(p["name"]) for p in registration["parameters"]]
     found = [r for r in releases(broker, topics.models) if r.model_id == model_id]
     letters = [d for d in dead_letters(broker, topics.dlq) if d["model_id"] == model_id]

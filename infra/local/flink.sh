@@ -17,6 +17,8 @@
 #   FEDSTREAM_FLINK_TASKMANAGERS 1                            TaskManagers `start` starts
 #   FEDSTREAM_FLINK_HEARTBEAT_TIMEOUT_MS  Flink's (50 s)      how soon a dead process is noticed
 #   FEDSTREAM_FLINK_START_TIMEOUT 90                          seconds to wait for a TaskManager
+#   FEDSTREAM_FLINK_METRICS_PORT  (none)                      Prometheus reporter: each daemon
+#                                 takes the first free port of PORT..PORT+9 (/metrics)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,6 +31,7 @@ SLOTS="${FEDSTREAM_FLINK_SLOTS:-2}"
 TIMEOUT="${FEDSTREAM_FLINK_START_TIMEOUT:-90}"
 TASKMANAGERS="${FEDSTREAM_FLINK_TASKMANAGERS:-1}"
 HEARTBEAT_TIMEOUT="${FEDSTREAM_FLINK_HEARTBEAT_TIMEOUT_MS:-}"
+METRICS_PORT="${FEDSTREAM_FLINK_METRICS_PORT:-}"
 URL="http://localhost:$REST_PORT"
 
 die() { echo "flink: $*" >&2; exit 1; }
@@ -36,6 +39,8 @@ die() { echo "flink: $*" >&2; exit 1; }
 [[ "$TASKMANAGERS" =~ ^[1-9][0-9]?$ ]] || die "FEDSTREAM_FLINK_TASKMANAGERS must be 1..99, got '$TASKMANAGERS'"
 [[ -z "$HEARTBEAT_TIMEOUT" || "$HEARTBEAT_TIMEOUT" =~ ^[0-9]+$ ]] \
   || die "FEDSTREAM_FLINK_HEARTBEAT_TIMEOUT_MS must be a number of milliseconds"
+[[ -z "$METRICS_PORT" || "$METRICS_PORT" =~ ^[0-9]+$ ]] \
+  || die "FEDSTREAM_FLINK_METRICS_PORT must be a port number"
 
 [[ -x "$PY" ]] || die "python $PY not found; run 'make venv'"
 PYFLINK="$("$PY" -c 'import os, pyflink; print(os.path.dirname(os.path.abspath(pyflink.__file__)))' 2>/dev/null)" \
@@ -47,6 +52,8 @@ export FLINK_CONF_DIR="$DIR/conf"
 export FLINK_LIB_DIR="$DIR/lib"
 export FLINK_LOG_DIR="$DIR/log"
 export FLINK_PID_DIR="$DIR/pid"
+# plugins: the Prometheus reporter resolved from Maven Central (infra/local/pom.xml)
+export FLINK_PLUGINS_DIR="$DIR/plugins"
 
 setup() {
   mkdir -p "$FLINK_CONF_DIR" "$FLINK_LIB_DIR" "$FLINK_LOG_DIR" "$FLINK_PID_DIR"
@@ -83,6 +90,17 @@ python.client.executable: $PY
 python.pythonpath: $SITE
 classloader.parent-first-patterns.additional: pemja.
 YAML
+  rm -rf "$FLINK_PLUGINS_DIR" && mkdir -p "$FLINK_PLUGINS_DIR"
+  if [[ -n "$METRICS_PORT" ]]; then
+    [[ -d "$HERE/.lib/flink-plugins/metrics-prometheus" ]] \
+      || die "no Prometheus reporter in $HERE/.lib/flink-plugins; run 'make jars'"
+    ln -s "$HERE/.lib/flink-plugins/metrics-prometheus" "$FLINK_PLUGINS_DIR/"
+    cat >>"$FLINK_CONF_DIR/config.yaml" <<YAML
+metrics.reporter.prom.factory.class: org.apache.flink.metrics.prometheus.PrometheusReporterFactory
+metrics.reporter.prom.port: $METRICS_PORT-$((METRICS_PORT + 9))
+metrics.reporter.prom.filterLabelValueCharacters: false
+YAML
+  fi
   if [[ -n "$HEARTBEAT_TIMEOUT" ]]; then
     # a SIGKILLed process is noticed after this long (its peers' heartbeats go unanswered)
     printf 'heartbeat.timeout: %s\nheartbeat.interval: %s\n' "$HEARTBEAT_TIMEOUT" \

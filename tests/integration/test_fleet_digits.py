@@ -33,7 +33,7 @@ from fedstream.jobs.launcher import JobProcess
 from fedstream.schemas.signing import ENV_TRUSTED_KEYS
 from fedstream.schemas.update_signing import DEVICE_KEY_NAME
 from tests.support.devices import enroll_fleet
-from tests.support.job_runner import JobTopics, job_process, job_signing_key, trusted
+from tests.support.job_runner import JobTopics, edge_config, job_process, job_signing_key
 from tests.support.stack import Broker
 from tests.unit.edge.edge_support import constant_model
 
@@ -98,15 +98,7 @@ def job(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
             process,
             timeout=120,
         )
-        config = EdgeConfig(
-            bootstrap=kafka_broker.bootstrap,
-            security=kafka_broker.security,
-            updates_topic=topics.updates,
-            control_topic=topics.control,
-            models_topic=topics.models,
-            dlq_topic=topics.dlq,
-            trusted_keys=trusted(job_signing_key(folder)),
-        )
+        config = edge_config(kafka_broker, topics, job_signing_key(folder))
         # the operator registers every device before it sends (the fleet's, the CLI's, d1, d2)
         fleet = [f"{m}-dev-{i:03d}" for m in ("async", "sync") for i in range(FLEET.devices)]
         keys = enroll_fleet(kafka_broker, topics.devices, folder / "devices", [*fleet, "d1", "d2"])

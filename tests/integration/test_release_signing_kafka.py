@@ -40,7 +40,7 @@ from fedstream.jobs.topics import ensure_topics
 from fedstream.schemas import ModelRelease, encode, release_chunks
 from fedstream.schemas.signing import ReleaseSigner, key_id_of, load_signing_key, statement_of
 from tests.support.devices import enrolled
-from tests.support.job_runner import JobTopics, job_process, job_signing_key, trusted
+from tests.support.job_runner import JobTopics, edge_config, job_process, job_signing_key, trusted
 from tests.support.stack import Broker
 from tests.unit.edge.edge_support import constant_model, lineage
 
@@ -107,16 +107,9 @@ def setup(
     topics = JobTopics()
     ensure_topics(load(overrides={**topics.overrides(), **kafka_broker.job_overrides()}))
     key_a, key_b = job_signing_key(tmp_path / "a"), job_signing_key(tmp_path / "b")
-    config = EdgeConfig(
-        bootstrap=kafka_broker.bootstrap,
-        security=kafka_broker.security,
-        updates_topic=topics.updates,
-        control_topic=topics.control,
-        models_topic=topics.models,
-        dlq_topic=topics.dlq,
-        trusted_keys=trusted(key_a, key_b),  # both: the job's key can rotate
-        device_key_file=enrolled(kafka_broker, topics.devices, tmp_path / "devices", "device"),
-    )
+    device_key = enrolled(kafka_broker, topics.devices, tmp_path / "devices", "device")
+    # trusting both keys: the job's key can rotate
+    config = edge_config(kafka_broker, topics, key_a, key_b, device_key_file=device_key)
     yield topics, config, key_a, key_b
 
 

@@ -36,8 +36,8 @@ from fedstream.jobs.config import JobConfig
 from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.model_process import Envelope
 from fedstream.schemas import DeadLetter, decode
-from fedstream.schemas.signing import PRIVATE_KEY_FILE, write_key_pair
 from tests.support.devices import DEVICES_TOPIC, device_key_bytes
+from tests.support.job_runner import job_signing_key
 from tests.support.owner_key import owner_public_key
 from tests.support.records import (
     CONTROL_TOPIC,
@@ -56,7 +56,6 @@ __all__ = [
     "coordinates",
     "job_config",
     "run_job",
-    "signing_key",
 ]
 
 #: Seconds of pause between registrations and the records after them (see `Feed.raw`).
@@ -71,20 +70,12 @@ def python_execution_mode() -> str:
     return os.environ.get("FEDSTREAM_TEST_PYTHON_MODE", JobConfig().runtime.python_execution_mode)
 
 
-def signing_key(tmp_path: Path) -> Path:
-    """The job's release key for a test: tmp_path/keys/job-signing.key (created once)."""
-    key = tmp_path / "keys" / PRIVATE_KEY_FILE
-    if not key.exists():
-        write_key_pair(key.parent)
-    return key
-
-
 def job_config(tmp_path: Path, *, parallelism: int = 1, **overrides: Any) -> JobConfig:
     """A job config for the mini-cluster: checkpoints under `tmp_path`, failures not
-    retried, releases signed with `signing_key(tmp_path)`, registrations trusted when the
+    retried, releases signed with `job_signing_key(tmp_path)`, registrations trusted when the
     tests' model owner signed them."""
     settings: dict[str, Any] = {
-        "signing.key_file": str(signing_key(tmp_path)),
+        "signing.key_file": str(job_signing_key(tmp_path)),
         "trust.owner_keys": [str(owner_public_key())],
         "checkpoint.dir": (tmp_path / "checkpoints").as_uri(),
         # Short: a bounded job waits for one last checkpoint before it finishes.

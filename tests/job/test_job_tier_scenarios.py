@@ -8,7 +8,10 @@ scenario; the tests below assert on the shared output:
 - "hybrid": K = 3 or T = 1 s, one window closed by count and the next by time;
 - "stale":  polynomial staleness weights x samples with a momentum server optimizer,
             updates from several base versions, then a stale and a future update;
-- "dlq":    a representative set of bad input (and a few bad inputs for no model at all).
+- "dlq":    a representative set of bad input (and a few bad inputs for no model at all);
+- "fedasync": the paper's FedAsync (mix with the base version's parameters, kept in the
+            model's keyed state for max_staleness versions), updates up to 2 versions stale;
+- "adaptive": FedBuff with K normalisation and a window that follows the concurrency.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from tests.job.harness import (
     coordinates,
     job_config,
     run_job,
-    signing_key,
 )
 from tests.support.devices import signed_bytes
+from tests.support.job_runner import job_signing_key
 from tests.support.onnx_models import linear_model
 from tests.support.records import (
     CONTROL_TOPIC,
@@ -72,7 +75,21 @@ AGGREGATION: dict[str, dict[str, Any]] = {
         "server_optimizer": {"name": "momentum", "learning_rate": 0.5, "momentum": 0.9},
     },
     "dlq": {"window": {"count": 2}},
+    "fedasync": {
+        "mode": "fedasync",
+        "fedasync_rule": "mix_with_base",
+        "max_staleness": 2,
+        "window": {"count": 1},
+        "fedasync_mixing": 0.6,
+    },
+    "adaptive": {
+        "window": {"count": 2, "seconds": 3600.0, "adaptive": True},
+        "normalization": "count",
+    },
 }
+#: (update id, base version) for the issue-15 models, in order
+FEDASYNC_UPDATES = [("f0", 0), ("f1", 0), ("f2", 0), ("f3", 1), ("f4", 3)]
+ADAPTIVE_UPDATES = [("a0", 0), ("a1", 0), ("a2", 0), ("a3", 1), ("a4", 1), ("a5", 3)]
 
 
 def delta(seed: int) -> F32:
@@ -154,6 +171,9 @@ def plan() -> Plan:
     for uid, base, n in [("s0", 0, 10), ("s1", 0, 30), ("s2", 1, 5), ("s3", 0, 20)]:
         p.accept("stale", uid, base, n)  # -> v1, v2
     p.accept("stale", "s4", 0, 7)  # staleness 2
+    for model, updates in (("fedasync", FEDASYNC_UPDATES), ("adaptive", ADAPTIVE_UPDATES)):
+        for uid, base in updates:
+            p.accept(model, uid, base)
     p.accept("stale", "s5", 2, 1)  # -> v3
     p.reject(feed.update("stale", "s6", delta(6), base_version=0), "STALE")  # 3 > max 2
     p.reject(feed.update("stale", "s7", delta(7), base_version=9), "FUTURE_VERSION")
@@ -224,8 +244,9 @@ def test_every_registered_model_released_version_0(output: JobOutput) -> None:
     assert not output.versions("badreg") and not output.versions("ghost")
 
 
-def test_exactly_the_expected_releases(output: JobOutput) -> None:
+def test_exactly_the_expected_releases(scenario: Plan, output: JobOutput) -> None:
     expected = {"count": 2, "time": 2, "hybrid": 2, "stale": 3, "dlq": 1}
+    expected |= {"fedasync": 5, "adaptive": len(_adaptive_reference(scenario)) - 1}
     assert sorted(output.releases) == sorted(
         (model, v) for model, last in expected.items() for v in range(last + 1)
     )
@@ -279,6 +300,40 @@ def test_staleness_weighting_matches_an_offline_replay(scenario: Plan, output: J
     assert [x["num_samples"] for x in lineage] == [40, 25, 8]
     # weights (1 + s)^-0.5 * num_samples: v2 absorbed s2 (s = 0, n = 5), s3 (s = 1, n = 20)
     assert lineage[1]["total_weight"] == pytest.approx(5 + 20 / np.sqrt(2))
+
+
+def _adaptive_reference(scenario: Plan) -> dict[int, F32]:
+    return replay(AGGREGATION["adaptive"], INITIAL, scenario.accepted["adaptive"])
+
+
+def test_fedasync_mixes_with_the_base_version_kept_in_keyed_state(
+    scenario: Plan, output: JobOutput
+) -> None:
+    sent = scenario.accepted["fedasync"]
+    expected = replay(AGGREGATION["fedasync"], INITIAL, sent)
+    assert sorted(expected) == output.versions("fedasync") == [0, 1, 2, 3, 4, 5]
+    for version, params in expected.items():
+        np.testing.assert_allclose(
+            output.releases["fedasync", version].params(), params, rtol=1e-6, atol=1e-6
+        )
+    # by hand for f2 (base 0, staleness 2): x3 = 0.4 x2 + 0.6 (1 + 2)^-0.5 ... mixed with x0
+    alpha = 0.6 * 3**-0.5
+    x2 = output.releases["fedasync", 2].params()
+    by_hand = (1 - alpha) * x2 + alpha * (INITIAL + sent[2].delta)
+    np.testing.assert_allclose(output.releases["fedasync", 3].params(), by_hand, atol=1e-6)
+
+
+def test_adaptive_window_with_count_normalisation_matches_the_core(
+    scenario: Plan, output: JobOutput
+) -> None:
+    expected = _adaptive_reference(scenario)
+    assert sorted(expected) == output.versions("adaptive")
+    for version, params in expected.items():
+        np.testing.assert_allclose(
+            output.releases["adaptive", version].params(), params, rtol=1e-6, atol=1e-6
+        )
+    sizes = [len(output.releases["adaptive", v].lineage["update_ids"]) for v in expected if v]
+    assert sizes[0] == 2 and sizes[1:] != [2] * (len(sizes) - 1)  # K moved off its start
 
 
 def test_stale_and_future_updates_are_refused(scenario: Plan, output: JobOutput) -> None:
@@ -338,9 +393,9 @@ def test_every_release_is_signed_by_the_configured_key(output: JobOutput, job_di
     """The job signs each release with signing.key_file (loaded on the worker, in thread
     mode too); the SDK's reader installs every version when it trusts that key's public
     half, and refuses every one under another key."""
-    key_id = load_signing_key(signing_key(job_dir)).key_id
+    key_id = load_signing_key(job_signing_key(job_dir)).key_id
     assert {r.key_id for r in output.releases.values()} == {key_id}
-    trusted = TrustedKeys.from_files(signing_key(job_dir).with_suffix(".pub"))
+    trusted = TrustedKeys.from_files(job_signing_key(job_dir).with_suffix(".pub"))
     for model in AGGREGATION:
         device = ReleaseAssembler(model, trusted)
         for value in output.release_values:

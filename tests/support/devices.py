@@ -15,11 +15,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from fedstream.schemas import encode
-from fedstream.schemas.signing import ReleaseSigner, key_id_of, write_key_pair
-from fedstream.schemas.update_signing import DEVICE_KEY_NAME, device_key_record, sign_update
+from fedstream.jobs.devices import InMemoryDevices
+from fedstream.schemas.signing import ReleaseSigner, write_key_pair
+from fedstream.schemas.update_signing import DEVICE_KEY_NAME
 
 __all__ = [
     "DEVICES_TOPIC",
@@ -38,15 +36,13 @@ DEVICES_TOPIC = "fl.devices"
 #: Fixed registry timestamp, so test records are reproducible apart from the keys.
 REGISTERED_AT = 1_767_225_600_000
 
-_SIGNERS: dict[str, ReleaseSigner] = {}
+#: This process's test devices (`fedstream.jobs.devices.InMemoryDevices`).
+_DEVICES = InMemoryDevices()
 
 
 def device_signer(device_id: str) -> ReleaseSigner:
     """The test key of `device_id` (generated once per process, in memory)."""
-    if device_id not in _SIGNERS:
-        key = Ed25519PrivateKey.generate()
-        _SIGNERS[device_id] = ReleaseSigner(key, key_id_of(key.public_key()))
-    return _SIGNERS[device_id]
+    return _DEVICES.signer(device_id)
 
 
 def device_key_file(folder: Path, device_id: str) -> Path:
@@ -58,25 +54,23 @@ def device_key_file(folder: Path, device_id: str) -> Path:
     private = directory / f"{DEVICE_KEY_NAME}.key"
     if not private.exists():
         write_key_pair(directory, DEVICE_KEY_NAME)
-    _SIGNERS[device_id] = load_signing_key(private)
+    _DEVICES.signers[device_id] = load_signing_key(private)
     return private
 
 
 def signed(record: Mapping[str, Any]) -> dict[str, Any]:
     """`record` (a GradientUpdate) signed by its device's test key."""
-    return sign_update(record, device_signer(str(record["device_id"])))
+    return _DEVICES.signed(record)
 
 
 def signed_bytes(record: Mapping[str, Any]) -> bytes:
     """The encoded, signed GradientUpdate."""
-    return encode("GradientUpdate", signed(record))
+    return _DEVICES.signed_bytes(record)
 
 
 def device_key_bytes(device_id: str, *, status: str = "ACTIVE") -> bytes:
     """The encoded DeviceKey record registering (or revoking) the device's test key."""
-    public = device_signer(device_id).key.public_key()
-    record = device_key_record(device_id, public, status=status, created_at=REGISTERED_AT)
-    return encode("DeviceKey", record)
+    return _DEVICES.key_bytes(device_id, status=status, created_at=REGISTERED_AT)
 
 
 def register_devices(

@@ -25,7 +25,7 @@ from tests.support.owner_key import owner_signer
 from tests.support.records import (
     CONTROL_TOPIC,
     UPDATES_TOPIC,
-    registration_record,
+    owner_registration_record,
     update_bytes,
     update_record,
 )
@@ -97,7 +97,7 @@ def _unknown_model(rng: np.random.Generator, model: str, size: int, i: int) -> B
 
 
 def _bad_registration(rng: np.random.Generator, onnx: bytes, i: int) -> Bad:
-    record = registration_record(f"reg-{i}", onnx, owner=None)
+    record = owner_registration_record(f"reg-{i}", onnx, owner=None)
     choice = int(rng.integers(0, 3))
     if choice == 0:
         record["onnx_template"] = bytes(rng.integers(0, 256, 64, dtype=np.uint8))

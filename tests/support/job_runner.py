@@ -6,7 +6,9 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from fedstream.edge import EdgeConfig
 from fedstream.jobs.launcher import JobProcess
 from fedstream.schemas.signing import PRIVATE_KEY_FILE, TrustedKeys, write_key_pair
 from tests.support.owner_key import owner_public_key
@@ -65,6 +67,21 @@ class JobTopics:
         }
 
 
+def edge_config(broker: Broker, topics: JobTopics, *job_keys: Path, **extra: Any) -> EdgeConfig:
+    """A device's configuration on `broker` (as its admin) for the job's `topics`, trusting
+    releases signed by `job_keys` (several while the job's key rotates)."""
+    return EdgeConfig(
+        bootstrap=broker.bootstrap,
+        security=broker.security,
+        updates_topic=topics.updates,
+        control_topic=topics.control,
+        models_topic=topics.models,
+        dlq_topic=topics.dlq,
+        trusted_keys=trusted(*job_keys),
+        **extra,
+    )
+
+
 def job_process(
     broker: Broker, checkpoint_dir: Path, topics: JobTopics, log: Path, **settings: str
 ) -> JobProcess:
@@ -78,6 +95,9 @@ def job_process(
         "checkpoint.dir": checkpoint_dir.as_uri(),
         "checkpoint.interval_ms": "1000",
         "runtime.restart_attempts": "0",
+        # no Prometheus endpoint unless the test asks for one on a free port (runs beside
+        # each other must not contend for the config's 9249)
+        "metrics.prometheus_port": "",
         **topics.overrides(),
         # the config's mode (thread) unless the run asks for the other one
         **(

@@ -1,7 +1,7 @@
 """Build the records the job consumes and read back what it produces, for any test tier.
 
 Input side: `update_bytes` / `update_record` (GradientUpdate), `registration_bytes` /
-`registration_record` (ModelRegistration, built from ONNX bytes the way the job's own
+`owner_registration_record` (ModelRegistration, built from ONNX bytes the way the job's own
 `fedstream.jobs.registration` does, with field overrides for invalid registrations) and a
 few deliberately broken values (`garbage`, `unknown_schema`). Output side:
 `read_releases` reassembles chunked ModelRelease records (checking size and SHA-256) and
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fedstream.jobs.registration import registration_record as _registration_record
+from fedstream.jobs.registration import registration_from_onnx
 from fedstream.pipelines.config import AggregationConfig
 from fedstream.pipelines.onnx_release import read_initializers
 from fedstream.schemas import (
@@ -49,10 +49,10 @@ __all__ = [
     "as_written_by",
     "flat_params",
     "garbage",
+    "owner_registration_record",
     "read_dead_letters",
     "read_releases",
     "registration_bytes",
-    "registration_record",
     "unknown_schema",
     "update_bytes",
     "update_record",
@@ -127,7 +127,7 @@ def update_bytes(
     return signed_bytes(record) if sign else encode("GradientUpdate", record)
 
 
-def registration_record(
+def owner_registration_record(
     model_id: str,
     onnx_bytes: bytes,
     aggregation: AggregationConfig | Mapping[str, Any] | None = None,
@@ -143,7 +143,7 @@ def registration_record(
     `onnx_template`, ...), to build registrations the job must refuse; they are signed
     after the change, so the job refuses them for what they hold, not for the signature.
     """
-    record = _registration_record(model_id, onnx_bytes, parameter_names, aggregation)
+    record = registration_from_onnx(model_id, onnx_bytes, parameter_names, aggregation)
     record["created_at"] = CREATED_AT
     unknown = sorted(set(replace or {}) - set(record))
     if unknown:
@@ -162,8 +162,8 @@ def registration_bytes(
     replace: Mapping[str, Any] | None = None,
     owner: ReleaseSigner | Literal["test"] | None = "test",
 ) -> bytes:
-    """The encoded ModelRegistration (see `registration_record`)."""
-    record = registration_record(
+    """The encoded ModelRegistration (see `owner_registration_record`)."""
+    record = owner_registration_record(
         model_id,
         onnx_bytes,
         aggregation,

@@ -51,6 +51,7 @@ from fedstream.edge.producer import Delivery, RecordProducer
 from fedstream.edge.releases import Release, ReleaseAssembler, ReleaseReader
 from fedstream.edge.runtime import LoadedModel, ModelRuntime, Prediction
 from fedstream.edge.security import KafkaSecurity, SecurityConfigError
+from fedstream.edge.stats import DeviceStats
 from fedstream.schemas.registration import registration_record
 from fedstream.schemas.signing import TrustedKeys
 
@@ -61,6 +62,7 @@ __all__ = [
     "Delivery",
     "DeliveryError",
     "DeltaCompressor",
+    "DeviceStats",
     "DigestMismatchError",
     "EdgeClient",
     "EdgeConfig",

@@ -24,19 +24,21 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fedstream.edge.compression import Compression, DeltaCompressor
 from fedstream.edge.config import EdgeConfig
-from fedstream.edge.errors import UnknownModelError
+from fedstream.edge.errors import InvalidReleaseError, UnknownModelError
 from fedstream.edge.identity import RoundCounter, make_update_id
 from fedstream.edge.producer import Delivery, RecordProducer
 from fedstream.edge.releases import Release, ReleaseReader, recent_dead_letters
 from fedstream.edge.runtime import ModelRuntime, Prediction
+from fedstream.edge.stats import DeviceStats
 from fedstream.schemas import (
     GradientUpdate,
     ModelRegistration,
@@ -46,6 +48,8 @@ from fedstream.schemas import (
 )
 from fedstream.schemas.registration_signing import sign_registration
 from fedstream.schemas.update_signing import sign_update
+
+T = TypeVar("T")
 
 __all__ = ["EdgeClient", "SentUpdate"]
 
@@ -110,6 +114,8 @@ class EdgeClient:
         self._producer: RecordProducer | None = None
         self._reader: ReleaseReader | None = None
         self._release: Release | None = None
+        #: sent / retried / failed updates, releases installed / refused (`DeviceStats`)
+        self.stats = DeviceStats()
 
     # ------------------------------------------------------------------ models
     @property
@@ -127,7 +133,7 @@ class EdgeClient:
             newer = self.refresh(0.0)
             return newer or self._release
         try:
-            return self._accept(self._reader_().newest(timeout_s))
+            return self._accept(self._counted(lambda: self._reader_().newest(timeout_s)))
         except UnknownModelError as error:
             rejected = [
                 d
@@ -142,7 +148,7 @@ class EdgeClient:
 
     def refresh(self, timeout_s: float = 0.0) -> Release | None:
         """A release newer than the current one, installed, or None if there is none yet."""
-        found = self._reader_().poll_newest(timeout_s)
+        found = self._counted(lambda: self._reader_().poll_newest(timeout_s))
         if found is None or (self._release is not None and found.version <= self._release.version):
             return None
         return self._accept(found)
@@ -155,10 +161,19 @@ class EdgeClient:
         """First output of the installed model (e.g. logits)."""
         return self.runtime.predict(inputs)
 
+    def _counted(self, read: Callable[[], T]) -> T:
+        """`read()`, counting a release refused for its digest or signature."""
+        try:
+            return read()
+        except InvalidReleaseError:
+            self.stats.releases_refused += 1
+            raise
+
     def _accept(self, release: Release) -> Release:
         if self._install_sessions:
             self.runtime.install(release)
         self._release = release
+        self.stats.releases_installed += 1
         return release
 
     # ------------------------------------------------------------------ sending
@@ -218,7 +233,15 @@ class EdgeClient:
         if self.config.device_signer is not None:  # who sent it: the job verifies this first
             record = cast(GradientUpdate, sign_update(record, self.config.device_signer))
         value = encode("GradientUpdate", record)
-        delivery = self._producer_().send(self.config.updates_topic, value, self.model_id.encode())
+        self.stats.attempt(self.model_id, round_index)
+        try:
+            delivery = self._producer_().send(
+                self.config.updates_topic, value, self.model_id.encode()
+            )
+        except Exception:
+            self.stats.send_failed(self.model_id, round_index)
+            raise
+        self.stats.delivered(self.model_id, round_index)
         self.compressor.commit(prepared)
         self.rounds.advance(self.model_id)
         return SentUpdate(

@@ -10,7 +10,10 @@ Every output record carries its Kafka key (`fedstream.schemas.keys`): a release 
 keep each model's newest complete release; a dead letter its model id (none when the
 record named no model). PyFlink's sink takes keys only through Java serialization
 schemas: `io.fedstream.flink.RowBytes` and `ModelPartitioner` (jobs/java, built by
-`make jars`).
+`make jars`). The splits by kind and the keying run in the JVM too (`RowKindFilter`,
+`KeyedBytes`, `KeyByField`): an update crosses into Python three times (route, the device
+gate, the aggregate operator) instead of eleven (once for every Python lambda in between),
+and no union task receives every update only to drop it.
 
 The source is the Kafka connector's table source in `raw` format, converted to a DataStream:
 it is the same KafkaSource underneath, and it also hands over each record's topic, partition
@@ -18,8 +21,8 @@ and offset, which a DeadLetter must carry. Records become visible downstream onl
 checkpoint that covers them completes (two-phase commit of the sink's transactions), so the
 release latency floor is the checkpoint interval.
 
-Runs unchanged in a local mini-cluster (`fedstream-job run`) and on a cluster
-(`flink run -py jobs/fedstream/jobs/aggregation_job.py -- --config ...`).
+Runs unchanged in a local mini-cluster (`fedstream run`) and on a cluster (`fedstream
+submit`: `flink run -py jobs/fedstream/jobs/aggregation_job.py -- --config ...`).
 """
 
 from __future__ import annotations
@@ -30,17 +33,18 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from pyflink.common import Configuration, Row, Types
-from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.common import Configuration, Types
+from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from fedstream.jobs.config import JobConfig, load
-from fedstream.jobs.runtime import jar_url, job_jars
+from fedstream.jobs.runtime import jar_url, job_jars, use_metrics_reporter
 
 JOB_NAME = "fedstream-aggregation"
+PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 #: Bytes of a Kafka record batch besides one record's value (header, key, varints), generous.
 _BATCH_OVERHEAD = 1024
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
@@ -72,6 +76,11 @@ def flink_configuration(
     conf.set_string("python.execution-mode", config.runtime.python_execution_mode)
     # Big records: a bundle of 400 KB updates must not exhaust the task heap.
     conf.set_string("python.fn-execution.bundle.size", "100")
+    # Chained operators hand a record on without a deep copy (Flink copies every record
+    # between chained operators by default: each update's 0.4-4 MB bytes several times per
+    # task). Safe here: no operator keeps or mutates a record it was given; the Python
+    # operators convert theirs into new objects, the JVM ones (jobs/java) only read.
+    conf.set_string("pipeline.object-reuse", "true")
     if local:
         # In a mini-cluster the workers are this very interpreter's environment; thread mode
         # finds pemja only through python.pythonpath.
@@ -84,6 +93,14 @@ def flink_configuration(
     conf.set_string("python.files", ",".join(str(p) for p in source_folders()))
     if restore_from:
         conf.set_string("execution.state-recovery.path", restore_from)
+    ports = config.metrics.ports()
+    if local and ports is not None:
+        # the mini-cluster's reporter; its jar joins the classpath (`use_metrics_reporter`)
+        conf.set_string("metrics.reporter.prom.factory.class", PROMETHEUS_FACTORY)
+        conf.set_string("metrics.reporter.prom.port", "-".join(map(str, sorted(set(ports)))))
+        # model ids as they are (escaped), not with every character but [a-zA-Z0-9:_]
+        # replaced: the dashboard joins them with the ids on the topics
+        conf.set_string("metrics.reporter.prom.filterLabelValueCharacters", "false")
     return conf
 
 
@@ -220,9 +237,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     owner_paths = config.trust.owner_key_paths()
     owner_keys = None if owner_paths is None else [str(p) for p in owner_paths]
     admitted = (
-        routed.filter(lambda r: r[1] == KIND_REGISTRATION)
-        .uid("registrations")
-        .name("registrations")
+        _kinds(routed, 1, (KIND_REGISTRATION,), "registrations", "registrations")
         .key_by(lambda r: "", key_type=Types.STRING())
         .process(RegistryFunction(limits, dlq_bytes, owner_keys), output_type=ROUTED)
         .uid("registry")
@@ -230,29 +245,36 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     )
     # Before anything else, every update meets its device's registry entry (keyed by
     # device_id) and goes on only if it is authentic (README.md, "Signed updates").
+    # Splitting by kind and keying happen in the JVM (`_kinds`, `_key_by`): an update
+    # crosses into Python only in route, the gate and the aggregate operator.
+    # Every split is applied on its branch before any union, so it chains into the task
+    # that produced the row: a union (or an operator after one) is a task of its own that
+    # every update would be serialized to, only to be dropped.
     gated = (
-        routed.filter(lambda r: r[1] in (KIND_UPDATE, KIND_DEVICE))
-        .uid("updates-and-devices")
-        .name("updates and device keys")
-        .key_by(lambda r: r[6], key_type=Types.STRING())
+        _key_by(
+            6,
+            _kinds(
+                routed, 1, (KIND_UPDATE, KIND_DEVICE), "updates-and-devices", "updates and keys"
+            ),
+        )
         .process(DeviceGateFunction(_device_gate(config, dlq_bytes)), output_type=ROUTED)
         .uid("device-gate")
         .name("verify device signatures")
     )
-    decoded = admitted.union(
-        gated.filter(lambda r: r[1] == KIND_UPDATE).uid("updates").name("updates")
-    )
-    dead_on_arrival = (
-        routed.union(admitted, gated)
-        .flat_map(lambda r: [Row(b"", r[2])] if r[1] == KIND_DEAD else [], output_type=KEYED)
-        .uid("undecodable")
-        .name("undecodable")
-    )
+    dead_on_arrival = [
+        _keyed_bytes(_kinds(stream, 1, (KIND_DEAD,), uid, "undecodable"), -1, 2)
+        for stream, uid in (
+            (routed, "undecodable"),
+            (admitted, "undecodable-registry"),
+            (gated, "unauthenticated"),
+        )
+    ]
     emitted = (
-        decoded.filter(lambda r: r[1] != KIND_DEAD)
-        .uid("decodable")
-        .name("decodable")
-        .key_by(lambda r: r[0], key_type=Types.STRING())
+        _key_by(
+            0,
+            _kinds(gated, 1, (KIND_UPDATE,), "updates", "updates"),
+            _kinds(admitted, 1, (KIND_DEAD,), "decodable", "decodable", keep=False),
+        )
         .process(
             AggregateFunction(
                 config.topics.models_max_message_bytes,
@@ -268,21 +290,60 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         .uid("aggregate")
         .name("aggregate per model")
     )
-    releases = (
-        emitted.flat_map(
-            lambda r: [Row(r[2], r[1])] if r[0] == "release" else [], output_type=KEYED
-        )
-        .uid("releases")
-        .name("releases")
+    releases = _keyed_bytes(_kinds(emitted, 0, ("release",), "releases", "releases"), 2, 1)
+    rejected = _keyed_bytes(
+        _kinds(emitted, 0, ("release",), "rejected", "rejected", keep=False), 2, 1
     )
-    rejected = (
-        emitted.flat_map(
-            lambda r: [Row(r[2], r[1])] if r[0] != "release" else [], output_type=KEYED
+    return releases, rejected.union(*dead_on_arrival)
+
+
+def _kinds(
+    stream: DataStream,
+    field: int,
+    kinds: tuple[str, ...],
+    uid: str,
+    name: str,
+    *,
+    keep: bool = True,
+) -> DataStream:
+    """The rows of `stream` whose string `field` is one of `kinds` (`keep=False`: is none of
+    them), filtered in the JVM (`io.fedstream.flink.RowKindFilter`): a Python filter would
+    cross every update into Python and back once more. Stateless; the uids are those of
+    the Python filters it replaced."""
+    keys = get_gateway().jvm.io.fedstream.flink
+    java = stream._j_data_stream.filter(keys.RowKindFilter(field, ",".join(kinds), keep))
+    return DataStream(java.uid(uid).name(name))
+
+
+def _keyed_bytes(stream: DataStream, key_field: int, value_field: int) -> DataStream:
+    """KEYED sink rows (key, value) from two BYTES fields of `stream`'s rows (`key_field`
+    -1: no key), in the JVM (`io.fedstream.flink.KeyedBytes`). Stateless."""
+    keys = get_gateway().jvm.io.fedstream.flink
+    return DataStream(stream._j_data_stream.map(keys.KeyedBytes(key_field, value_field)))
+
+
+def _key_by(field: int, *streams: DataStream) -> KeyedStream:
+    """The union of `streams` (rows of one type) keyed by their string `field`: what
+    `stream.key_by(lambda r: r[field], key_type=Types.STRING())` does, with the key built
+    in the JVM on each branch (`io.fedstream.flink.KeyByField`) instead of in PyFlink's
+    Python `AddKey` operator. Same Row(key, row) layout and key type ROW(STRING), so the
+    same key groups, and keyed state of checkpoints from before restores unchanged."""
+    gateway = get_gateway()
+    row_type = streams[0].get_type()
+    pair_type = Types.ROW([Types.STRING(), row_type]).get_java_type_info()
+    with_keys = [
+        DataStream(
+            s._j_data_stream.map(gateway.jvm.io.fedstream.flink.KeyByField(field)).returns(
+                pair_type
+            )
         )
-        .uid("rejected")
-        .name("rejected")
+        for s in streams
+    ]
+    union = with_keys[0].union(*with_keys[1:]) if len(with_keys) > 1 else with_keys[0]
+    keyed = union._j_data_stream.keyBy(
+        gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
-    return releases, dead_on_arrival.union(rejected)
+    return KeyedStream(keyed, row_type, streams[0])
 
 
 def _device_gate(config: JobConfig, dlq_bytes: int) -> Any:
@@ -399,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
         restore = choose_restore(config, args.resume_from, from_scratch=args.from_scratch)
     except (ResumeRefusedError, EdgeError) as error:  # EdgeError: the checks could not run
         raise SystemExit(f"fedstream: {error}") from None
+    if args.local:
+        use_metrics_reporter()
     env = StreamExecutionEnvironment.get_execution_environment(
         flink_configuration(config, local=args.local, restore_from=restore)
     )

@@ -14,6 +14,9 @@
     fedstream devices register --device-id D --public-key-file F   accept D's signed updates
     fedstream devices revoke --device-id D                         refuse D's updates
     fedstream devices list               the device registry (key ids and status)
+    fedstream dashboard [--port P]       a local web page: per model version, updates/s,
+                                         staleness, release latency, accuracy, dead letters
+    fedstream status                     one line per model from the job's metrics endpoint
 
 Every command reads the same config file as the job (`--config`, default
 jobs/config/local.toml) and accepts `--set section.key=value` overrides. Every command logs
@@ -335,6 +338,88 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_url(config: JobConfig, url: str | None) -> str:
+    """--metrics-url, else the config's own endpoint (the first port of
+    metrics.prometheus_port, on this machine)."""
+    if url:
+        return url
+    ports = config.metrics.ports()
+    if ports is None:
+        raise ConfigError("metrics.prometheus_port is empty: pass --metrics-url")
+    return f"http://127.0.0.1:{ports[0]}/metrics"
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the dashboard until interrupted (`fedstream.jobs.dashboard`)."""
+    from fedstream.jobs.dashboard.server import Dashboard, serve
+
+    config = _config(args)
+    dashboard = Dashboard(
+        config,
+        _metrics_url(config, args.metrics_url),
+        evaluations=args.evaluations,
+        refresh_s=args.refresh,
+        kafka=not args.no_kafka,
+    )
+    server = serve(dashboard, args.host, args.port)
+    port = server.server_address[1]
+    dashboard.start()
+    print(
+        f"fedstream dashboard: http://{args.host}:{port}/  (metrics {dashboard.metrics_url})",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        dashboard.stop()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """One scrape of the job's metrics endpoint, one row per model."""
+    from fedstream.jobs.dashboard.figures import model_figures
+    from fedstream.jobs.dashboard.prometheus import scrape
+
+    config = _config(args)
+    url = _metrics_url(config, args.metrics_url)
+    try:
+        figures = model_figures(scrape(url))
+    except OSError as error:
+        print(f"fedstream status: no job metrics at {url} ({error})", file=sys.stderr)
+        return 1
+    if not figures:
+        print(f"no model has reported at {url} yet")
+        return 0
+    rows = [
+        (
+            f.model_id,
+            f.version,
+            f.absorbed,
+            f.refused_total,
+            ", ".join(f"{r} {n}" for r, n in sorted(f.refused.items())) or "-",
+            f.window_fill,
+            f.releases,
+            "-" if f.mean_latency_ms is None else f"{f.mean_latency_ms:.0f} ms",
+        )
+        for f in figures.values()
+    ]
+    header = (
+        "model",
+        "version",
+        "absorbed",
+        "refused",
+        "by reason",
+        "window",
+        "releases",
+        "latency",
+    )
+    _table(header, rows)
+    return 0
+
+
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
     for row in (header, *rows):
@@ -342,7 +427,13 @@ def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="fedstream", description=__doc__.splitlines()[0])
+    summary, _, details = __doc__.partition("\n\n")
+    root = argparse.ArgumentParser(
+        prog="fedstream",
+        description=summary.strip("`").replace("`", ""),
+        epilog="commands:\n" + details,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="TOML config (default jobs/config/local.toml)")
     common.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -394,7 +485,36 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("."), help="keygen: folder for device.key/.pub"
     )
     dev.set_defaults(run=cmd_devices)
+    _add_observe_commands(sub, common)
     return root
+
+
+def _add_observe_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`dashboard` and `status`: what the job is doing, from its metrics and topics."""
+    metrics = argparse.ArgumentParser(add_help=False)
+    metrics.add_argument(
+        "--metrics-url",
+        help="the job's Prometheus endpoint (default: this machine, metrics.prometheus_port)",
+    )
+    dash = sub.add_parser(
+        "dashboard",
+        parents=[common, metrics],
+        help="serve a local web page of the job (no CDN, works offline)",
+    )
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dash.add_argument("--port", type=int, default=9250, help="0 takes a free port (default 9250)")
+    dash.add_argument("--refresh", type=int, default=5, help="seconds between page reloads")
+    dash.add_argument(
+        "--evaluations",
+        type=Path,
+        help="an evaluator's accuracy file (JSON lines; fedstream-simulator --evaluations)",
+    )
+    dash.add_argument("--no-kafka", action="store_true", help="metrics only, no topic reader")
+    dash.set_defaults(run=cmd_dashboard)
+    status = sub.add_parser(
+        "status", parents=[common, metrics], help="one line per model from the job's metrics"
+    )
+    status.set_defaults(run=cmd_status)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,9 +47,17 @@ class KafkaConfig:
     as its admin principal; a deployment sets its own principal (e.g. Terraform's job user).
     """
 
+    # host:port[,host:port] of the brokers
     bootstrap: str = "127.0.0.1:9092"
+    # the source's consumer group (offsets live in Flink checkpoints; this is for tools)
     group_id: str = "fedstream-aggregator"
+    # prefix of the sinks' transactional ids (+ "-models" / "-dlq"): one per deployment,
+    # stable across restarts, so a restarted job aborts its own lingering transactions
     transactional_id_prefix: str = "fedstream-aggregator"
+    # the sinks' transaction timeout: below the broker's transaction.max.timeout.ms (the
+    # local stack: 1 h), well above checkpoint interval + restart time; a job down longer
+    # than this loses the releases of its last checkpoint, which `fedstream.jobs.resume`
+    # detects and re-derives
     transaction_timeout_ms: int = 900_000
     # SASL_SSL | SASL_PLAINTEXT | SSL | PLAINTEXT (only for a broker without security)
     security_protocol: str = "SASL_SSL"
@@ -102,15 +110,24 @@ def _repo_path(value: str) -> Path | None:
 
 @dataclass(frozen=True)
 class TopicsConfig:
+    """[topics]: names and sizes (`fedstream topics` and Terraform create them so)."""
+
+    # GradientUpdates from devices (partitioned, `partitions`)
     updates: str = "fl.updates"
+    # ModelRegistrations from owners (one partition, compacted, keyed by model id)
     control: str = "fl.control"
+    # ModelReleases, chunked (one partition, compacted, keyed <model_id>#<chunk>)
     models: str = "fl.models"
+    # DeadLetters: every refused record with its reason (one partition)
     dlq: str = "fl.dlq"
     # the device registry (DeviceKey records keyed by device_id; compacted): written by
     # operators, read by the job
     devices: str = "fl.devices"
+    # partitions of the updates topic
     partitions: int = 2
+    # max.message.bytes of the models topic: a bigger release is split into chunks
     models_max_message_bytes: int = 16 * 1024 * 1024
+    # max.message.bytes of the updates and control topics (the largest update/registration)
     updates_max_message_bytes: int = 16 * 1024 * 1024
     # A dead letter carries the original record: the DLQ needs headroom over the updates
     # topic, or the dead letter of a maximal update is cut (original_truncated).
@@ -119,14 +136,24 @@ class TopicsConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
+    """[checkpoint]: Flink's checkpoints, which also commit the sinks' transactions."""
+
+    # how often; also the release latency floor (a release is visible when its checkpoint
+    # completes)
     interval_ms: int = 2000
+    # where retained checkpoints go (a URI); `fedstream run` / `submit` resume from here
     dir: str = "file:///tmp/fedstream/checkpoints"
+    # hashmap (state on the heap) | rocksdb (on disk, for many or large models)
     backend: str = "hashmap"
+    # EXACTLY_ONCE (what the guarantees need) | AT_LEAST_ONCE
     mode: str = "EXACTLY_ONCE"
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
+    """[runtime]: how the job runs."""
+
+    # parallelism of every operator (models are spread over subtasks by key)
     parallelism: int = 1
     # PyFlink's thread mode (embedded CPython, pemja): 472 vs 172 updates/s for process
     # mode, 3.4 vs 9.5 ms of job CPU per update, release latency p50 2.6 vs 4.2 s
@@ -134,6 +161,8 @@ class RuntimeConfig:
     # `onnx`, whose nanobind extension aborts the JVM in pemja threads (onnx_release edits
     # the bytes itself).
     python_execution_mode: str = "thread"
+    # fixed-delay restarts after a failure (bounded: a job that keeps failing must end,
+    # not loop silently), this many, this far apart; each restart restores the checkpoint
     restart_attempts: int = 3
     restart_delay_ms: int = 2000
     # Unsequenced updates (devices before schema v4): update ids are remembered for this
@@ -152,12 +181,19 @@ class LimitsConfig:
     """Bounds on every field a device or model owner controls (see
     `fedstream.pipelines.limits` for why each default is safe for the types)."""
 
+    # bytes of UTF-8 in model_id, update_id, device_id (each is a state key)
     max_id_length: int = 256
+    # an update's num_samples must be in [1, this] (BAD_NUM_SAMPLES)
     max_num_samples: int = 10**9
+    # L2 norm of an update's delta (BAD_FIELD beyond)
     max_delta_norm: float = 1e6
+    # every window closes by this many updates, whatever its kind
     max_window_updates: int = 10_000
+    # registered models per job (MODEL_LIMIT beyond)
     max_models: int = 1_000
+    # devices with a sequence window per model (OTHER "device limit" beyond)
     max_devices_per_model: int = 100_000
+    # an update's sequence must be in [0, this]
     max_sequence: int = 10**15
 
     def __post_init__(self) -> None:
@@ -263,6 +299,38 @@ class TrustConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: the job's Prometheus endpoint (Flink's reporter, `flink-metrics-prometheus`,
+    a plugin resolved by infra/local/pom.xml): Flink's own metrics and fedstream's per
+    model (`fedstream.pipelines.job_metrics`), at http://<host>:<port>/metrics.
+
+    Set by the job for its local mini-cluster (`fedstream run`, the demo, the tests); a
+    standalone cluster reports from its own configuration (infra/local/flink.sh,
+    FEDSTREAM_FLINK_METRICS_PORT), where reporters are the cluster's, not a job's."""
+
+    # a port, or a range "9249-9259" (the first free one is taken); "" = no endpoint (the
+    # default without a config file; jobs/config/local.toml sets 9249)
+    prometheus_port: str = ""
+
+    def ports(self) -> tuple[int, int] | None:
+        """(first, last) port, or None when the endpoint is off."""
+        text = self.prometheus_port.strip()
+        if not text:
+            return None
+        first, _, last = text.partition("-")
+        try:
+            low, high = int(first), int(last or first)
+        except ValueError:
+            low, high = 0, -1
+        if not 1 <= low <= high <= 65535:
+            raise ConfigError(
+                "metrics.prometheus_port must be a port, a range like 9249-9259, or empty "
+                f"(no endpoint), got {self.prometheus_port!r}"
+            )
+        return low, high
+
+
+@dataclass(frozen=True)
 class JobConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
@@ -271,6 +339,7 @@ class JobConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -287,6 +356,8 @@ class JobConfig:
                 value = [item for item in value.split(",") if item]  # a,b on a command line
             elif isinstance(current, bool):
                 value = _boolean(dotted, value)
+            elif isinstance(current, str) and isinstance(value, int):
+                value = str(value)  # a port typed on a command line reads as a number
             elif isinstance(current, int | float) and isinstance(value, str):
                 kind = type(current)
                 try:  # overrides typed on a command line arrive as text
@@ -309,6 +380,7 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "signing": SigningConfig,
     "trust": TrustConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -421,6 +493,7 @@ def _validate(config: JobConfig) -> None:
         if not getattr(kafka, name):
             raise ConfigError(f"kafka.{name} must not be empty")
     _validate_security(kafka)
+    config.metrics.ports()
     names = {"updates": topics.updates, "control": topics.control}
     names |= {"models": topics.models, "dlq": topics.dlq, "devices": topics.devices}
     for key, value in names.items():

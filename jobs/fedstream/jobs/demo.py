@@ -16,7 +16,10 @@
    first asynchronous (FedBuff), then synchronous FedAvg on the same fleet and data, each
    device running every release with onnxruntime once its signature verifies under the
    job's public key (FEDSTREAM_TRUSTED_KEYS),
-6. a report: accuracy vs time for both, staleness histogram, one-line summary.
+6. a report: accuracy vs time for both, staleness histogram, one-line summary;
+   meanwhile `fedstream dashboard` (as the read-only `auditor` principal) serves the live
+   page at http://127.0.0.1:$FEDSTREAM_DASHBOARD_PORT/ (9250; the job's metrics endpoint
+   is [metrics] prometheus_port, 9249, or $FEDSTREAM_METRICS_PORT), its URL printed first.
 
 Each run registers models of its own (digits-<random>-<mode>). Everything it started is
 stopped at the end, also on Ctrl-C. `make clean` (a new broker and topics) starts the job
@@ -34,7 +37,7 @@ from pathlib import Path
 
 from fedstream.edge.errors import EdgeError
 from fedstream.jobs.cli import ensure_local_keys
-from fedstream.jobs.config import ConfigError, load
+from fedstream.jobs.config import ConfigError, JobConfig, load
 from fedstream.jobs.devices import enroll
 from fedstream.jobs.kafka_clients import check_kafka
 from fedstream.jobs.launcher import REPO, JobProcess
@@ -67,6 +70,38 @@ def principal(credentials: Path, role: str) -> dict[str, str]:
     }
 
 
+def dashboard_command(
+    config: JobConfig, credentials: Path, evaluations: Path, port: str
+) -> list[str] | None:
+    """`fedstream dashboard` as the read-only `auditor` (paths only on the command line,
+    never a secret); None when the job has no metrics endpoint."""
+    ports = config.metrics.ports()
+    if ports is None:
+        return None
+    command = [sys.executable, "-m", "fedstream.jobs.cli", "dashboard", "--port", port]
+    command += ["--metrics-url", f"http://127.0.0.1:{ports[0]}/metrics"]
+    command += ["--evaluations", str(evaluations)]
+    command += ["--set", f"kafka.bootstrap={config.kafka.bootstrap}"]
+    for key, value in principal(credentials, "auditor").items():
+        command += ["--set", f"{key}={value}"]
+    for key in ("models", "dlq"):
+        command += ["--set", f"topics.{key}={getattr(config.topics, key)}"]
+    return command
+
+
+def start_dashboard(
+    config: JobConfig, credentials: Path, evaluations: Path
+) -> subprocess.Popen[bytes] | None:
+    """The dashboard on $FEDSTREAM_DASHBOARD_PORT (9250), its URL printed."""
+    port = os.environ.get("FEDSTREAM_DASHBOARD_PORT", "9250")
+    command = dashboard_command(config, credentials, evaluations, port)
+    if command is None:
+        say("no dashboard: metrics.prometheus_port is empty")
+        return None
+    say(f"dashboard: http://127.0.0.1:{port}/  (live while the demo runs)")
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=20)
@@ -90,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         "kafka.bootstrap": bootstrap,
         **principal(credentials, "job"),
+        **(
+            {"metrics.prometheus_port": os.environ["FEDSTREAM_METRICS_PORT"]}
+            if "FEDSTREAM_METRICS_PORT" in os.environ
+            else {}
+        ),
         "checkpoint.dir": (work / "checkpoints").as_uri(),
         "checkpoint.interval_ms": "1000",
     }
@@ -106,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([str(PROVISION_SH), "apply"], check=True)
     job = JobProcess(overrides, work / "job.log", create_topics=False)
     fleet: subprocess.Popen[bytes] | None = None
+    dashboard: subprocess.Popen[bytes] | None = None
+    evaluations = work / "evaluations.jsonl"
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -118,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         owner_key = (config.trust.owner_key_paths() or [public_key])[0].with_suffix(".key")
         say(f"aggregation job in a local mini-cluster as 'job' (log: {job.log})")
         job.start()  # resumes the last demo's checkpoint, if any
+        dashboard = start_dashboard(config, credentials, evaluations)
         keys = work / "devices"
         say(f"registering {args.devices} device keys as the operator (keys in {keys})")
         operator = load(overrides={**overrides, **principal(credentials, "admin")})
@@ -160,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.out),
                 "--device-keys",
                 str(keys),
+                "--evaluations",
+                str(evaluations),
             ],
             cwd=REPO,
             # the devices install only releases signed by the job's key
@@ -179,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: {error}", file=sys.stderr)
         return 2
     finally:
-        if fleet is not None and fleet.poll() is None:
-            fleet.terminate()
-            fleet.wait(timeout=30)
+        for child in (fleet, dashboard):
+            if child is not None and child.poll() is None:
+                child.terminate()
+                child.wait(timeout=30)
         job.kill()
         if not was_running and not args.keep_broker:
             subprocess.run([str(KAFKA_SH), "stop"], check=False)

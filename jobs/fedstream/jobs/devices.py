@@ -9,19 +9,57 @@ device id.
 
 Only public keys travel: `keygen` writes the private key to a 0600 file for the device and
 prints nothing of it; `register` reads a PEM public key file.
+
+`InMemoryDevices` is a simulated fleet whose keys never touch a disk (the benchmarks and the
+tests): each device's key is generated on first use and kept in memory; it signs that
+device's updates and writes the registry record an operator would publish for it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fedstream.jobs.config import JobConfig
 from fedstream.schemas import DeviceKey, decode, encode
-from fedstream.schemas.signing import load_public_key, write_key_pair
-from fedstream.schemas.update_signing import DEVICE_KEY_NAME, device_key_record
+from fedstream.schemas.signing import ReleaseSigner, key_id_of, load_public_key, write_key_pair
+from fedstream.schemas.update_signing import DEVICE_KEY_NAME, device_key_record, sign_update
 
-__all__ = ["enroll", "generate", "list_devices", "register", "revoke"]
+__all__ = ["InMemoryDevices", "enroll", "generate", "list_devices", "register", "revoke"]
+
+
+class InMemoryDevices:
+    """Device identities held in this process's memory only (never written anywhere):
+    one Ed25519 key per device id, generated on first use."""
+
+    def __init__(self) -> None:
+        self.signers: dict[str, ReleaseSigner] = {}
+
+    def signer(self, device_id: str) -> ReleaseSigner:
+        """The key of `device_id` (generated once)."""
+        if device_id not in self.signers:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            key = Ed25519PrivateKey.generate()
+            self.signers[device_id] = ReleaseSigner(key, key_id_of(key.public_key()))
+        return self.signers[device_id]
+
+    def signed(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """`record` (a GradientUpdate) signed by its device's key."""
+        return sign_update(record, self.signer(str(record["device_id"])))
+
+    def signed_bytes(self, record: Mapping[str, Any]) -> bytes:
+        """The encoded, signed GradientUpdate."""
+        return encode("GradientUpdate", self.signed(record))
+
+    def key_bytes(self, device_id: str, *, status: str = "ACTIVE", created_at: int) -> bytes:
+        """The encoded DeviceKey record registering (or, status REVOKED, revoking) the
+        device's key, as the operator writes it to the registry."""
+        public = self.signer(device_id).key.public_key()
+        record = device_key_record(device_id, public, status=status, created_at=created_at)
+        return encode("DeviceKey", record)
 
 
 def generate(out: Path) -> tuple[Path, Path, str]:

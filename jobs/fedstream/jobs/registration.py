@@ -26,15 +26,16 @@ def trainable_names(onnx_bytes: bytes) -> list[str]:
     return [n for n, a in found.items() if np.issubdtype(a.dtype, np.floating) and a.size > 0]
 
 
-def registration_record(
+def registration_from_onnx(
     model_id: str,
     onnx_bytes: bytes,
     parameter_names: Sequence[str] | None = None,
     aggregation: AggregationConfig | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ModelRegistration record of an ONNX file whose initializers hold the initial
-    weights (`parameter_names`, or every trainable one), with the aggregation settings
-    checked by the job's own rules first (validated by the codec when encoded)."""
+    weights (`parameter_names`, or every trainable one), built by the one builder,
+    `fedstream.schemas.registration_record`, with the aggregation settings checked by the
+    job's own rules first (validated by the codec when encoded)."""
     names = list(parameter_names) if parameter_names else trainable_names(onnx_bytes)
     arrays = read_initializers(onnx_bytes, names)
     if isinstance(aggregation, AggregationConfig):
@@ -54,7 +55,7 @@ def registration_bytes(
 ) -> bytes:
     """The encoded ModelRegistration, ready to produce to the control topic; signed by
     `owner` (a model owner's key the job trusts, [trust] owner_keys) when given."""
-    record = registration_record(model_id, onnx_bytes, parameter_names, aggregation)
+    record = registration_from_onnx(model_id, onnx_bytes, parameter_names, aggregation)
     if owner is not None:
         record = sign_registration(record, owner)
     return encode("ModelRegistration", record)

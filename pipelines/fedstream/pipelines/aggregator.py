@@ -11,21 +11,29 @@ Modes:
 - FedBuff (Nguyen et al., "Federated Learning with Buffered Asynchronous Aggregation",
   AISTATS 2022): each accepted delta is weighted by s(staleness) (times num_samples if
   `weight_by_samples`), optionally clipped, and buffered. At close the pseudo-gradient is
-  the weighted mean sum w_i d_i / sum w_i (optionally with DP noise, or a robust
-  reducer), the server optimizer applies it (FedOpt, Reddi et al. 2021) and the version
-  increments by one. Normalising by sum w_i (not by K as in the FedBuff paper) makes the
-  result a true weighted mean: a zero-weight update changes nothing, and with all
-  staleness 0 and K = number of devices it is exactly synchronous FedAvg of the deltas.
+  the weighted sum divided by `normalization`'s divisor (optionally with DP noise, or a
+  robust reducer), the server optimizer applies it (FedOpt, Reddi et al. 2021) and the
+  version increments by one. COUNT (the default) is the paper's Algorithm 1: the sum is
+  divided by the undiscounted weight (K, or sum n_i with `weight_by_samples`), so the
+  staleness discount survives even when every update is equally stale (the backlog after
+  an outage), and with all staleness 0 and K = number of devices it is exactly
+  synchronous FedAvg. WEIGHT_SUM (sum w_i d_i / sum w_i) is a true weighted mean, whose
+  discount cancels in such a window; bench.learning_sweep measured both (README). A
+  robust reducer's estimate is scaled by sum w_i / the same divisor. With `window.adaptive` the next
+  window's K follows the measured concurrency (`windows.next_adaptive_count`; Papaya,
+  Huba et al., MLSys 2022, sizes its buffer by concurrency the same way).
 
 - FedAsync (Xie, Koyejo, Gupta, "Asynchronous Federated Optimization", 2019): every
-  accepted update is mixed in immediately, x <- (1 - a_t) x + a_t x_new with
-  a_t = fedasync_mixing * s(staleness), and the version increments per update (the
-  paper's t counts server updates). Devices send deltas, and we take x_new = x + delta,
-  i.e. the delta re-based on the *current* params, so the rule is x <- x + a_t * delta.
-  (Re-basing on the device's base model instead, x_new = x_base + delta, would need every
-  past version kept and adds a_t (x_base - x), a pull back towards the stale model; with
-  staleness 0 both are identical.) This is FedBuff with K = 1 and SGD at rate a_t. The
-  window then only decides when a release is published; `close` snapshots the state.
+  accepted update is mixed in immediately with a_t = fedasync_mixing * s(staleness), and
+  the version increments per update (the paper's t counts server updates); the window
+  then only decides when a release is published and `close` snapshots the state.
+  `fedasync_rule` MIX_WITH_BASE is the paper's x <- (1 - a_t) x + a_t (x_base + delta),
+  x_base the parameters of the update's base version, kept in `ModelState.history` for
+  the last max_staleness versions (required, so the memory is max_staleness x params x 4
+  bytes; a base missing from a restored pre-history state falls back to the next rule).
+  ADD_DELTA re-bases the delta on the current model, x <- x + a_t delta: FedBuff with
+  K = 1 and SGD at rate a_t, no history, but n updates in flight from about one base step
+  ~n a_t deltas, which diverges at the paper's a = 0.6 on a 20-device fleet.
 """
 
 from __future__ import annotations
@@ -33,16 +41,22 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 import numpy as np
 
 from fedstream.pipelines.accumulator import Accumulator, DeltaAccumulator, make_accumulator
 from fedstream.pipelines.clipping import clip_scale
-from fedstream.pipelines.config import AggregationConfig, Mode
+from fedstream.pipelines.config import AggregationConfig, FedAsyncRule, Mode, WindowConfig
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.lineage import Lineage
+from fedstream.pipelines.mixing import (
+    check_history_bound,
+    mix_with_base,
+    prune_history,
+    window_divisor,
+)
 from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.optimizers import optimizer_from_config
 from fedstream.pipelines.privacy import add_gaussian_noise, noise_stddev
@@ -54,7 +68,12 @@ from fedstream.pipelines.validation import (
     check_update,
     validate_update,
 )
-from fedstream.pipelines.windows import window_deadline, window_should_close
+from fedstream.pipelines.windows import (
+    adaptive_count,
+    next_adaptive_count,
+    window_deadline,
+    window_should_close,
+)
 
 __all__ = ["Aggregator", "ClosedWindow"]
 
@@ -80,6 +99,7 @@ class Aggregator:
         self._config = config
         self._staleness_weight = staleness_weight_from_config(config.staleness)
         self._optimizer = optimizer_from_config(config.server_optimizer)
+        check_history_bound(config, state.num_params)
         if config.mode is Mode.FEDBUFF:
             self._optimizer.prepare_state(state.optimizer_state, state.num_params)
         fresh = make_accumulator(config, state.num_params)
@@ -155,7 +175,13 @@ class Aggregator:
         scale = 1.0 if clip is None else clip_scale(math.sqrt(squared_norm), clip)
         if self._config.mode is Mode.FEDASYNC:
             alpha = self._config.fedasync_mixing * self._staleness_weight(s)
-            self._state = self._mix(delta, alpha * scale)
+            base = self._state.history.get(update.base_version)
+            if self._config.fedasync_rule is FedAsyncRule.MIX_WITH_BASE and (
+                base is not None or s == 0
+            ):
+                self._state = self._mix_with_base(base, delta, alpha, scale)
+            else:
+                self._state = self._mix(delta, alpha * scale)
             weight = alpha
         else:
             weight = self.weight(update)
@@ -169,6 +195,20 @@ class Aggregator:
             now=now,
             scale=scale,
         )
+
+    def _mix_with_base(
+        self, base: FloatVector | None, delta: FloatVector, alpha: float, scale: float
+    ) -> ModelState:
+        """FedAsync, the paper's rule; the current params join the bounded history."""
+        state = self._state
+        scaled = delta if scale == 1.0 else np.multiply(delta, scale, dtype=np.float32)
+        params = mix_with_base(state.params, state.params if base is None else base, scaled, alpha)
+        keep = self._config.max_staleness
+        assert keep is not None  # AggregationConfig refuses MIX_WITH_BASE without it
+        history = prune_history(
+            {**state.history, state.version: state.params}, state.version + 1, keep
+        )
+        return ModelState(params, state.version + 1, state.optimizer_state, history)
 
     def _mix(self, delta: FloatVector, multiplier: float) -> ModelState:
         """FedAsync: x <- x + multiplier * delta, in place when the state is private."""
@@ -189,8 +229,15 @@ class Aggregator:
     def should_close(self, now: float) -> bool:
         """True if the open window must close at clock `now` (never when it is empty)."""
         return window_should_close(
-            self._config.window, self._buffer.count, self._buffer.first_added_at, now
+            self.window_policy(), self._buffer.count, self._buffer.first_added_at, now
         )
+
+    def window_policy(self) -> WindowConfig:
+        """The window in force: the configured one, with an adaptive window's current K."""
+        window = self._config.window
+        if not window.adaptive or self._state.concurrency is None:
+            return window
+        return replace(window, count=adaptive_count(self._state.concurrency))
 
     def deadline(self) -> float | None:
         """When a time/hybrid window closes (for a Flink timer); None if no timer needed."""
@@ -214,22 +261,40 @@ class Aggregator:
         lineage = buffer.lineage()
         if self._config.mode is Mode.FEDBUFF:
             assert isinstance(buffer, DeltaAccumulator)
-            self._state = self._apply(buffer, rng)
+            self._state = self._apply(buffer, rng, self._next_concurrency(buffer))
         buffer.clear()
         return ClosedWindow(self._state, lineage)
 
-    def _apply(self, buffer: DeltaAccumulator, rng: np.random.Generator | None) -> ModelState:
+    def _next_concurrency(self, buffer: Accumulator) -> float | None:
+        """An adaptive window's updated concurrency estimate (None: not adaptive)."""
+        if not self._config.window.adaptive:
+            return None
+        mean_staleness = sum(buffer.stalenesses) / buffer.count
+        estimate, _ = next_adaptive_count(self._state.concurrency, buffer.count, mean_staleness)
+        return estimate
+
+    def _apply(
+        self,
+        buffer: DeltaAccumulator,
+        rng: np.random.Generator | None,
+        concurrency: float | None,
+    ) -> ModelState:
         num_params, version = self._state.num_params, self._state.version
         if self._work is None:
             self._work = np.empty(num_params, dtype=np.float32)
         pseudo_gradient = buffer.result(out=self._work)
+        undiscounted = buffer.total_samples if self._config.weight_by_samples else buffer.count
+        divisor = window_divisor(self._config.normalization, buffer.total_weight, undiscounted)
+        if divisor > 0 and divisor != buffer.total_weight:
+            # result() is the (robust) weighted mean, ~ sum / W; the divisor replaces W.
+            pseudo_gradient *= np.float32(buffer.total_weight / divisor)
         z, clip = self._config.dp_noise_multiplier, self._config.clip_norm
         if z is not None and clip is not None and buffer.total_weight > 0:
             if rng is None:
                 seed = self._config.seed
                 rng = np.random.default_rng(None if seed is None else [seed, version + 1])
-            # N(0, (zC)^2) on the weighted sum == N(0, (zC/W)^2) on the weighted mean.
-            add_gaussian_noise(pseudo_gradient, noise_stddev(z, clip) / buffer.total_weight, rng)
+            # N(0, (zC)^2) on the weighted sum == N(0, (zC/D)^2) on the sum / divisor D.
+            add_gaussian_noise(pseudo_gradient, noise_stddev(z, clip) / divisor, rng)
         private = self._private_arrays()  # before binding the state to a local
         if private is None:
             state = self._state
@@ -239,7 +304,7 @@ class Aggregator:
             if not opt:
                 opt = dict(self._optimizer.prepare_state(opt, num_params))
             self._optimizer.step_in_place(params, pseudo_gradient, opt)
-        return ModelState(params, version + 1, opt)
+        return ModelState(params, version + 1, opt, concurrency=concurrency)
 
     def _private_arrays(self) -> tuple[FloatVector, dict[str, FloatVector]] | None:
         """The writable arrays behind `self._state` if no one else can reach them.

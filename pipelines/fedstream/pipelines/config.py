@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 __all__ = [
     "AggregationConfig",
+    "FedAsyncRule",
     "Mode",
+    "Normalization",
     "OptimizerName",
     "Reducer",
     "ServerOptimizerConfig",
@@ -29,6 +31,22 @@ __all__ = [
 class Mode(StrEnum):
     FEDBUFF = "fedbuff"
     FEDASYNC = "fedasync"
+
+
+class FedAsyncRule(StrEnum):
+    """How FedAsync mixes an update in (see `aggregator.py`)."""
+
+    ADD_DELTA = "add_delta"  # x <- x + a_t delta: no history, diverges with many in flight
+    MIX_WITH_BASE = "mix_with_base"  # Xie et al.: x <- (1 - a_t) x + a_t (x_base + delta)
+
+
+class Normalization(StrEnum):
+    """The divisor of a FedBuff window's weighted sum (see `aggregator.py`)."""
+
+    WEIGHT_SUM = "weight_sum"  # sum w_i d_i / sum w_i: a weighted mean
+    # sum w_i d_i / sum of the undiscounted weights: K (FedBuff's Algorithm 1, Nguyen et
+    # al. 2022), or sum n_i with weight_by_samples. The default, from bench.learning_sweep.
+    COUNT = "count"
 
 
 class StalenessFunction(StrEnum):
@@ -134,10 +152,15 @@ class StalenessConfig:
 
 @dataclass(frozen=True)
 class WindowConfig:
-    """count only: count window; seconds only: time window; both: hybrid (first wins)."""
+    """count only: count window; seconds only: time window; both: hybrid (first wins).
+
+    `adaptive`: the count follows the measured concurrency (`windows.next_adaptive_count`);
+    `count` is then the first window's size, and `seconds` must bound the window in time
+    (an estimate above the devices that can still report would otherwise never close)."""
 
     count: int | None = 10
     seconds: float | None = None
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         _set(self, "count", _int("window.count", self.count, minimum=1, optional=True))
@@ -148,6 +171,15 @@ class WindowConfig:
         )
         if self.count is None and self.seconds is None:
             raise ValueError("window needs count, seconds or both (hybrid); got neither")
+        if not isinstance(self.adaptive, bool):
+            raise ValueError(f"window.adaptive must be True or False; got {self.adaptive!r}")
+        if self.adaptive and (self.count is None or self.seconds is None):
+            # An estimate can overshoot the devices able to fill a window (a device sends
+            # one update per version): without a time bound such a window never closes.
+            raise ValueError(
+                "window.adaptive needs window.count (the first window's size) and "
+                "window.seconds (the time bound that keeps an overshooting K live)"
+            )
 
     @property
     def kind(self) -> str:
@@ -156,11 +188,11 @@ class WindowConfig:
         return "count" if self.count is not None else "time"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "seconds": self.seconds}
+        return {"count": self.count, "seconds": self.seconds, "adaptive": self.adaptive}
 
     @classmethod
     def from_dict(cls, data: object) -> WindowConfig:
-        return cls(**_fields("window", data, ("count", "seconds")))
+        return cls(**_fields("window", data, ("count", "seconds", "adaptive")))
 
 
 @dataclass(frozen=True)
@@ -204,6 +236,9 @@ class ServerOptimizerConfig:
         return cls(**_fields("server_optimizer", data, keys))
 
 
+#: The most past versions `fedasync_rule` MIX_WITH_BASE may keep (its max_staleness).
+MAX_FEDASYNC_HISTORY = 1024
+
 _TOP_KEYS = (
     "mode",
     "staleness",
@@ -211,6 +246,8 @@ _TOP_KEYS = (
     "window",
     "server_optimizer",
     "fedasync_mixing",
+    "fedasync_rule",
+    "normalization",
     "weight_by_samples",
     "clip_norm",
     "reducer",
@@ -223,7 +260,8 @@ _TOP_KEYS = (
 @dataclass(frozen=True)
 class AggregationConfig:
     """How one model aggregates. Defaults: FedBuff, polynomial staleness a = 0.5,
-    count window K = 10, server SGD with learning rate 1.0 (plain FedBuff)."""
+    count window K = 10, the window's weighted sum divided by K (normalization COUNT),
+    server SGD with learning rate 1.0 (plain FedBuff, Nguyen et al. 2022, Algorithm 1)."""
 
     mode: Mode = Mode.FEDBUFF
     staleness: StalenessConfig = field(default_factory=StalenessConfig)
@@ -231,6 +269,8 @@ class AggregationConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     server_optimizer: ServerOptimizerConfig = field(default_factory=ServerOptimizerConfig)
     fedasync_mixing: float = 0.6
+    fedasync_rule: FedAsyncRule = FedAsyncRule.ADD_DELTA
+    normalization: Normalization = Normalization.COUNT
     weight_by_samples: bool = False
     clip_norm: float | None = None
     reducer: Reducer = Reducer.MEAN
@@ -264,6 +304,8 @@ class AggregationConfig:
                 high_open=False,
             ),
         )
+        _set(self, "fedasync_rule", _enum(FedAsyncRule, "fedasync_rule", self.fedasync_rule))
+        _set(self, "normalization", _enum(Normalization, "normalization", self.normalization))
         if not isinstance(self.weight_by_samples, bool):
             raise ValueError(
                 f"weight_by_samples must be True or False; got {self.weight_by_samples!r}"
@@ -284,6 +326,7 @@ class AggregationConfig:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
+        self._check_fedasync_rule()
         if self.mode is Mode.FEDASYNC:
             # FedAsync mixes each update into the model on arrival: there is no buffer to
             # take order statistics over, and nothing to normalise sample counts against.
@@ -316,6 +359,25 @@ class AggregationConfig:
                     "is set (sample weights would exceed the DP sensitivity bound)"
                 )
 
+    def _check_fedasync_rule(self) -> None:
+        if self.mode is Mode.FEDASYNC and self.fedasync_rule is FedAsyncRule.MIX_WITH_BASE:
+            # The rule needs the parameters of every base version an update may name; the
+            # job keeps max_staleness of them, so an unbounded max_staleness would mean
+            # unbounded state (memory and checkpoint size): refused, not warned.
+            if self.max_staleness is None:
+                raise ValueError(
+                    "fedasync_rule 'mix_with_base' needs max_staleness: the job keeps the "
+                    "parameters of the last max_staleness versions (memory "
+                    "max_staleness x parameters x 4 bytes); null would be unbounded"
+                )
+            if self.max_staleness > MAX_FEDASYNC_HISTORY:
+                raise ValueError(
+                    f"fedasync_rule 'mix_with_base' keeps max_staleness versions; "
+                    f"max_staleness must be <= {MAX_FEDASYNC_HISTORY}, got {self.max_staleness}"
+                )
+        if self.window.adaptive and self.mode is not Mode.FEDBUFF:
+            raise ValueError("window.adaptive requires mode 'fedbuff' (FedAsync has no buffer)")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode.value,
@@ -324,6 +386,8 @@ class AggregationConfig:
             "window": self.window.to_dict(),
             "server_optimizer": self.server_optimizer.to_dict(),
             "fedasync_mixing": self.fedasync_mixing,
+            "fedasync_rule": self.fedasync_rule.value,
+            "normalization": self.normalization.value,
             "weight_by_samples": self.weight_by_samples,
             "clip_norm": self.clip_norm,
             "reducer": self.reducer.value,

@@ -47,6 +47,7 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from fedstream.pipelines.admission import admit_registration
 from fedstream.pipelines.aggregator import Aggregator
 from fedstream.pipelines.device_gate import DeviceGate, DeviceState, Passed, route_device_key
+from fedstream.pipelines.job_metrics import ModelMetrics
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
     NO_SOURCE,
@@ -128,6 +129,7 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         silence_warnings()
+        self._metrics = ModelMetrics(runtime_context.get_metrics_group())
         self._profile = OperatorProfile("route")
 
     def close(self) -> None:
@@ -142,10 +144,12 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
         if envelope.topic == self._devices:
             device_id, dead = route_device_key(envelope, self._limits, self._dlq_max_bytes)
             if dead is not None:
+                self._metrics.refused(None, dead.reason)
                 return Row("", KIND_DEAD, dead.value, envelope.topic, 0, 0, "")
             return _routed_row("", KIND_DEVICE, envelope, device_id or "")
         routed = route(envelope, self._updates, self._control, self._limits, self._dlq_max_bytes)
         if routed.dead is not None:
+            self._metrics.refused(routed.dead.key.decode(errors="replace"), routed.dead.reason)
             return Row("", KIND_DEAD, routed.dead.value, envelope.topic, 0, 0, "")
         kind = KIND_UPDATE if envelope.topic == self._updates else KIND_REGISTRATION
         return _routed_row(routed.model_id or "", kind, envelope, routed.device_id)
@@ -188,6 +192,7 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
             ValueStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
         )
         self._deadline = runtime_context.get_state(ValueStateDescriptor("deadline", Types.LONG()))
+        self._metrics = ModelMetrics(runtime_context.get_metrics_group())
         self._profile = OperatorProfile("device_gate")
 
     def close(self) -> None:
@@ -202,7 +207,7 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
         with self._profile:
             state, models = self._load()
             outputs = self._gate.on_timer(state, timestamp / 1000.0)
-            rows = self._save(state, models, outputs, ctx)
+            rows = self._save(state, models, outputs, ctx, None)
         yield from rows
 
     def _process(self, value: Row, ctx: Any) -> list[Row]:
@@ -217,11 +222,14 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
                     models[_coordinates(envelope)] = value[0]
                     outputs = self._gate.on_update(state, envelope, now)
         except Exception as error:  # contained: this record only, the state is not written
+            self._metrics.refused(value[0] or None, "INTERNAL")
             return [Row("", KIND_DEAD, self._gate.internal(envelope, error).value, "", 0, 0, "")]
         if value[1] == KIND_DEVICE and state.entry is not None:
             e = state.entry
             self._entry.update((e.device_id, e.key_id, e.public_key, e.active))
-        return self._save(state, models, outputs, ctx)
+        return self._save(
+            state, models, outputs, ctx, value[0] if value[1] == KIND_UPDATE else None
+        )
 
     def _load(self) -> tuple[DeviceState, dict[tuple[str, int, int], str]]:
         """The device's state; `models` maps a waiting update's coordinates to its model."""
@@ -233,6 +241,9 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
         pending = [Envelope(v, t, p, o) for v, t, p, o, _ in waiting]
         models = {(t, p, o): m for _, t, p, o, m in waiting}
         deadline = self._deadline.value()
+        # what `_save` must clear (a registered device's updates wait for nothing: two
+        # JVM calls per update saved)
+        self._stored = (bool(waiting), deadline is not None)
         return DeviceState(entry, pending, None if deadline is None else deadline / 1000.0), models
 
     def _save(
@@ -241,18 +252,24 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
         models: dict[tuple[str, int, int], str],
         outputs: list[Passed | Output],
         ctx: Any,
+        model_id: str | None,
     ) -> list[Row]:
+        """Write the device's state back; the rows of `outputs` (a refusal is counted
+        under the model its dead letter names, else `model_id`, the model of the update
+        being handled: None on a timer or a registry record)."""
         waiting = [
             (e.value, e.topic, e.partition, e.offset, models[_coordinates(e)])
             for e in state.pending
         ]
+        had_pending, had_deadline = self._stored
         if waiting:
             self._pending.update(waiting)
-        else:
+        elif had_pending:
             self._pending.clear()
         if state.deadline is None:
-            self._deadline.clear()
-        elif self._deadline.value() is None:
+            if had_deadline:
+                self._deadline.clear()
+        elif not had_deadline:
             millis = timer_millis(state.deadline)
             ctx.timer_service().register_processing_time_timer(millis)
             self._deadline.update(millis)
@@ -263,6 +280,8 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
                 model = models.get(_coordinates(e), "")
                 rows.append(_routed_row(model, KIND_UPDATE, e, ""))
             else:
+                named = output.key.decode(errors="replace") or model_id  # the letter's model
+                self._metrics.refused(named, output.reason)
                 rows.append(Row("", KIND_DEAD, output.value, "", 0, 0, ""))
         return rows
 
@@ -303,6 +322,7 @@ class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
             MapStateDescriptor("model_owners", Types.STRING(), Types.STRING())
         )
         self._count = runtime_context.get_state(ValueStateDescriptor("model_count", Types.LONG()))
+        self._metrics = ModelMetrics(runtime_context.get_metrics_group())
 
     def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
         model_id = value[0]
@@ -320,6 +340,7 @@ class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
             dlq_max_bytes=self._dlq_max_bytes,
         )
         if verdict.dead is not None:
+            self._metrics.refused(model_id, verdict.dead.reason)
             yield Row("", KIND_DEAD, verdict.dead.value, envelope.topic, 0, 0, "")
             return
         if verdict.claims_slot:
@@ -445,13 +466,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         )
         # open() also runs after a restore: nothing kept from before it may be trusted.
         self._live: OrderedDict[str, _Live] = OrderedDict()
-        metrics = runtime_context.get_metrics_group().add_group("fedstream")
-        self._accepted = metrics.counter("updates_accepted")
-        self._releases = metrics.counter("releases")
-        self._rejected: dict[str, Any] = {}
-        self._metrics = metrics
-        self._staleness = metrics.distribution("update_staleness")
-        self._fill_ms = metrics.distribution("window_fill_ms")
+        self._metrics = ModelMetrics(runtime_context.get_metrics_group())
         self._profile = OperatorProfile("aggregate")
 
     def close(self) -> None:
@@ -579,12 +594,12 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         now = ctx.timer_service().current_processing_time() / 1000.0
         if kind == KIND_REGISTRATION:
             return self._run(model_id, process, loaded, ctx, envelope, process.on_registration)
+        process.last_staleness = None
         rows = self._run(
             model_id, process, loaded, ctx, envelope, lambda e: process.on_update(e, now)
         )
         if process.last_staleness is not None:  # set only when the update was absorbed
-            self._accepted.inc()
-            self._staleness.update(process.last_staleness)
+            self._metrics.absorbed(model_id, process.last_staleness)
         return rows
 
     def _fire(self, timestamp: int, ctx: Any) -> list[Row]:
@@ -620,19 +635,25 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         kept = contained.replacement or process
         if contained.persist:
             self._save(model_id, kept, ctx, before, loaded)
-        return self._emit(contained.outputs, kept)
+        return self._emit(model_id, contained.outputs, kept, timed=envelope is None)
 
-    def _emit(self, outputs: list[Output], process: ModelProcess) -> list[Row]:
-        rows = []
+    def _emit(
+        self, model_id: str, outputs: list[Output], process: ModelProcess, *, timed: bool
+    ) -> list[Row]:
+        """The rows of `outputs`, counted in the model's metrics (`job_metrics`)."""
+        released = 0
         for output in outputs:
             if output.kind == "release":
-                self._releases.inc()
+                released += len(output.value)
             else:
-                reason = output.reason.lower()
-                if reason not in self._rejected:
-                    self._rejected[reason] = self._metrics.counter(f"rejected_{reason}")
-                self._rejected[reason].inc()
-            rows.append(Row(output.kind, output.value, output.key))
-        if process.last_fill_seconds is not None and any(o.kind == "release" for o in outputs):
-            self._fill_ms.update(int(process.last_fill_seconds * 1000))
-        return rows
+                self._metrics.refused(model_id, output.reason)
+        if released:
+            # a registration's version 0 has no update behind it; a window closed by an
+            # update or its timer has the time since its first update
+            opened = (
+                process.last_fill_seconds if timed or process.last_staleness is not None else None
+            )
+            self._metrics.released(model_id, released, opened)
+        if process.aggregator is not None:
+            self._metrics.window(model_id, process.version, process.aggregator.buffer.count)
+        return [Row(output.kind, output.value, output.key) for output in outputs]

@@ -39,9 +39,10 @@ import numpy as np
 from fedstream.pipelines.accumulator import Accumulator
 from fedstream.pipelines.aggregator import Aggregator, ClosedWindow
 from fedstream.pipelines.binary_format import Writer, seal, unseal
-from fedstream.pipelines.config import AggregationConfig, Mode
+from fedstream.pipelines.config import AggregationConfig, Mode, Normalization
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.lineage import Lineage
+from fedstream.pipelines.mixing import check_history_bound
 from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.sequence_window import (
     DEFAULT_WIDTH,
@@ -183,12 +184,27 @@ def route(
         return dead(error)
     model_id = str(decoded.record["model_id"])
     problem = limits.id_problem("model_id", model_id)
+    if problem is not None:  # an id out of bounds is named nowhere, not even in a letter
+        return dead("BAD_FIELD", problem)
     device_id = str(decoded.record.get("device_id", ""))
-    if problem is None and expected == UPDATE:  # a state key of the device gate
+    if expected == UPDATE:  # a state key of the device gate
         problem = limits.id_problem("device_id", device_id, required=False)
     if problem is not None:
-        return dead("BAD_FIELD", problem)
+        letter = dead_letter(
+            envelope, "BAD_FIELD", problem, model_id=model_id, max_bytes=dlq_max_bytes
+        )
+        return Routed(None, letter)
     return Routed(model_id, None, device_id if expected == UPDATE else "")
+
+
+def readable_model_id(value: bytes) -> str | None:
+    """The model id of a registration that decodes (and may still fail its checks), or
+    None: what a BAD_REGISTRATION dead letter names as its model."""
+    try:
+        model_id = decode(value, expected=REGISTRATION).record["model_id"]
+    except CodecError:
+        return None
+    return str(model_id) or None
 
 
 class WindowCloseError(Exception):
@@ -328,6 +344,7 @@ class RegisteredModel:
             record["initial_parameters"], expected_shape=[layout.size], require_finite=True
         )
         config = AggregationConfig.from_dict(aggregation_from_avro(record["aggregation"]))
+        check_history_bound(config, layout.size)
         template = bytes(record["onnx_template"])
         present = read_initializers(template, layout.names)
         for name, shape in layout:
@@ -363,7 +380,10 @@ class RegisteredModel:
         """Raises a `binary_format.StateFormatError` subclass on damaged or foreign bytes."""
         _version, r = unseal(data, _REGISTRATION_MAGIC, (1,))
         model_id, digest = r.text(), r.text()
-        config = AggregationConfig.from_dict(json.loads(r.text()))
+        settings = json.loads(r.text())
+        # saved before schema step 5: the model keeps the weighted mean it was registered with
+        settings.setdefault("normalization", Normalization.WEIGHT_SUM.value)
+        config = AggregationConfig.from_dict(settings)
         layout = ParameterLayout([(n, tuple(shape)) for n, shape in json.loads(r.text())])
         size = r.i64()
         template = r.array().astype("<i8").tobytes()[:size]
@@ -442,6 +462,8 @@ class ModelProcess:
 
     # -- events -----------------------------------------------------------------------
     def on_registration(self, envelope: Envelope) -> list[Output]:
+        if self.model_id is None:  # a refusal names the model whenever it can be read
+            self.model_id = readable_model_id(envelope.value)
         if self.registration is not None:
             if self.registration.digest == hashlib.sha256(envelope.value).hexdigest():
                 return []  # the same registration re-sent (producer retry): nothing to do

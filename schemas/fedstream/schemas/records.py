@@ -98,6 +98,7 @@ class StalenessSettings(TypedDict):
 class WindowSettings(TypedDict):
     count: int | None
     seconds: float | None
+    adaptive: bool
 
 
 class ServerOptimizerSettings(TypedDict):
@@ -116,6 +117,8 @@ class AggregationSettings(TypedDict):
     window: WindowSettings
     server_optimizer: ServerOptimizerSettings
     fedasync_mixing: float
+    fedasync_rule: str  # "ADD_DELTA" | "MIX_WITH_BASE"
+    normalization: str  # "WEIGHT_SUM" | "COUNT"
     weight_by_samples: bool
     clip_norm: float | None
     reducer: str  # "MEAN" | "TRIMMED_MEAN" | "MEDIAN"
@@ -199,6 +202,8 @@ AGGREGATION_ENUM_FIELDS: Final[tuple[tuple[str, ...], ...]] = (
     ("staleness", "function"),
     ("server_optimizer", "name"),
     ("reducer",),
+    ("fedasync_rule",),
+    ("normalization",),
 )
 
 

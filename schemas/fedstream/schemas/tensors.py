@@ -93,6 +93,67 @@ def _as_float32(array: ArrayLike) -> NDArray[np.float32]:
     return out
 
 
+#: What one encoding's packer returns: (data, scale, indices) of the TensorPayload.
+_Packed = tuple[bytes, float, bytes]
+
+
+def _pack_fp32(flat: NDArray[np.float32], k: int | None) -> _Packed:
+    return flat.tobytes(), 1.0, b""
+
+
+def _pack_fp16(flat: NDArray[np.float32], k: int | None) -> _Packed:
+    with np.errstate(over="ignore"):
+        half = flat.astype(_F16)
+    if (np.isfinite(flat) & ~np.isfinite(half)).any():
+        raise NonFiniteError(f"tensor has values beyond the float16 range (+-{_FP16_MAX:g})")
+    return half.tobytes(), 1.0, b""
+
+
+def _pack_int8(flat: NDArray[np.float32], k: int | None) -> _Packed:
+    """Symmetric per-tensor quantization: q = rint(x / scale), scale = max|x| / 127."""
+    if not np.isfinite(flat).all():
+        raise NonFiniteError("INT8 cannot encode NaN or infinity")
+    max_abs = float(np.max(np.abs(flat))) if flat.size else 0.0
+    if max_abs == 0.0:
+        return bytes(flat.size), 1.0, b""  # all zeros: any scale works, keep the neutral 1.0
+    # The scale travels as an Avro float, so quantize with the float32 value the reader
+    # will see; never below the smallest normal float32 (subnormal scales lose precision
+    # and would break the error bound), never so large that 127 * scale overflows float32.
+    scale32 = np.float32(max(max_abs / 127.0, _F32_TINY))
+    if 127.0 * float(scale32) > _F32_MAX:  # rounded up past the float32 range
+        scale32 = np.nextafter(scale32, np.float32(0))
+    scale = float(scale32)
+    q = np.clip(np.rint(flat.astype(np.float64) / scale), -127, 127)
+    return q.astype(_I8).tobytes(), scale, b""
+
+
+def _pack_topk(flat: NDArray[np.float32], k: int | None) -> _Packed:
+    """The k values of largest magnitude and their ascending int32 indices."""
+    if k is None:
+        raise EncodeError("TOPK needs k (the number of values to keep)")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 0 <= k <= flat.size:
+        raise EncodeError(f"TOPK k must be an integer in [0, {flat.size}], got {k!r}")
+    if not np.isfinite(flat).all():
+        raise NonFiniteError("TOPK cannot rank NaN or infinity")
+    k = int(k)
+    if k == flat.size:
+        idx = np.arange(flat.size, dtype=_I32)
+    elif k == 0:
+        idx = np.empty(0, dtype=_I32)
+    else:
+        idx = np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :])
+    idx = idx.astype(_I32)
+    return flat[idx].tobytes(), 1.0, idx.tobytes()
+
+
+_PACKERS: Final = {
+    TensorEncoding.FP32: _pack_fp32,
+    TensorEncoding.FP16: _pack_fp16,
+    TensorEncoding.INT8: _pack_int8,
+    TensorEncoding.TOPK: _pack_topk,
+}
+
+
 def pack(
     array: ArrayLike,
     encoding: TensorEncoding | str = TensorEncoding.FP32,
@@ -114,57 +175,11 @@ def pack(
     if enc is not TensorEncoding.TOPK and k is not None:
         raise EncodeError(f"k is only meaningful for TOPK, not {enc}")
     x = _as_float32(array)
-    flat = x.reshape(-1)
-    shape = [int(d) for d in x.shape]
-    scale = 1.0
-    indices = b""
-    if enc is TensorEncoding.FP32:
-        data = flat.tobytes()
-    elif enc is TensorEncoding.FP16:
-        with np.errstate(over="ignore"):
-            half = flat.astype(_F16)
-        finite = np.isfinite(flat)
-        if (finite & ~np.isfinite(half)).any():
-            raise NonFiniteError(f"tensor has values beyond the float16 range (+-{_FP16_MAX:g})")
-        data = half.tobytes()
-    elif enc is TensorEncoding.INT8:
-        if not np.isfinite(flat).all():
-            raise NonFiniteError("INT8 cannot encode NaN or infinity")
-        max_abs = float(np.max(np.abs(flat))) if flat.size else 0.0
-        if max_abs == 0.0:
-            data = bytes(flat.size)  # all zeros: any scale works, keep the neutral 1.0
-        else:
-            # The scale travels as an Avro float, so quantize with the float32 value the
-            # reader will see; never below the smallest normal float32 (subnormal scales
-            # lose precision and would break the error bound), never so large that
-            # 127 * scale overflows float32.
-            scale32 = np.float32(max(max_abs / 127.0, _F32_TINY))
-            if 127.0 * float(scale32) > _F32_MAX:  # rounded up past the float32 range
-                scale32 = np.nextafter(scale32, np.float32(0))
-            scale = float(scale32)
-            q = np.clip(np.rint(flat.astype(np.float64) / scale), -127, 127)
-            data = q.astype(_I8).tobytes()
-    else:  # TOPK
-        if k is None:
-            raise EncodeError("TOPK needs k (the number of values to keep)")
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 0 <= k <= flat.size:
-            raise EncodeError(f"TOPK k must be an integer in [0, {flat.size}], got {k!r}")
-        if not np.isfinite(flat).all():
-            raise NonFiniteError("TOPK cannot rank NaN or infinity")
-        k = int(k)
-        if k == flat.size:
-            idx = np.arange(flat.size, dtype=_I32)
-        elif k == 0:
-            idx = np.empty(0, dtype=_I32)
-        else:
-            idx = np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :])
-        idx = idx.astype(_I32)
-        data = flat[idx].tobytes()
-        indices = idx.tobytes()
+    data, scale, indices = _PACKERS[enc](x.reshape(-1), k)
     return {
         "encoding": enc.value,
         "dtype": LOGICAL_DTYPE,
-        "shape": shape,
+        "shape": [int(d) for d in x.shape],
         "data": data,
         "scale": scale,
         "indices": indices,
@@ -195,6 +210,55 @@ def _check_shape(raw: Sequence[Any], max_size: int) -> tuple[tuple[int, ...], in
     if size > max_size:
         raise BadShapeError(f"shape {shape} has {size} elements, more than the limit {max_size}")
     return tuple(shape), size
+
+
+def _unpack_fp32(data: Any, indices: Any, scale: float, size: int) -> NDArray[np.float32]:
+    if len(data) != 4 * size:
+        raise BadShapeError(f"FP32 of {size} values needs {4 * size} bytes, got {len(data)}")
+    return np.frombuffer(data, dtype=_F32).astype(np.float32)
+
+
+def _unpack_fp16(data: Any, indices: Any, scale: float, size: int) -> NDArray[np.float32]:
+    if len(data) != 2 * size:
+        raise BadShapeError(f"FP16 of {size} values needs {2 * size} bytes, got {len(data)}")
+    return np.frombuffer(data, dtype=_F16).astype(np.float32)
+
+
+def _unpack_int8(data: Any, indices: Any, scale: float, size: int) -> NDArray[np.float32]:
+    if len(data) != size:
+        raise BadShapeError(f"INT8 of {size} values needs {size} bytes, got {len(data)}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise InvalidBodyError(f"INT8 scale must be finite and > 0, got {scale!r}")
+    q = np.frombuffer(data, dtype=_I8)
+    with np.errstate(over="ignore"):  # 127 * huge scale may exceed float32
+        return (q.astype(np.float64) * float(scale)).astype(np.float32)
+
+
+def _unpack_topk(data: Any, indices: Any, scale: float, size: int) -> NDArray[np.float32]:
+    """Scatter the kept values into zeros; indices must be ascending and in range."""
+    if len(indices) % 4:
+        raise InvalidBodyError(f"TOPK indices length {len(indices)} is not a multiple of 4")
+    k = len(indices) // 4
+    if len(data) != 4 * k:
+        raise BadShapeError(f"TOPK has {k} indices but {len(data)} bytes of values (need {4 * k})")
+    if k > size:
+        raise BadShapeError(f"TOPK keeps {k} values of a tensor of size {size}")
+    idx = np.frombuffer(indices, dtype=_I32)
+    if k > 1 and not bool(np.all(idx[1:] > idx[:-1])):
+        raise InvalidBodyError("TOPK indices are not strictly ascending")
+    if k and (int(idx[0]) < 0 or int(idx[-1]) >= size):  # sorted: the ends bound all
+        raise BadShapeError(f"TOPK index out of range [0, {size})")
+    out = np.zeros(size, dtype=np.float32)
+    out[idx] = np.frombuffer(data, dtype=_F32)
+    return out
+
+
+_UNPACKERS: Final = {
+    TensorEncoding.FP32: _unpack_fp32,
+    TensorEncoding.FP16: _unpack_fp16,
+    TensorEncoding.INT8: _unpack_int8,
+    TensorEncoding.TOPK: _unpack_topk,
+}
 
 
 def unpack(
@@ -229,42 +293,9 @@ def unpack(
             raise BadShapeError(f"tensor shape {list(raw_shape)} != expected {list(want)}")
         max_size = max(max_size, math.prod(want))
     shape, size = _check_shape(raw_shape, min(max_size, _MAX_INDEX_SIZE))
-    n_data = len(data)
-    n_idx = len(indices)
-    if enc is not TensorEncoding.TOPK and n_idx:
-        raise InvalidBodyError(f"{enc} payload has {n_idx} bytes of indices (must be empty)")
-
-    if enc is TensorEncoding.FP32:
-        if n_data != 4 * size:
-            raise BadShapeError(f"FP32 shape {list(shape)} needs {4 * size} bytes, got {n_data}")
-        out = np.frombuffer(data, dtype=_F32).astype(np.float32)
-    elif enc is TensorEncoding.FP16:
-        if n_data != 2 * size:
-            raise BadShapeError(f"FP16 shape {list(shape)} needs {2 * size} bytes, got {n_data}")
-        out = np.frombuffer(data, dtype=_F16).astype(np.float32)
-    elif enc is TensorEncoding.INT8:
-        if n_data != size:
-            raise BadShapeError(f"INT8 shape {list(shape)} needs {size} bytes, got {n_data}")
-        if not (math.isfinite(scale) and scale > 0):
-            raise InvalidBodyError(f"INT8 scale must be finite and > 0, got {scale!r}")
-        q = np.frombuffer(data, dtype=_I8)
-        with np.errstate(over="ignore"):  # 127 * huge scale may exceed float32
-            out = (q.astype(np.float64) * float(scale)).astype(np.float32)
-    else:  # TOPK
-        if n_idx % 4:
-            raise InvalidBodyError(f"TOPK indices length {n_idx} is not a multiple of 4")
-        k = n_idx // 4
-        if n_data != 4 * k:
-            raise BadShapeError(f"TOPK has {k} indices but {n_data} bytes of values (need {4 * k})")
-        if k > size:
-            raise BadShapeError(f"TOPK keeps {k} values of a tensor of size {size}")
-        idx = np.frombuffer(indices, dtype=_I32)
-        if k > 1 and not bool(np.all(idx[1:] > idx[:-1])):
-            raise InvalidBodyError("TOPK indices are not strictly ascending")
-        if k and (int(idx[0]) < 0 or int(idx[-1]) >= size):  # sorted: the ends bound all
-            raise BadShapeError(f"TOPK index out of range [0, {size})")
-        out = np.zeros(size, dtype=np.float32)
-        out[idx] = np.frombuffer(data, dtype=_F32)
+    if enc is not TensorEncoding.TOPK and len(indices):
+        raise InvalidBodyError(f"{enc} payload has {len(indices)} bytes of indices (must be empty)")
+    out = _UNPACKERS[enc](data, indices, scale, size)
     if require_finite and not bool(np.isfinite(out).all()):
         raise NonFiniteError("tensor has NaN or infinite values")
     return out.reshape(shape)

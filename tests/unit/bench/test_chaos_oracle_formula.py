@@ -33,6 +33,21 @@ def test_without_sample_weights_only_staleness_counts() -> None:
     np.testing.assert_allclose(total, 10 / 9)
 
 
+def test_count_normalisation_divides_by_what_the_window_would_weigh_unstaled() -> None:
+    # FedBuff's Algorithm 1: the weighted sum over K (or the samples), so staleness still
+    # discounts the step; the total weight in the lineage stays sum w_i
+    fresh = Update(base_version=3, num_samples=2, delta=np.array([1.0, 0.0], np.float32))
+    stale = Update(base_version=0, num_samples=4, delta=np.array([0.0, 1.0], np.float32))
+    step, total = expected_step([fresh, stale], 4, {**AGGREGATION, "normalization": "COUNT"})
+    # weights 2 and 2 over 2 + 4 samples
+    assert total == 4.0
+    np.testing.assert_allclose(step, [1 / 3, 1 / 3])
+    fresh = Update(base_version=8, num_samples=100, delta=np.array([3.0], np.float32))
+    stale = Update(base_version=0, num_samples=1, delta=np.array([0.0], np.float32))
+    step, _ = expected_step([fresh, stale], 9, {"staleness": {"a": 1.0}, "normalization": "COUNT"})
+    np.testing.assert_allclose(step, [1.5])  # 3 * 1 / K = 2
+
+
 def test_the_schedule_is_seeded_and_covers_every_kind() -> None:
     first = schedule(20, seed=5, devices=6, gap_s=(5, 15))
     assert first == schedule(20, seed=5, devices=6, gap_s=(5, 15))

@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 
 from fedstream.edge import EdgeConfig, KafkaSecurity
 from fedstream.schemas.signing import write_key_pair
 from fedstream.schemas.update_signing import DEVICE_KEY_NAME, ENV_DEVICE_KEY
+from tests.support.foreign_keys import write_ec_key
 
 PLAIN = KafkaSecurity(protocol="PLAINTEXT")
 
@@ -44,13 +43,6 @@ def test_bad_key_files_are_refused_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not an unencrypted PEM") as info:
         EdgeConfig(security=PLAIN, device_key_file=garbage)
     assert "secret-ish" not in str(info.value)
-    ec = tmp_path / "ec.key"
-    ec.write_bytes(
-        generate_private_key(SECP256R1()).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ec = write_ec_key(tmp_path / "ec.key")
     with pytest.raises(ValueError, match="not an Ed25519 key"):
         EdgeConfig(security=PLAIN, device_key_file=ec)

@@ -37,7 +37,9 @@ def vecs(rng: np.random.Generator, k: int, p: int, scale: float = 1.0) -> list[F
 
 
 def cfg(**kw: Any) -> AggregationConfig:
-    return AggregationConfig.from_dict(kw)
+    """These tests pin the weighted mean (normalization WEIGHT_SUM); the default, COUNT,
+    is tested against it in test_core_mixing.py."""
+    return AggregationConfig.from_dict({"normalization": "weight_sum", **kw})
 
 
 def make(config: AggregationConfig, params: F32, version: int = 0) -> Aggregator:

@@ -26,6 +26,8 @@ EXPECTED_KEYS = {
     "window",
     "server_optimizer",
     "fedasync_mixing",
+    "fedasync_rule",
+    "normalization",
     "weight_by_samples",
     "clip_norm",
     "reducer",
@@ -52,7 +54,7 @@ def test_to_dict_uses_exactly_the_registration_keys_and_lowercase_enums() -> Non
     d = AggregationConfig().to_dict()
     assert set(d) == EXPECTED_KEYS
     assert set(d["staleness"]) == {"function", "a", "b"}
-    assert set(d["window"]) == {"count", "seconds"}
+    assert set(d["window"]) == {"count", "seconds", "adaptive"}
     assert set(d["server_optimizer"]) == {
         "name",
         "learning_rate",
@@ -150,7 +152,7 @@ def test_round_trip_of_every_valid_config(data: dict[str, Any]) -> None:
         ({"window": {"count": 2.5}}, "window.count must be an int >= 1"),
         ({"window": {"count": True}}, "window.count must be an int >= 1"),
         ({"window": {"seconds": 0}}, "window.seconds must be a finite number in (0, inf)"),
-        ({"window": 5}, "window must be a mapping with keys ['count', 'seconds']"),
+        ({"window": 5}, "window must be a mapping with keys ['count', 'seconds', 'adaptive']"),
         ({"server_optimizer": {"name": "adagrad"}}, "server_optimizer.name must be one of"),
         ({"server_optimizer": {"learning_rate": 0}}, "server_optimizer.learning_rate must be"),
         (

@@ -40,10 +40,26 @@ from tests.support.records import (
     update_bytes,
 )
 
-ONNX = {"a": linear_model(4, 3, seed=1), "b": linear_model(3, 2, seed=2)}
+ONNX = {
+    "a": linear_model(4, 3, seed=1),
+    "b": linear_model(3, 2, seed=2),
+    "c": linear_model(3, 2, seed=3),
+    "d": linear_model(2, 2, seed=4),
+}
 AGGREGATION: dict[str, dict[str, Any]] = {
     "a": {"window": {"count": 2}, "server_optimizer": {"name": "adam", "learning_rate": 0.1}},
     "b": {"mode": "fedasync", "window": {"count": 3}},
+    # issue 15: the version history and the concurrency estimate live in the model state
+    "c": {
+        "mode": "fedasync",
+        "fedasync_rule": "mix_with_base",
+        "max_staleness": 2,
+        "window": {"count": 2},
+    },
+    "d": {
+        "window": {"count": 2, "seconds": 3600.0, "adaptive": True},
+        "normalization": "count",
+    },
 }
 
 
@@ -93,7 +109,7 @@ class FakeMapState:
 
 
 class FakeMetrics:
-    def add_group(self, name: str) -> FakeMetrics:
+    def add_group(self, name: str, extra: str | None = None) -> FakeMetrics:
         return self
 
     def counter(self, name: str) -> Any:
@@ -166,7 +182,7 @@ def records(draw: st.DrawFn) -> list[tuple[bytes, str]]:
     sent: list[bytes] = []
     sequences: Counter[tuple[str, str]] = Counter()
     for i in range(draw(st.integers(1, 24))):
-        model = draw(st.sampled_from(["a", "b"]))
+        model = draw(st.sampled_from(sorted(AGGREGATION)))
         choice = draw(st.integers(0, 9))
         if (model not in registered and choice < 3) or choice == 0:
             out.append((registration_bytes(model, ONNX[model], AGGREGATION[model]), CONTROL_TOPIC))

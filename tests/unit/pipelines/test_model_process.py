@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstream.pipelines.binary_format import StateFormatError
+from fedstream.pipelines.config import AggregationConfig, Normalization
 from fedstream.pipelines.model_process import (
     DictSeenIds,
     Envelope,
@@ -209,6 +211,7 @@ def test_bad_registration_is_dead_lettered_and_leaves_the_model_unregistered(cas
     process = ModelProcess(BIG, 8)
     letter = only_dead(process.on_registration(bad), bad, "BAD_REGISTRATION")
     assert BAD_REGISTRATIONS[case] in letter["detail"]
+    assert letter["model_id"] == "m"  # read from the record, though it failed its checks
     assert process.registration is None and process.version == -1
     assert process.state_bytes() == (None, None)
     # the model can still be registered properly afterwards
@@ -224,6 +227,26 @@ def test_registration_state_round_trips_without_the_weights() -> None:
         assert len(state) < 1000 + len(onnx) - 4 * initial.size  # weights are not kept
     with pytest.raises(StateFormatError):
         RegisteredModel.from_state(state[:-1])
+
+
+def test_a_model_saved_before_step_5_keeps_its_weighted_mean(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """State written by a job from before schema step 5 has no `normalization`: restored,
+    the model keeps the weighted mean it was registered with, not the new default."""
+    model, _ = RegisteredModel.from_bytes(registration_bytes("m", ONNX))
+    assert model.config.normalization is Normalization.COUNT  # what a new model gets
+    to_dict = AggregationConfig.to_dict
+
+    def before_step_5(self: AggregationConfig) -> dict[str, Any]:
+        return {k: v for k, v in to_dict(self).items() if k != "normalization"}
+
+    monkeypatch.setattr(AggregationConfig, "to_dict", before_step_5)
+    old_state = model.to_state()
+    monkeypatch.undo()
+    restored = RegisteredModel.from_state(old_state)
+    assert restored.config.normalization is Normalization.WEIGHT_SUM
+    assert restored.config == replace(model.config, normalization=Normalization.WEIGHT_SUM)
 
 
 # --------------------------------------------------------------------- routing
@@ -505,9 +528,10 @@ def test_release_params_equal_an_offline_replay_with_staleness_weights() -> None
     assert sorted(v for _, v in found) == sorted(expected) == [0, 1, 2, 3]
     for version, params in expected.items():
         np.testing.assert_array_equal(found["m", version].params(), params)
-    # and an independent check of the weighting in window 2: (1+s)^-1/2 * num_samples
+    # and an independent check of the weighting in window 2: (1+s)^-1/2 * num_samples,
+    # divided by the undiscounted weight sum n_i (normalization COUNT, the default)
     w = np.array([8 * 1.0, 8 * 2**-0.5, 3 * 1.0])
-    pseudo = (w[:, None] * np.stack([delta(3), delta(4), delta(5)])).sum(0) / w.sum()
+    pseudo = (w[:, None] * np.stack([delta(3), delta(4), delta(5)])).sum(0) / (8 + 8 + 3)
     first = (expected[1] - INITIAL) / 0.5  # momentum buffer after window 1 (it started at 0)
     step = 0.5 * (0.9 * first + pseudo)
     np.testing.assert_allclose(expected[2], expected[1] + step, rtol=1e-5, atol=1e-6)

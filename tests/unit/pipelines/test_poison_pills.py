@@ -192,3 +192,6 @@ def test_out_of_bound_fields_are_dead_lettered_within_the_dlq_limit(
     letters = job.values("dead_letter")
     assert [decode(v).record["reason"] for v in letters] == [reason]
     assert all(len(v) <= 64 * 1024 for v in letters)
+    # the letter names its model whenever the model id itself is within bounds
+    named = None if "model_id" in change else "m"
+    assert [decode(v).record["model_id"] for v in letters] == [named]

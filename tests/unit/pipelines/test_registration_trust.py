@@ -26,9 +26,9 @@ from tests.support.onnx_models import linear_model
 from tests.support.owner_key import owner_public_key, owner_signer
 from tests.support.records import (
     CONTROL_TOPIC,
+    owner_registration_record,
     read_dead_letters,
     registration_bytes,
-    registration_record,
 )
 
 ONNX = linear_model(inputs=4, outputs=3, seed=0)
@@ -73,7 +73,7 @@ def test_a_registration_by_an_unknown_owner_is_refused(other_owner: ReleaseSigne
 
 
 def test_a_registration_changed_after_signing_is_refused() -> None:
-    record = registration_record("m", ONNX)
+    record = owner_registration_record("m", ONNX)
     record["aggregation"]["window"]["count"] = 1  # e.g. a man in the middle
     job = trusting_job()
     job.send(encode("ModelRegistration", record), CONTROL_TOPIC)
@@ -107,7 +107,7 @@ def test_without_owner_keys_unsigned_registrations_are_accepted() -> None:
 
 
 def test_the_statement_covers_every_field_but_the_signature() -> None:
-    signed = sign_registration(registration_record("m", ONNX, owner=None), owner_signer())
+    signed = sign_registration(owner_registration_record("m", ONNX, owner=None), owner_signer())
     base = registration_statement(signed)
     assert registration_statement({**signed, "signature": b"\x00" * 64}) == base
     for name, value in [

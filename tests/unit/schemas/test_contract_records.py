@@ -29,7 +29,7 @@ PYTHON_DEFAULTS: dict[str, Any] = {
     "mode": "fedbuff",
     "staleness": {"function": "polynomial", "a": 0.5, "b": 0.0},
     "max_staleness": None,
-    "window": {"count": 10, "seconds": None},
+    "window": {"count": 10, "seconds": None, "adaptive": False},
     "server_optimizer": {
         "name": "sgd",
         "learning_rate": 1.0,
@@ -39,6 +39,8 @@ PYTHON_DEFAULTS: dict[str, Any] = {
         "epsilon": 1e-3,
     },
     "fedasync_mixing": 0.6,
+    "fedasync_rule": "add_delta",
+    "normalization": "count",
     "weight_by_samples": False,
     "clip_norm": None,
     "reducer": "mean",

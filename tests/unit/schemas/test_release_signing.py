@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 
 from fedstream.schemas import decode, encode, release_chunks
 from fedstream.schemas.signing import (
@@ -30,6 +28,7 @@ from fedstream.schemas.signing import (
     statement_of,
     write_key_pair,
 )
+from tests.support.foreign_keys import write_ec_key
 
 ONNX = b"an onnx file" * 10
 LINEAGE: dict[str, Any] = {
@@ -183,14 +182,7 @@ def test_key_files_that_are_not_ed25519_pem_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SigningKeyError, match="not an unencrypted PEM private key") as error:
         load_signing_key(garbage)
     assert "not a key at all" not in str(error.value)
-    ec = tmp_path / "ec.key"
-    ec.write_bytes(
-        generate_private_key(SECP256R1()).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ec = write_ec_key(tmp_path / "ec.key")
     with pytest.raises(SigningKeyError, match="not an Ed25519 key"):
         load_signing_key(ec)
     unreadable = tmp_path / "unreadable.key"

@@ -63,12 +63,34 @@ def test_old_and_new_data_stay_readable(name: str, version: str) -> None:
     for record in generate_many(_parse(old), 30):  # backward: old writer, new reader
         read = _round_trip(old, new, record)
         baseline = _round_trip(old, old, record)  # what the old schema itself reads back
+        old_specs = {f["name"]: f for f in old["fields"]}
         for field, spec in new_fields.items():
-            expected = baseline[field] if field in old_fields else spec["default"]
+            expected = (
+                _filled(baseline[field], old_specs[field]["type"], spec["type"])
+                if field in old_fields
+                else spec["default"]
+            )
             assert read[field] == expected, field
     for record in generate_many(_parse(new), 30):  # forward: new writer, old reader
         read = _round_trip(new, old, record)
         assert set(read) == old_fields
+
+
+def _filled(value: Any, old_type: Any, new_type: Any) -> Any:
+    """`value` (read with the old schema) as the new one reads it: fields a nested record
+    gained take their defaults (schema step 5 added fields inside AggregationSettings)."""
+    if not (isinstance(new_type, dict) and new_type.get("type") == "record"):
+        return value
+    assert isinstance(old_type, dict) and isinstance(value, dict)
+    old_nested = {f["name"]: f["type"] for f in old_type["fields"]}
+    return {
+        f["name"]: (
+            _filled(value[f["name"]], old_nested[f["name"]], f["type"])
+            if f["name"] in old_nested
+            else f["default"]
+        )
+        for f in new_type["fields"]
+    }
 
 
 Mutation = Callable[[dict[str, Any]], None]
@@ -202,3 +224,17 @@ def test_enum_symbol_removal_is_fine_with_a_default() -> None:
     # Without the default it is a breaking change.
     del _field(new, "reason")["type"]["default"]
     assert check_compatible(old, new) != []
+
+
+def test_a_registration_from_before_step_5_keeps_the_weighted_mean() -> None:
+    """A model registered before schema step 5 keeps the arithmetic it was registered with
+    (WEIGHT_SUM) when a newer job reads its registration; a new registration that says
+    nothing gets the new default, COUNT (the AggregationSettings record default)."""
+    registry = default_registry()
+    old = registry.get("ModelRegistration", "4").schema
+    new = registry.get("ModelRegistration").schema
+    random.seed(5)
+    for record in generate_many(_parse(old), 5):
+        assert _round_trip(old, new, record)["aggregation"]["normalization"] == "WEIGHT_SUM"
+    aggregation = next(f for f in new["fields"] if f["name"] == "aggregation")
+    assert aggregation["default"]["normalization"] == "COUNT"

@@ -153,7 +153,7 @@ def test_aggregation_defaults() -> None:
         "mode": "FEDBUFF",
         "staleness": {"function": "POLYNOMIAL", "a": 0.5, "b": 0.0},
         "max_staleness": None,
-        "window": {"count": 10, "seconds": None},
+        "window": {"count": 10, "seconds": None, "adaptive": False},
         "server_optimizer": {
             "name": "SGD",
             "learning_rate": 1.0,
@@ -163,6 +163,8 @@ def test_aggregation_defaults() -> None:
             "epsilon": 1e-3,
         },
         "fedasync_mixing": 0.6,
+        "fedasync_rule": "ADD_DELTA",
+        "normalization": "COUNT",
         "weight_by_samples": False,
         "clip_norm": None,
         "reducer": "MEAN",
@@ -170,10 +172,14 @@ def test_aggregation_defaults() -> None:
         "dp_noise_multiplier": None,
         "seed": None,
     }
-    # The record-level default must agree with the per-field defaults inside the record.
+    # The record-level default (what a new registration gets) agrees with the per-field
+    # defaults (what fills in a registration written before the field existed), except
+    # where a new default must not change a model registered earlier.
     settings = _find_type(_load("ModelRegistration"), "AggregationSettings")
+    upgraded = {"normalization": "WEIGHT_SUM"}
     for field in settings["fields"]:
-        assert field["default"] == default_aggregation_settings()[field["name"]]  # type: ignore[literal-required]
+        want = upgraded.get(field["name"], default_aggregation_settings()[field["name"]])  # type: ignore[literal-required]
+        assert field["default"] == want, field["name"]
 
 
 def test_no_logical_types_anywhere() -> None:

@@ -1,10 +1,10 @@
-"""``python -m fedstream.edge.simulator``: run a fleet against a running job and report.
+"""``fedstream-simulator``: run a fleet against a running job and report.
 
 The job must already be running and the broker reachable (the simulator only talks to
 Kafka, like real devices). Example, on the local stack with the job's default topics::
 
     eval "$(infra/local/kafka.sh env)"      # credentials of the local stack (paths only)
-    python -m fedstream.edge.simulator --bootstrap 127.0.0.1:9092 --devices 20 \\
+    fedstream-simulator --bootstrap 127.0.0.1:9092 --devices 20 \\
         --mode both --target-accuracy 0.9 --duration 180 --out fleet-report
 
 Kafka security comes from the FEDSTREAM_KAFKA_* environment (`KafkaSecurity.from_env`);
@@ -27,7 +27,7 @@ from fedstream.schemas.registration_signing import owner_key_from_env
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m fedstream.edge.simulator",
+        prog="fedstream-simulator",
         description="Simulate a heterogeneous fleet of fedstream devices (digits, non-IID) "
         "against a running aggregation job; compare async (FedBuff) with sync (FedAvg) "
         "or FedAsync.",
@@ -74,6 +74,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--out", type=Path, default=Path("fleet-report"), help="output folder")
     r.add_argument("--progress-every", type=float, default=5.0, help="seconds between lines")
     r.add_argument("--quiet", action="store_true", help="only the summary line")
+    r.add_argument(
+        "--evaluations",
+        type=Path,
+        help="append every accuracy measured to this JSON-lines file "
+        "(fedstream dashboard --evaluations plots it)",
+    )
     f = p.add_argument_group("fleet")
     f.add_argument("--devices", type=int, default=20)
     f.add_argument("--seed", type=int, default=0)
@@ -105,6 +111,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--server-lr", type=float, default=1.0)
     t.add_argument(
         "--fedasync-mixing", type=float, default=0.6, help="FedAsync's constant weight a"
+    )
+    t.add_argument(
+        "--fedasync-rule",
+        choices=["mix_with_base", "add_delta"],
+        default="mix_with_base",
+        help="FedAsync: the paper's (1-a) x + a (x_base + delta), or x + a delta",
     )
     t.add_argument("--compression", choices=["none", "fp16", "int8", "topk"], default="none")
     t.add_argument("--topk-fraction", type=float, default=0.1)
@@ -162,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         async_window=args.window,
         server_lr=args.server_lr,
         fedasync_mixing=args.fedasync_mixing,
+        fedasync_rule=args.fedasync_rule,
         compression=args.compression,
         topk_fraction=args.topk_fraction,
     )
@@ -190,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 config, security=owner, owner_key_file=args.owner_key_file or owner_key_from_env()
             ),
             device_keys=args.device_keys,
+            evaluations=args.evaluations,
         )
         try:
             runs.append(run.run(duration_s=args.duration, target_accuracy=target))

@@ -14,8 +14,11 @@ wall-clock time. Three modes share everything but the protocol:
   staleness weight; a version only appears when every device has reported, so every round
   waits for the slowest (and any offline) device.
 * ``fedasync`` (FedAsync, Xie, Koyejo, Gupta, 2019): the job mixes every update into the
-  model on arrival, ``x <- x + a * delta`` with a *constant* ``a = fedasync_mixing`` (no
-  averaging, no staleness discount: what FedBuff adds over it), and releases
+  model on arrival with a *constant* ``a = fedasync_mixing`` (no averaging, no staleness
+  discount: what FedBuff adds over it), by the paper's rule
+  ``x <- (1 - a) x + a (x_base + delta)`` (``fedasync_rule`` "mix_with_base", the job
+  keeping ``fedasync_max_staleness`` versions) or the re-based ``x <- x + a * delta``
+  ("add_delta"), and releases
   after every update (count window 1), so a device always gets the freshest model. The
   version advances once per update, so staleness in versions is about the number of
   updates the whole fleet sent meanwhile: tens, not ones. Devices send their round as
@@ -34,6 +37,7 @@ two runs with the same seed agree in setup and statistics, not to the millisecon
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -95,11 +99,16 @@ class FleetSettings:
     staleness_exponent: float = 0.5
     server_lr: float = 1.0
     fedasync_mixing: float = 0.6
-    """FedAsync's constant mixing weight a in x <- x + a * delta (0.6: Xie et al.'s value).
+    """FedAsync's constant mixing weight a (0.6: Xie et al.'s value).
 
-    The job adds each delta to the current model, so with n updates in flight from about
-    the same base the step is about n * a deltas: with 20 devices, 0.6 oscillates or
-    diverges and 0.1 learns (bench.learning)."""
+    With the re-based rule ("add_delta") n updates in flight from about the same base step
+    about n * a deltas: with 20 devices, 0.6 oscillates or diverges (bench.learning)."""
+    fedasync_rule: str = "mix_with_base"
+    """FedAsync's rule: "mix_with_base" (the paper's) or "add_delta" (re-based)."""
+    fedasync_max_staleness: int = 128
+    """max_staleness for "mix_with_base": the versions the job keeps (its memory bound)."""
+    fedasync_staleness_exponent: float | None = None
+    """FedAsync's schedule: None for the constant a, else a * (1 + s)^-exponent."""
     compression: str = "none"
     topk_fraction: float = 0.1
 
@@ -157,8 +166,18 @@ def aggregation_for(mode: str, settings: FleetSettings) -> dict[str, Any]:
         return {
             "mode": "fedasync",
             "window": window,
-            "staleness": {"function": "constant"},
+            "staleness": (
+                {"function": "constant"}
+                if settings.fedasync_staleness_exponent is None
+                else {"function": "polynomial", "a": settings.fedasync_staleness_exponent}
+            ),
             "fedasync_mixing": settings.fedasync_mixing,
+            "fedasync_rule": settings.fedasync_rule,
+            "max_staleness": (
+                settings.fedasync_max_staleness
+                if settings.fedasync_rule == "mix_with_base"
+                else None
+            ),
             "weight_by_samples": False,
         }
     staleness: dict[str, Any] = (
@@ -292,12 +311,16 @@ class FleetRun:
         wait_timeout_s: float = 60.0,
         owner: EdgeConfig | None = None,
         device_keys: Path | None = None,
+        evaluations: Path | None = None,
     ) -> None:
         """`owner`: the connection that registers the model (a model-owner principal may
         write the control topic; devices may not), by default `config`'s. `device_keys`:
         a folder holding each device's private key as <device_id>/device.key (`fedstream
         devices keygen --out DIR/<device_id>`, registered by an operator), with which it
-        signs its updates; None: every device uses `config.device_key_file`."""
+        signs its updates; None: every device uses `config.device_key_file`.
+        `evaluations`: a file the evaluator appends each accuracy to, one JSON line
+        {"model_id", "version", "accuracy", "t_ms"} (what `fedstream dashboard
+        --evaluations` plots)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if len(data.shards) != settings.devices:
@@ -305,6 +328,7 @@ class FleetRun:
         self.config = config
         self.owner = owner or config
         self.device_keys = device_keys
+        self.evaluations = evaluations
         self.settings = settings
         self.data = data
         self.mode = mode
@@ -417,9 +441,25 @@ class FleetRun:
         )
         with self._lock:
             self.result.timeline.append(point)
+            self._publish(point)
         if self._target is not None and accuracy >= self._target:
             self.result.stopped_by = self.result.stopped_by or "target"
             self._stop.set()
+
+    def _publish(self, point: EvalPoint) -> None:
+        """Append `point` to the evaluations file (whole lines: a reader never sees half)."""
+        if self.evaluations is None:
+            return
+        line = json.dumps(
+            {
+                "model_id": self.model_id,
+                "version": point.version,
+                "accuracy": round(point.accuracy, 6),
+                "t_ms": int(time.time() * 1000),
+            }
+        )
+        with self.evaluations.open("a") as handle:
+            handle.write(line + "\n")
 
     # ------------------------------------------------------------------ devices
     def _device(self, profile: DeviceProfile) -> None:

@@ -1,0 +1,112 @@
+"""The benchmark's devices and model: signed updates, device keys, the registration.
+
+`DEVICES` simulated devices (keys in memory only: `fedstream.jobs.devices.InMemoryDevices`)
+send the same small delta under fresh update ids, each device counting its own sequence up
+across bursts as the SDK's persisted round counter does, so the job's dedupe never refuses
+one. The model is one matrix `W` of about `params` fp32 values (the job only sees
+initializers).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+
+import numpy as np
+import numpy.typing as npt
+
+from fedstream.jobs.devices import InMemoryDevices
+from fedstream.jobs.registration import registration_bytes
+from fedstream.schemas import pack
+from fedstream.schemas.signing import ReleaseSigner
+
+__all__ = [
+    "DEVICES",
+    "BenchFleet",
+    "bench_delta",
+    "model_shape",
+    "onnx_model",
+    "registration_value",
+]
+
+#: How many devices the benchmark's updates come from (each registered, each signing).
+DEVICES = 16
+
+
+class BenchFleet:
+    """`DEVICES` signing devices; `update` is the next update of device `index % DEVICES`."""
+
+    def __init__(self) -> None:
+        self.identities = InMemoryDevices()
+        self._sequences: defaultdict[str, itertools.count[int]] = defaultdict(itertools.count)
+
+    def device_keys(self) -> list[tuple[str, bytes]]:
+        """(device_id, DeviceKey record) of every device, as the operator registers them."""
+        now = int(time.time() * 1000)
+        return [
+            (f"device-{i}", self.identities.key_bytes(f"device-{i}", created_at=now))
+            for i in range(DEVICES)
+        ]
+
+    def update(
+        self, model_id: str, update_id: str, index: int, base: int, delta: npt.NDArray[np.float32]
+    ) -> bytes:
+        """A signed update of device `index % DEVICES`, with that device's next sequence."""
+        device = f"device-{index % DEVICES}"
+        return self.identities.signed_bytes(
+            {
+                "update_id": update_id,
+                "device_id": device,
+                "model_id": model_id,
+                "base_version": base,
+                "num_samples": 10,
+                "created_at": int(time.time() * 1000),
+                "delta": pack(delta, "FP32"),
+                "metrics": None,
+                "sequence": next(self._sequences[device]),
+                "key_id": None,
+                "signature": None,
+            }
+        )
+
+
+def model_shape(params: int) -> tuple[int, int]:
+    """(inputs, outputs) of a one-matrix model with about `params` parameters."""
+    outputs = 100 if params < 500_000 else 1000
+    return max(1, params // outputs), outputs
+
+
+def bench_delta(params: int) -> npt.NDArray[np.float32]:
+    """The update every benchmark device sends: small, fixed, the bench model's size."""
+    inputs, outputs = model_shape(params)
+    rng = np.random.default_rng(0)
+    return rng.normal(scale=1e-3, size=inputs * outputs).astype(np.float32)
+
+
+def onnx_model(params: int) -> bytes:
+    """y = x @ W with W of about `params` float32 values."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs, outputs = model_shape(params)
+    weight = np.zeros((inputs, outputs), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "bench",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", outputs])],
+        initializer=[numpy_helper.from_array(weight, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def registration_value(
+    model_id: str, params: int, window: int, owner: ReleaseSigner | None = None
+) -> bytes:
+    """The benchmark model's registration: plain FedBuff with a count window, signed by
+    `owner` (the job's trusted model owner) when given."""
+    settings = {"window": {"count": window, "seconds": None}}
+    return registration_bytes(model_id, onnx_model(params), ["W"], settings, owner)

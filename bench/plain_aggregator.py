@@ -1,0 +1,126 @@
+"""The baseline: what a user would write instead of fedstream.
+
+One kafka-python thread consumes updates, decodes them with our codec, keeps a numpy sum
+and produces a model every K updates: no checkpoints, no exactly-once, no signature check.
+It drains a backlog that is already in its topic (produced before the clock starts), as the
+fedstream job drains a committed transaction, so neither shares the CPU with its load
+generator. Each run gets fresh topics, deleted afterwards (a run writes GBs).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from bench.kafka_stack import BenchKafka
+from fedstream.schemas import decode, unpack
+
+__all__ = ["MAX_BYTES", "PlainRun", "big_record_consumer", "make_topic", "plain_run"]
+
+MAX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PlainRun:
+    """One drain of a backlog by the plain aggregator."""
+
+    updates: int
+    seconds: float
+    cpu_s: float
+    """CPU of the benchmark process meanwhile (the aggregator's thread, its producer's I/O
+    thread; the release watcher idles)"""
+
+    @property
+    def updates_per_s(self) -> float:
+        return self.updates / self.seconds
+
+    @property
+    def cpu_ms_per_update(self) -> float:
+        return self.cpu_s * 1000 / self.updates
+
+
+def make_topic(kafka: BenchKafka, partitions: int = 1) -> str:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(**kafka.client_kwargs())
+    config = {"max.message.bytes": str(MAX_BYTES)}
+    admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+    admin.close()
+    return name
+
+
+def delete_topics(kafka: BenchKafka, *names: str) -> None:
+    admin = KafkaAdminClient(**kafka.client_kwargs())
+    admin.delete_topics(list(names))
+    admin.close()
+
+
+def big_record_consumer(kafka: BenchKafka, topic: str, **settings: Any) -> KafkaConsumer:
+    """A consumer of partition 0 of `topic`, from the start, sized for multi-MB records."""
+    consumer = KafkaConsumer(
+        **kafka.client_kwargs(),
+        auto_offset_reset="earliest",
+        fetch_max_bytes=4 * MAX_BYTES,
+        max_partition_fetch_bytes=2 * MAX_BYTES,
+        **settings,
+    )
+    consumer.assign([TopicPartition(topic, 0)])
+    return consumer
+
+
+def _producer(kafka: BenchKafka) -> KafkaProducer:
+    return KafkaProducer(**kafka.client_kwargs(), acks="all", max_request_size=MAX_BYTES)
+
+
+def _fill(kafka: BenchKafka, topic: str, value: bytes, count: int) -> None:
+    """The backlog: `count` copies of one signed update (the aggregator checks none)."""
+    producer = _producer(kafka)
+    for _ in range(count):
+        producer.send(topic, value)
+    producer.flush()
+    producer.close()
+
+
+def _drain(
+    consumer: KafkaConsumer, producer: KafkaProducer, models: str, params: int, count: int, k: int
+) -> int:
+    """Consume `count` updates: decode, unpack, sum; publish the model every `k`."""
+    model = np.zeros(params, dtype=np.float32)
+    total = np.zeros(params, dtype=np.float32)
+    seen = 0
+    for message in consumer:
+        record = decode(message.value, expected="GradientUpdate").record
+        total += unpack(record["delta"], expected_shape=[params], require_finite=True)
+        seen += 1
+        if seen % k == 0:
+            model += total / k
+            total[:] = 0
+            producer.send(models, model.tobytes())
+        if seen == count:
+            break
+    producer.flush()
+    return seen
+
+
+def plain_run(kafka: BenchKafka, value: bytes, params: int, count: int, window: int) -> PlainRun:
+    """Fill a fresh topic with `count` updates, then time the aggregator draining it."""
+    updates, models = make_topic(kafka), make_topic(kafka)
+    try:
+        _fill(kafka, updates, value, count)
+        consumer = big_record_consumer(kafka, updates, consumer_timeout_ms=30000)
+        producer = _producer(kafka)
+        cpu, start = time.process_time(), time.perf_counter()
+        seen = _drain(consumer, producer, models, params, count, window)
+        seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        consumer.close()
+        producer.close()
+    finally:
+        delete_topics(kafka, updates, models)
+    if seen != count:
+        raise RuntimeError(f"plain aggregator: {seen}/{count} updates consumed")
+    return PlainRun(seen, seconds, cpu_s)

@@ -1,0 +1,55 @@
+"""The throughput benchmark's arithmetic and its devices' updates (no broker, no job)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.bench_fleet import DEVICES, BenchFleet
+from bench.throughput import run_size
+from bench.throughput_stats import jit_settled, percentile, spread
+
+
+def test_spread_is_median_low_high_and_keeps_every_run() -> None:
+    s = spread([300.0, 200.0, 250.0, 260.0])
+    assert (s.median, s.low, s.high) == (255.0, 200.0, 300.0)
+    assert s.values == (300.0, 200.0, 250.0, 260.0)
+    assert s.text(0) == "255 (200-300)"
+    assert spread([3.0]).text() == "3.0"
+    with pytest.raises(ValueError):
+        spread([])
+
+
+@given(st.lists(st.floats(0, 1e6), min_size=1, max_size=200), st.floats(0, 100))
+def test_percentile_agrees_with_numpy(values: list[float], q: float) -> None:
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-6)
+
+
+def test_jit_settles_below_three_percent_of_the_jobs_cpu() -> None:
+    assert jit_settled(0.2, 10.0)
+    assert not jit_settled(0.5, 10.0)
+    assert not jit_settled(0.0, 0.0)  # a burst that used no CPU proves nothing
+
+
+def test_a_run_is_a_whole_number_of_windows_and_never_below_the_minimum() -> None:
+    assert run_size(305.0, 10.0, 10, 100) == 3050
+    assert run_size(1.0, 10.0, 10, 100) == 100
+    assert run_size(3.7, 10.0, 10, 5) == 30
+
+
+def test_bench_updates_carry_a_sequence_per_device_across_bursts() -> None:
+    """The job dedupes sequenced updates per (model, device): every bench device counts
+    its own updates up, across bursts, as the SDK's persisted round counter does."""
+    from fedstream.schemas import decode
+
+    fleet, seen = BenchFleet(), dict[str, list[int]]()
+    for burst in range(2):
+        for i in range(40):
+            value = fleet.update("m", f"{burst}-{i}", i, 0, np.zeros(3, np.float32))
+            record = decode(value).record
+            seen.setdefault(record["device_id"], []).append(record["sequence"])
+    assert set(seen) == {f"device-{i}" for i in range(DEVICES)}
+    for sequences in seen.values():
+        assert sequences == sorted(set(sequences))  # strictly increasing, never repeated
