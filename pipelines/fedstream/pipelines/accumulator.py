@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar, Self
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "BufferedAccumulator",
     "DeltaAccumulator",
     "RunningSumAccumulator",
+    "add_scaled",
     "make_accumulator",
 ]
 
@@ -47,6 +49,22 @@ MAGIC = b"FSAC"
 #: 2 adds the device id of every update (lineage device_ids); 1 is still read (its
 #: updates' devices read as "")
 FORMAT_VERSION = 2
+
+
+def add_scaled(
+    total: FloatVector, delta: FloatVector, multiplier: float, scratch: FloatVector | None
+) -> FloatVector | None:
+    """total += multiplier * delta in place (float32). A unit multiplier adds directly;
+    others go through `scratch`, allocated here on first need and returned for the caller
+    to keep, so a long-lived sum allocates nothing per update."""
+    if multiplier == 1.0:
+        np.add(total, delta, out=total)
+        return scratch
+    if scratch is None:
+        scratch = np.empty_like(total)
+    np.multiply(delta, multiplier, out=scratch)
+    np.add(total, scratch, out=total)
+    return scratch
 
 
 class Accumulator:
@@ -132,11 +150,23 @@ class Accumulator:
                 f"{delta.dtype} {delta.shape}"
             )
         self._add_delta(delta, float(weight), float(scale))
-        self._ids.append(update_id)
-        self._devices.append(device_id)
-        self._stalenesses.append(int(staleness))
-        self._total_samples += int(num_samples)
-        self._total_weight += float(weight)
+        self._tally([update_id], [device_id], staleness, int(num_samples), float(weight), now)
+
+    def _tally(
+        self,
+        update_ids: Sequence[str],
+        device_ids: Sequence[str],
+        staleness: int,
+        num_samples: int,
+        weight: float,
+        now: float,
+    ) -> None:
+        """Count updates of one staleness into the tally (after their storage)."""
+        self._ids.extend(update_ids)
+        self._devices.extend(device_ids)
+        self._stalenesses.extend([int(staleness)] * len(update_ids))
+        self._total_samples += num_samples
+        self._total_weight += weight
         if self._first_added_at is None:
             self._first_added_at = float(now)
 
@@ -302,13 +332,41 @@ class RunningSumAccumulator(DeltaAccumulator):
             self._sum = np.empty(self._num_params, dtype=np.float32)
         if not self._ids:
             np.multiply(delta, multiplier, out=self._sum)
-        elif multiplier == 1.0:
-            np.add(self._sum, delta, out=self._sum)
         else:
-            if self._scratch is None:
-                self._scratch = np.empty(self._num_params, dtype=np.float32)
-            np.multiply(delta, multiplier, out=self._scratch)
-            np.add(self._sum, self._scratch, out=self._sum)
+            self._scratch = add_scaled(self._sum, delta, multiplier, self._scratch)
+
+    def add_sum(
+        self,
+        weighted_sum: FloatVector,
+        multiplier: float,
+        *,
+        weight: float,
+        update_ids: Sequence[str],
+        device_ids: Sequence[str],
+        staleness: int,
+        num_samples: int,
+        now: float,
+    ) -> None:
+        """Absorb `multiplier * weighted_sum`, a sum of several updates of one staleness
+        (a shard's partial for one base version, `partial_window.py`), as if they had
+        been added one by one with the weights that sum to `weight`: one params-sized
+        pass for the whole group, by linearity. `now` is the group's first arrival."""
+        if not (math.isfinite(multiplier) and multiplier >= 0):
+            raise ValueError(f"multiplier must be finite and >= 0; got {multiplier}")
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight must be finite and >= 0; got {weight}")
+        if weighted_sum.shape != (self._num_params,) or weighted_sum.dtype != np.float32:
+            raise ValueError(
+                f"weighted_sum must be float32 of shape ({self._num_params},); got "
+                f"{weighted_sum.dtype} {weighted_sum.shape}"
+            )
+        if not update_ids or len(device_ids) != len(update_ids):
+            raise ValueError("a group needs update ids, and one device id per update id")
+        self._add_delta(weighted_sum, float(multiplier), 1.0)
+        self._tally(update_ids, device_ids, staleness, int(num_samples), float(weight), now)
+        # A group waited on its shard: the window started at its earliest arrival.
+        assert self._first_added_at is not None  # set by _tally
+        self._first_added_at = min(float(now), self._first_added_at)
 
     def _merge_storage(self, a: Self, b: Self) -> None:
         sums = [x._sum for x in (a, b) if x._ids and x._sum is not None]

@@ -38,7 +38,6 @@ Modes:
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -47,7 +46,7 @@ from typing import cast
 import numpy as np
 
 from fedstream.pipelines.accumulator import Accumulator, DeltaAccumulator, make_accumulator
-from fedstream.pipelines.clipping import clip_scale
+from fedstream.pipelines.clipping import clip_factor
 from fedstream.pipelines.config import AggregationConfig, FedAsyncRule, Mode, WindowConfig
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.lineage import Lineage
@@ -55,6 +54,7 @@ from fedstream.pipelines.mixing import (
     check_history_bound,
     mix_with_base,
     prune_history,
+    sample_weight,
     window_divisor,
 )
 from fedstream.pipelines.model_state import ModelState
@@ -130,10 +130,15 @@ class Aggregator:
     def staleness_of(self, update: ClientUpdate) -> int:
         return staleness(self._state.version, update.base_version)
 
+    def staleness_weight(self, base_version: int) -> float:
+        """s(current version - base_version): the discount of an update from that base
+        (a sharded model's combine step applies it per base version)."""
+        return self._staleness_weight(staleness(self._state.version, base_version))
+
     def weight(self, update: ClientUpdate) -> float:
         """Aggregation weight: s(staleness), times num_samples if `weight_by_samples`."""
-        w = self._staleness_weight(self.staleness_of(update))
-        return w * update.num_samples if self._config.weight_by_samples else w
+        w = self.staleness_weight(update.base_version)
+        return w * sample_weight(self._config.weight_by_samples, update.num_samples)
 
     def validate(self, update: ClientUpdate) -> Rejection | None:
         """Why `update` cannot be aggregated now (reason code for the DLQ), or None."""
@@ -171,8 +176,7 @@ class Aggregator:
     def _absorb(self, update: ClientUpdate, now: float, *, squared_norm: float) -> None:
         delta = cast(FloatVector, update.delta)
         s = self.staleness_of(update)
-        clip = self._config.clip_norm
-        scale = 1.0 if clip is None else clip_scale(math.sqrt(squared_norm), clip)
+        scale = clip_factor(squared_norm, self._config.clip_norm)
         if self._config.mode is Mode.FEDASYNC:
             alpha = self._config.fedasync_mixing * self._staleness_weight(s)
             base = self._state.history.get(update.base_version)

@@ -15,7 +15,7 @@ import numpy as np
 
 from fedstream.pipelines.update import FloatVector
 
-__all__ = ["clip_scale", "l2_norm"]
+__all__ = ["clip_factor", "clip_scale", "l2_norm"]
 
 
 def l2_norm(vector: FloatVector) -> float:
@@ -31,3 +31,9 @@ def l2_norm(vector: FloatVector) -> float:
 def clip_scale(norm: float, clip_norm: float) -> float:
     """The factor min(1, C / ||v||) that clips a vector of L2 norm `norm` to `clip_norm`."""
     return 1.0 if norm <= clip_norm else clip_norm / norm
+
+
+def clip_factor(squared_norm: float, clip_norm: float | None) -> float:
+    """The scale an update of squared L2 norm `squared_norm` (from validation, which
+    computes it anyway) is multiplied by: `clip_scale`, or 1 when clipping is off."""
+    return 1.0 if clip_norm is None else clip_scale(math.sqrt(squared_norm), clip_norm)

@@ -35,6 +35,7 @@ __all__ = [
     "history_bytes",
     "mix_with_base",
     "prune_history",
+    "sample_weight",
     "window_divisor",
 ]
 
@@ -72,6 +73,12 @@ def prune_history(
     if keep < 0:
         raise ValueError(f"keep must be >= 0; got {keep}")
     return {v: p for v, p in history.items() if version - keep <= v < version}
+
+
+def sample_weight(weight_by_samples: bool, num_samples: int) -> float:
+    """An update's undiscounted weight: num_samples with `weight_by_samples`, else 1.
+    Its staleness weight multiplies it; COUNT divides the window by the sum of these."""
+    return float(num_samples) if weight_by_samples else 1.0
 
 
 def window_divisor(

@@ -23,8 +23,10 @@ __all__ = [
     "RejectReason",
     "Rejection",
     "UpdateRejectedError",
+    "check_content",
     "check_update",
     "finite_squared_norm",
+    "staleness_problem",
     "validate_update",
 ]
 
@@ -106,18 +108,39 @@ def check_update(
     The finiteness check computes the norm anyway; returning it saves clipping a pass,
     and bounds the delta's magnitude (`limits.max_delta_norm`) for free.
     """
+    problem = staleness_problem(update.base_version, current_version, max_staleness)
+    if problem is not None:
+        return Rejection(update.update_id, *problem)
+    return check_content(update, num_params=num_params, limits=limits)
+
+
+def staleness_problem(
+    base_version: int, current_version: int, max_staleness: int | None
+) -> tuple[RejectReason, str] | None:
+    """Why an update from `base_version` cannot join a window at `current_version`
+    (FUTURE_VERSION or STALE, with the detail), or None. Separate from the content
+    checks because a shard of a sharded model checks content without knowing the
+    version (`partial_window.py`); the combine step checks this per base version."""
+    s = staleness(current_version, base_version)
+    if s < 0:
+        return (
+            RejectReason.FUTURE_VERSION,
+            f"base_version {base_version} is newer than the model's {current_version}",
+        )
+    if max_staleness is not None and s > max_staleness:
+        return RejectReason.STALE, f"staleness {s} exceeds max_staleness {max_staleness}"
+    return None
+
+
+def check_content(
+    update: ClientUpdate, *, num_params: int, limits: InputLimits | None = None
+) -> Rejection | float:
+    """The checks that do not depend on the model's version (sample count, dtype, shape,
+    finiteness, the limits): a Rejection, or the delta's squared L2 norm."""
 
     def reject(reason: RejectReason, detail: str) -> Rejection:
         return Rejection(update.update_id, reason, detail)
 
-    s = staleness(current_version, update.base_version)
-    if s < 0:
-        return reject(
-            RejectReason.FUTURE_VERSION,
-            f"base_version {update.base_version} is newer than the model's {current_version}",
-        )
-    if max_staleness is not None and s > max_staleness:
-        return reject(RejectReason.STALE, f"staleness {s} exceeds max_staleness {max_staleness}")
     n = update.num_samples
     high = limits.max_num_samples if limits is not None else None
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
