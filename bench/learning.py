@@ -83,10 +83,13 @@ class Variant:
     fedasync_rule: str = "mix_with_base"
     topk_fraction: float = 0.05
     fedasync_staleness_exponent: float | None = None
+    window: int | None = None
+    """FedBuff's K (None: the fleet's default, half the devices)."""
 
     def settings(self, fleet: FleetSettings) -> FleetSettings:
         return replace(
             fleet,
+            async_window=self.window or fleet.async_window,
             compression=self.compression,
             fedasync_rule=self.fedasync_rule,
             topk_fraction=self.topk_fraction,
@@ -97,6 +100,7 @@ class Variant:
 VARIANTS: tuple[Variant, ...] = (
     Variant("sync", "sync FedAvg", "sync"),
     Variant("fedbuff", "FedBuff (staleness-weighted)", "async"),
+    Variant("fedbuff-k5", "FedBuff K=5 (staleness-weighted)", "async", window=5),
     Variant("fedasync", "FedAsync (constant, paper's rule)", "fedasync"),
     Variant(
         "fedasync-poly",
