@@ -84,7 +84,7 @@ class Variant:
     topk_fraction: float = 0.05
     fedasync_staleness_exponent: float | None = None
     window: int | None = None
-    """FedBuff's K (None: the fleet's default, half the devices)."""
+    """FedBuff's K (None: the fleet's default, a quarter of the devices)."""
 
     def settings(self, fleet: FleetSettings) -> FleetSettings:
         return replace(
@@ -100,7 +100,7 @@ class Variant:
 VARIANTS: tuple[Variant, ...] = (
     Variant("sync", "sync FedAvg", "sync"),
     Variant("fedbuff", "FedBuff (staleness-weighted)", "async"),
-    Variant("fedbuff-k5", "FedBuff K=5 (staleness-weighted)", "async", window=5),
+    Variant("fedbuff-k10", "FedBuff K=10 (staleness-weighted)", "async", window=10),
     Variant("fedasync", "FedAsync (constant, paper's rule)", "fedasync"),
     Variant(
         "fedasync-poly",

@@ -84,7 +84,7 @@ def test_sync_is_fedavg_async_is_fedbuff() -> None:
     sync = aggregation_to_avro(aggregation_for("sync", settings))
     assert sync["window"]["count"] == 12 and sync["staleness"]["function"] == "CONSTANT"
     fedbuff = aggregation_to_avro(aggregation_for("async", settings))
-    assert fedbuff["window"]["count"] == 6 and fedbuff["staleness"]["function"] == "POLYNOMIAL"
+    assert fedbuff["window"]["count"] == 3 and fedbuff["staleness"]["function"] == "POLYNOMIAL"
     with pytest.raises(ValueError, match="mode"):
         aggregation_for("gossip", settings)
 

@@ -107,7 +107,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--local-epochs", type=int, default=2)
     t.add_argument("--lr", type=float, default=0.1)
     t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--window", type=int, default=None, help="async K (default devices // 2)")
+    t.add_argument("--window", type=int, default=None, help="async K (default devices // 4)")
     t.add_argument("--server-lr", type=float, default=1.0)
     t.add_argument(
         "--fedasync-mixing", type=float, default=0.6, help="FedAsync's constant weight a"
