@@ -8,7 +8,8 @@ For one update size (fp32 parameters), in one run on one local broker (issue 13'
 2. **Alternate** `--runs` pairs (default 5): the plain aggregator drains a backlog of n
    updates from a fresh topic, then fedstream drains n updates committed in one
    transaction (the order flips every pair, so a drift of the machine hits both alike).
-   n is sized so that a fedstream run lasts `--seconds` (default 60). fedstream's time
+   n is sized from the warm-up's rate, then per system from its own last run, so that
+   every run after a system's first lasts about `--seconds` (default 60). fedstream's time
    runs from the commit until the release holding the last update is *visible* to a
    read_committed consumer (what devices see); the plain aggregator's until it has
    consumed the last update and flushed its models. CPU per update: the job's whole
@@ -103,22 +104,27 @@ def run_size(rate: float, seconds: float, window: int, minimum: int) -> int:
 
 
 def alternate(session: JobSession, out: Measured, runs: int, count: int) -> None:
-    """`runs` pairs of plain aggregator and fedstream drains, order flipped every pair."""
-    params, window = out.args["params"], out.args["window"]
+    """`runs` pairs of plain aggregator and fedstream drains, order flipped every pair.
+
+    Both start at `count` (sized from the warm-up); after each run a system's next size
+    follows its own measured rate, so every run after its first lasts about `--seconds`."""
+    a = out.args
+    params, window = a["params"], a["window"]
     plain_value = session.fleet.update("plain", "plain", 0, 0, session.delta)
+    counts = {"plain": count, "fedstream": count}
     for r in range(runs):
         order = ("plain", "fedstream") if r % 2 == 0 else ("fedstream", "plain")
         for system in order:
             if system == "plain":
-                done = plain_run(session.kafka, plain_value, params, count, window)
+                done = plain_run(session.kafka, plain_value, params, counts[system], window)
                 out.plain.append(done)
-                rate, cpu = done.updates_per_s, done.cpu_ms_per_update
-                log(f"run {r + 1}: plain {rate:.0f}/s, {cpu:.2f} ms")
+                rate, cpu, seconds = done.updates_per_s, done.cpu_ms_per_update, done.seconds
             else:
-                burst = session.backlog(count)
+                burst = session.backlog(counts[system])
                 out.fedstream.append(burst)
-                rate, cpu = burst.updates_per_s, burst.cpu_ms_per_update
-                log(f"run {r + 1}: fedstream {rate:.0f}/s, {cpu:.2f} ms")
+                rate, cpu, seconds = burst.updates_per_s, burst.cpu_ms_per_update, burst.visible_s
+            log(f"run {r + 1}: {system} {rate:.0f}/s, {cpu:.2f} ms, {seconds:.0f} s")
+            counts[system] = run_size(rate, a["seconds"], window, a["min_updates"])
 
 
 def measure(args: argparse.Namespace) -> Measured:
@@ -140,6 +146,13 @@ def measure(args: argparse.Namespace) -> Measured:
         out.latency = session.paced(n, out.offered_per_s)
         out.job_rss_mb, out.checkpoint_bytes = session.rss_mb(), session.checkpoint_bytes()
     return out
+
+
+def run_seconds(m: Measured) -> str:
+    """The measured run lengths, "plain / fedstream" medians (runs are sized, not timed)."""
+    plain = spread([p.seconds for p in m.plain]).median
+    fed = spread([b.visible_s for b in m.fedstream]).median
+    return f"{plain:.0f} / {fed:.0f}"
 
 
 def summary(m: Measured) -> dict[str, Any]:
@@ -212,7 +225,7 @@ def markdown(m: Measured, s: dict[str, Any]) -> str:
             f"{s['checkpoint_bytes_per_param_byte']:.2f} times the parameter bytes",
             "",
             f"Command: `python -m bench.throughput {' '.join(a['argv'])}`; "
-            f"each run about {a['seconds']} s; "
+            f"runs of {run_seconds(m)} s (median plain, fedstream); "
             f"checkpoints every {a['checkpoint_interval_ms']} ms; {machine()}.",
             "",
         ]
