@@ -67,6 +67,13 @@ def add_scaled(
     return scratch
 
 
+def _check_factors(**factors: float) -> None:
+    """Refuse a weight, scale or multiplier that is negative or not finite (by name)."""
+    for name, value in factors.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and >= 0; got {value}")
+
+
 class Accumulator:
     """Tally of the updates absorbed by the open window (FedAsync's whole buffer)."""
 
@@ -140,17 +147,18 @@ class Accumulator:
         without copying (the clipped update still counts `weight` in the normaliser).
         The delta is read, never kept by reference.
         """
-        if not (math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"weight must be finite and >= 0; got {weight}")
-        if not (math.isfinite(scale) and scale >= 0):
-            raise ValueError(f"scale must be finite and >= 0; got {scale}")
-        if delta.shape != (self._num_params,) or delta.dtype != np.float32:
-            raise ValueError(
-                f"delta must be float32 of shape ({self._num_params},); got "
-                f"{delta.dtype} {delta.shape}"
-            )
+        _check_factors(weight=weight, scale=scale)
+        self._check_vector("delta", delta)
         self._add_delta(delta, float(weight), float(scale))
         self._tally([update_id], [device_id], staleness, int(num_samples), float(weight), now)
+
+    def _check_vector(self, name: str, vector: FloatVector) -> None:
+        """Refuse a vector that is not float32 of this window's shape."""
+        if vector.shape != (self._num_params,) or vector.dtype != np.float32:
+            raise ValueError(
+                f"{name} must be float32 of shape ({self._num_params},); got "
+                f"{vector.dtype} {vector.shape}"
+            )
 
     def _tally(
         self,
@@ -351,15 +359,8 @@ class RunningSumAccumulator(DeltaAccumulator):
         (a shard's partial for one base version, `partial_window.py`), as if they had
         been added one by one with the weights that sum to `weight`: one params-sized
         pass for the whole group, by linearity. `now` is the group's first arrival."""
-        if not (math.isfinite(multiplier) and multiplier >= 0):
-            raise ValueError(f"multiplier must be finite and >= 0; got {multiplier}")
-        if not (math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"weight must be finite and >= 0; got {weight}")
-        if weighted_sum.shape != (self._num_params,) or weighted_sum.dtype != np.float32:
-            raise ValueError(
-                f"weighted_sum must be float32 of shape ({self._num_params},); got "
-                f"{weighted_sum.dtype} {weighted_sum.shape}"
-            )
+        _check_factors(multiplier=multiplier, weight=weight)
+        self._check_vector("weighted_sum", weighted_sum)
         if not update_ids or len(device_ids) != len(update_ids):
             raise ValueError("a group needs update ids, and one device id per update id")
         self._add_delta(weighted_sum, float(multiplier), 1.0)
