@@ -205,13 +205,13 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
         with self._profile:
-            state, models = self._load()
+            state, models, stored = self._load()
             outputs = self._gate.on_timer(state, timestamp / 1000.0)
-            rows = self._save(state, models, outputs, ctx, None)
+            rows = self._save(state, models, stored, outputs, ctx, None)
         yield from rows
 
     def _process(self, value: Row, ctx: Any) -> list[Row]:
-        state, models = self._load()
+        state, models, stored = self._load()
         envelope = _envelope(value)
         now = ctx.timer_service().current_processing_time() / 1000.0
         try:
@@ -227,11 +227,10 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
         if value[1] == KIND_DEVICE and state.entry is not None:
             e = state.entry
             self._entry.update((e.device_id, e.key_id, e.public_key, e.active))
-        return self._save(
-            state, models, outputs, ctx, value[0] if value[1] == KIND_UPDATE else None
-        )
+        model_id = value[0] if value[1] == KIND_UPDATE else None
+        return self._save(state, models, stored, outputs, ctx, model_id)
 
-    def _load(self) -> tuple[DeviceState, dict[tuple[str, int, int], str]]:
+    def _load(self) -> tuple[DeviceState, dict[tuple[str, int, int], str], tuple[bool, bool]]:
         """The device's state; `models` maps a waiting update's coordinates to its model."""
         from fedstream.schemas.update_signing import RegisteredKey
 
@@ -241,15 +240,18 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
         pending = [Envelope(v, t, p, o) for v, t, p, o, _ in waiting]
         models = {(t, p, o): m for _, t, p, o, m in waiting}
         deadline = self._deadline.value()
-        # what `_save` must clear (a registered device's updates wait for nothing: two
-        # JVM calls per update saved)
-        self._stored = (bool(waiting), deadline is not None)
-        return DeviceState(entry, pending, None if deadline is None else deadline / 1000.0), models
+        # `stored`: whether pending updates and a deadline are held, i.e. what `_save` may
+        # have to clear (a registered device's updates wait for nothing: two JVM calls per
+        # update saved)
+        stored = (bool(waiting), deadline is not None)
+        seconds = None if deadline is None else deadline / 1000.0
+        return DeviceState(entry, pending, seconds), models, stored
 
     def _save(
         self,
         state: DeviceState,
         models: dict[tuple[str, int, int], str],
+        stored: tuple[bool, bool],
         outputs: list[Passed | Output],
         ctx: Any,
         model_id: str | None,
@@ -261,7 +263,7 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
             (e.value, e.topic, e.partition, e.offset, models[_coordinates(e)])
             for e in state.pending
         ]
-        had_pending, had_deadline = self._stored
+        had_pending, had_deadline = stored
         if waiting:
             self._pending.update(waiting)
         elif had_pending:
