@@ -152,6 +152,24 @@ def plan_unauthenticated(p: Plan, dlq: int) -> None:
         p.reject(feed.raw(value, partition=dlq), "UNAUTHENTICATED")
 
 
+def plan_header_damage(p: Plan, dlq: int) -> None:
+    """Updates whose first fields (what the JVM's pre-route reads to key an update) are
+    damaged or out of bounds: each must reach the Python route and its exact dead letter,
+    never a model or a crash."""
+    good = update_bytes("dlq", "hx", delta(5))
+    at = good.index(b"\x06dlq")  # the model id: Avro length 3 (zig-zag 6), then UTF-8
+    cases = {
+        good[:at] + b"\x06\xffl\xfe" + good[at + 4 :]: "UNDECODABLE",  # not UTF-8
+        good[:at] + b"\x01" + good[at + 1 :]: "UNDECODABLE",  # negative length
+        good[:at] + b"\x80" * 11: "UNDECODABLE",  # a varint that never ends
+        good[: at + 2]: "UNDECODABLE",  # truncated inside the model id
+        update_bytes("", "he", delta(5)): "BAD_FIELD",  # empty model id
+        update_bytes("dlq", "hd", delta(5), device_id="d" * 257): "BAD_FIELD",  # too long
+    }
+    for value, reason in cases.items():
+        p.reject(p.feed.raw(value, partition=dlq), reason)
+
+
 def plan() -> Plan:
     p = Plan()
     feed = p.feed
@@ -180,6 +198,7 @@ def plan() -> Plan:
     dlq = feed.partition_of("dlq")
     p.reject(feed.raw(garbage(), partition=dlq), "UNDECODABLE")
     p.reject(feed.raw(update_bytes("dlq", "x", delta(1))[:-9], partition=dlq), "UNDECODABLE")
+    plan_header_damage(p, dlq)
     p.reject(feed.raw(unknown_schema(), partition=dlq), "UNKNOWN_SCHEMA")
     p.reject(feed.raw(registration_bytes("other", ONNX), partition=dlq), "WRONG_RECORD_TYPE")
     p.reject(feed.raw(update_bytes("dlq", "y", delta(2)), CONTROL_TOPIC, dlq), "WRONG_RECORD_TYPE")

@@ -11,9 +11,11 @@ keep each model's newest complete release; a dead letter its model id (none when
 record named no model). PyFlink's sink takes keys only through Java serialization
 schemas: `io.fedstream.flink.RowBytes` and `ModelPartitioner` (jobs/java, built by
 `make jars`). The splits by kind and the keying run in the JVM too (`RowKindFilter`,
-`KeyedBytes`, `KeyByField`): an update crosses into Python three times (route, the device
-gate, the aggregate operator) instead of eleven (once for every Python lambda in between),
-and no union task receives every update only to drop it.
+`KeyedBytes`, `KeyByField`), and so does routing the common records (`UpdateRouter`: a
+well-formed update or device key is keyed from its first Avro strings; anything else goes
+to the Python route, which writes its dead letter): an update crosses into Python twice
+(the device gate, the aggregate operator) instead of eleven times (once for every Python
+lambda in between), and no union task receives every update only to drop it.
 
 The source is the Kafka connector's table source in `raw` format, converted to a DataStream:
 it is the same KafkaSource underneath, and it also hands over each record's topic, partition
@@ -208,6 +210,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         KIND_DEVICE,
         KIND_REGISTRATION,
         KIND_UPDATE,
+        RAW,
         ROUTED,
         AggregateFunction,
         DeviceGateFunction,
@@ -218,8 +221,10 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     limits = config.limits.input_limits()
     # a dead letter's value must leave room for the Kafka record batch around it
     dlq_bytes = config.topics.dlq_max_message_bytes - _BATCH_OVERHEAD
+    pre_routed = _pre_route(rows, config.topics, limits.max_id_length)
     routed = (
-        rows.map(
+        _kinds(pre_routed, 1, (RAW,), "raw", "not pre-routed")
+        .map(
             RouteFunction(
                 config.topics.updates,
                 config.topics.control,
@@ -245,14 +250,17 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     )
     # Before anything else, every update meets its device's registry entry (keyed by
     # device_id) and goes on only if it is authentic (README.md, "Signed updates").
-    # Splitting by kind and keying happen in the JVM (`_kinds`, `_key_by`): an update
-    # crosses into Python only in route, the gate and the aggregate operator.
+    # Routing, splitting by kind and keying happen in the JVM (`_pre_route`, `_kinds`,
+    # `_key_by`): an update crosses into Python only in the gate and the aggregate
+    # operator. Updates and device keys both come from the pre-route, so a device's key
+    # and its updates reach the gate in the order they were read.
     # Every split is applied on its branch before any union, so it chains into the task
     # that produced the row: a union (or an operator after one) is a task of its own that
     # every update would be serialized to, only to be dropped.
     gated = (
         _key_by(
             6,
+            _kinds(pre_routed, 1, (KIND_UPDATE, KIND_DEVICE), "pre-routed", "pre-routed"),
             _kinds(
                 routed, 1, (KIND_UPDATE, KIND_DEVICE), "updates-and-devices", "updates and keys"
             ),
@@ -295,6 +303,37 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         _kinds(emitted, 0, ("release",), "rejected", "rejected", keep=False), 2, 1
     )
     return releases, rejected.union(*dead_on_arrival)
+
+
+def _pre_route(rows: DataStream, topics: Any, max_id_bytes: int) -> DataStream:
+    """ROUTED rows from INPUT_ROW rows, in the JVM (`io.fedstream.flink.UpdateRouter`): a
+    well-formed update (device key) is keyed from its header and first Avro strings without
+    crossing into Python; every other record leaves as kind RAW for the Python route.
+    Stateless."""
+    gateway = get_gateway()
+    router = gateway.jvm.io.fedstream.flink.UpdateRouter(
+        topics.updates,
+        _leading_strings("GradientUpdate", ("update_id", "device_id", "model_id")),
+        topics.devices,
+        _leading_strings("DeviceKey", ("device_id",)),
+        max_id_bytes,
+    )
+    return DataStream(rows._j_data_stream.map(router).uid("pre-route").name("key updates"))
+
+
+def _leading_strings(record: str, names: tuple[str, ...]) -> str:
+    """The writer fingerprints (16 hex digits, comma-separated) of every version of
+    `record`, current and historical, whose first fields are the strings `names`: the
+    versions whose ids the JVM's pre-route may read."""
+    from fedstream.schemas import default_registry
+
+    registry = default_registry()
+    wanted = [(name, "string") for name in names]
+    return ",".join(
+        f"{entry.fingerprint:016x}"
+        for entry in [registry.get(record), *registry.history(record)]
+        if [(f["name"], f["type"]) for f in entry.schema["fields"][: len(names)]] == wanted
+    )
 
 
 def _kinds(

@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 
 KIND_UPDATE, KIND_REGISTRATION, KIND_DEAD = "update", "registration", "dead"
 KIND_DEVICE = "device"
+#: a record the JVM's pre-route (`io.fedstream.flink.UpdateRouter`) left to `RouteFunction`
+RAW = "raw"
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 #: (model_id, kind, value, topic, partition, offset, device_id): the routed input of the
@@ -111,7 +113,9 @@ def silence_warnings() -> None:
 
 
 class RouteFunction(MapFunction):  # type: ignore[misc]
-    """Kafka row (value, topic, partition, offset) -> ROUTED row; undecodable -> "dead"."""
+    """A RAW row (ROUTED: a Kafka record the JVM's pre-route did not key) -> ROUTED row of
+    its kind; undecodable -> "dead". Well-formed updates never come here: the pre-route
+    keys them from their first fields (aggregation_job `_pre_route`)."""
 
     def __init__(
         self,
@@ -140,7 +144,7 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
             return self._route(value)
 
     def _route(self, value: Row) -> Row:
-        envelope = Envelope(bytes(value[0] or b""), value[1], int(value[2]), int(value[3]))
+        envelope = _envelope(value)
         if envelope.topic == self._devices:
             device_id, dead = route_device_key(envelope, self._limits, self._dlq_max_bytes)
             if dead is not None:
@@ -169,7 +173,7 @@ def _routed_row(model_id: str, kind: str, envelope: Envelope, device_id: str) ->
 
 def _envelope(row: Row) -> Envelope:
     """The input record a ROUTED row carries."""
-    return Envelope(bytes(row[2]), row[3], int(row[4]), int(row[5]))
+    return Envelope(bytes(row[2] or b""), row[3], int(row[4]), int(row[5]))
 
 
 class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
