@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
@@ -41,6 +41,7 @@ __all__ = [
     "fragment_problem",
     "fragment_statement",
     "is_fragment",
+    "iter_fragments",
     "split_record",
 ]
 
@@ -120,10 +121,20 @@ def split_record(
 ) -> list[dict[str, Any]]:
     """`value` (a whole encoded record) as RecordFragment records of at most
     `max_data_bytes` of data each, in order, every one signed by `key`."""
+    return list(
+        iter_fragments(
+            value, record_id=record_id, signer=signer, key=key, max_data_bytes=max_data_bytes
+        )
+    )
+
+
+def iter_fragments(
+    value: bytes, *, record_id: str, signer: str, key: ReleaseSigner, max_data_bytes: int
+) -> Iterator[dict[str, Any]]:
+    """`split_record` one fragment at a time: a sender holds one piece's copy at once."""
     count = fragment_count(len(value), max_data_bytes)
     whole = hashlib.sha256(value).digest()
     view = memoryview(value)
-    fragments = []
     for index in range(count):
         fragment: dict[str, Any] = {
             "record_id": record_id,
@@ -136,8 +147,7 @@ def split_record(
             "data": bytes(view[index * max_data_bytes : (index + 1) * max_data_bytes]),
         }
         fragment["signature"] = key.sign(fragment_statement(fragment))
-        fragments.append(fragment)
-    return fragments
+        yield fragment
 
 
 def is_fragment(value: bytes) -> bool:
