@@ -41,12 +41,7 @@ from fedstream.edge.errors import (
     TopicNotFoundError,
 )
 from fedstream.schemas import encode
-from fedstream.schemas.fragments import (
-    FRAGMENT,
-    fragment_count,
-    fragment_overhead,
-    iter_fragments,
-)
+from fedstream.schemas.fragments import FRAGMENT, fragment_plan, iter_fragments
 from fedstream.schemas.signing import ReleaseSigner
 
 __all__ = ["RECORD_OVERHEAD", "Delivery", "RecordProducer", "topic_max_message_bytes"]
@@ -242,8 +237,13 @@ class RecordProducer:
                 size=len(value),
                 limit=limit,
             )
-        room = limit - len(key) - fragment_overhead(record_id, signer, signing_key.key_id)
-        count = fragment_count(len(value), room) if room > 0 else self.config.max_fragments + 1
+        room, count = fragment_plan(
+            len(value),
+            limit - len(key),
+            record_id=record_id,
+            signer=signer,
+            key_id=signing_key.key_id,
+        )
         if count > self.config.max_fragments:
             raise PayloadTooLargeError(
                 f"record of {len(value)} bytes would need {count} fragments of at most "

@@ -38,6 +38,7 @@ __all__ = [
     "FRAGMENT_DOMAIN",
     "fragment_count",
     "fragment_overhead",
+    "fragment_plan",
     "fragment_problem",
     "fragment_statement",
     "is_fragment",
@@ -114,6 +115,18 @@ def fragment_count(total_bytes: int, max_data_bytes: int) -> int:
     if max_data_bytes <= 0:
         raise EncodeError(f"max_data_bytes must be > 0, got {max_data_bytes}")
     return max(1, -(-total_bytes // max_data_bytes))
+
+
+def fragment_plan(
+    total_bytes: int, room: int, *, record_id: str, signer: str, key_id: str
+) -> tuple[int, int]:
+    """(data bytes per fragment, fragments) for a record of `total_bytes` sent in
+    fragments of at most `room` encoded bytes each (the topic's limit less the key and
+    framing); the count is above any bound when not even an empty fragment fits."""
+    data = room - fragment_overhead(record_id, signer, key_id)
+    if data <= 0:
+        return 0, 2**31
+    return data, fragment_count(total_bytes, data)
 
 
 def split_record(
