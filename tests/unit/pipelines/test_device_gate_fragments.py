@@ -15,7 +15,7 @@ import numpy as np
 
 from fedstream.pipelines.device_gate import DeviceGate, DeviceState, Passed
 from fedstream.pipelines.limits import InputLimits
-from fedstream.pipelines.model_process import Envelope, Output
+from fedstream.pipelines.model_process import Envelope, Output, dead_letter
 from fedstream.pipelines.reassembly import DictFragmentStore
 from fedstream.schemas import decode, encode
 from fedstream.schemas.fragments import FRAGMENT, fragment_statement, split_record
@@ -124,3 +124,11 @@ def test_limits_apply_to_the_declared_size() -> None:
     gate.on_device_key(state, Envelope(device_key_bytes("frag-d"), DEVICES_TOPIC, 0, 0))
     out = gate.on_fragment(state, fragments(big_update("frag-d"), "frag-d")[0], DictFragmentStore())
     assert "max_record_bytes" in letter(out[0])["detail"] and state.assembly is None
+
+
+def test_a_dead_letter_of_a_40_mb_record_fits_the_dlq() -> None:
+    whole = Envelope(b"\xc3\x01" + bytes(40 * 2**20), UPDATES_TOPIC, 0, 7)
+    output = dead_letter(whole, "UNAUTHENTICATED", "x" * 5000, max_bytes=17 * 2**20 - 1024)
+    assert len(output.value) <= 17 * 2**20 - 1024
+    record = decode(output.value).record
+    assert record["original_truncated"] and record["original_size"] == len(whole.value)
