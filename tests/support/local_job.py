@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
-from fedstream.pipelines.admission import admit_registration
+from fedstream.pipelines.admission import admit_registration, take_registration_fragment
 from fedstream.pipelines.device_gate import DeviceGate, DeviceState, Passed, route_device_key
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
@@ -35,7 +35,9 @@ from fedstream.pipelines.model_process import (
     contain,
     route,
 )
+from fedstream.pipelines.reassembly import Assembly, DictFragmentStore
 from fedstream.pipelines.sequence_window import DEFAULT_WIDTH, DictWindowStore
+from fedstream.schemas.fragments import is_fragment
 from fedstream.schemas.signing import TrustedKeys
 from tests.support.devices import DEVICES_TOPIC
 from tests.support.records import CONTROL_TOPIC, UPDATES_TOPIC
@@ -79,6 +81,10 @@ class InMemoryJob:
     devices: dict[str, DeviceState] = field(default_factory=dict)
     #: the envelope of the last record sent
     last: Envelope | None = None
+    #: fragments of large records waiting for the rest, per (topic, signer)
+    fragments: dict[tuple[str, str], DictFragmentStore] = field(default_factory=dict)
+    #: each owner's registration being assembled (the registry operator's state)
+    assemblies: dict[str, Assembly | None] = field(default_factory=dict)
     _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     # -- input ------------------------------------------------------------------------
@@ -104,30 +110,59 @@ class InMemoryJob:
             return self._emit([routed.dead])
         model_id = routed.model_id
         assert model_id is not None
+        if is_fragment(value):
+            return self._fragment(envelope, routed.device_id, now)
         if topic == self.control_topic:
-            verdict = admit_registration(
-                envelope,
-                model_id,
-                known=model_id in self.registered,
-                known_owner=self.model_owners.get(model_id),
-                registered=len(self.registered),
-                limits=self.limits,
-                owner_keys=self.owner_keys,
-                dlq_max_bytes=self.dlq_max_bytes,
-            )
-            if verdict.dead is not None:
-                return self._emit([verdict.dead])
-            if verdict.claims_slot:
-                self.registered.add(model_id)
-                if verdict.owner is not None:
-                    self.model_owners[model_id] = verdict.owner
-        if topic == self.control_topic:
-            process = self.process(model_id)
-            return self._run(model_id, process, lambda: process.on_registration(envelope), envelope)
+            return self._registration(envelope, model_id)
         if self.gate is not None:
             state = self.devices.setdefault(routed.device_id, DeviceState())
             return self._gated(self.gate.on_update(state, envelope, now), now)
         return self._update(envelope, now)
+
+    def _fragment(self, envelope: Envelope, signer: str, now: float) -> list[Output]:
+        """A piece of a large record: a registration's goes to its owner's assembly (the
+        registry's state), an update's to its device's gate (the gate is required)."""
+        store = self.fragments.setdefault((envelope.topic, signer), DictFragmentStore())
+        if envelope.topic == self.updates_topic:
+            assert self.gate is not None, "fragmented updates need the device gate"
+            state = self.devices.setdefault(signer, DeviceState())
+            return self._gated(self.gate.on_fragment(state, envelope, store), now)
+        taken, routed = take_registration_fragment(
+            self.assemblies.get(signer),
+            envelope,
+            self.owner_keys,
+            store,
+            self.limits,
+            self.dlq_max_bytes,
+        )
+        self.assemblies[signer] = taken.assembly
+        out = self._emit(taken.letters)
+        if taken.whole is None or routed is None:
+            return out
+        if routed.dead is not None:
+            return out + self._emit([routed.dead])
+        return out + self._registration(taken.whole, routed.model_id or "")
+
+    def _registration(self, envelope: Envelope, model_id: str) -> list[Output]:
+        """The registry's admission, then the model's own registration step."""
+        verdict = admit_registration(
+            envelope,
+            model_id,
+            known=model_id in self.registered,
+            known_owner=self.model_owners.get(model_id),
+            registered=len(self.registered),
+            limits=self.limits,
+            owner_keys=self.owner_keys,
+            dlq_max_bytes=self.dlq_max_bytes,
+        )
+        if verdict.dead is not None:
+            return self._emit([verdict.dead])
+        if verdict.claims_slot:
+            self.registered.add(model_id)
+            if verdict.owner is not None:
+                self.model_owners[model_id] = verdict.owner
+        process = self.process(model_id)
+        return self._run(model_id, process, lambda: process.on_registration(envelope), envelope)
 
     def _update(self, envelope: Envelope, now: float) -> list[Output]:
         model_id = route(envelope, self.updates_topic, self.control_topic, self.limits).model_id

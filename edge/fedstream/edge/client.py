@@ -181,9 +181,11 @@ class EdgeClient:
         """Send a ModelRegistration to the control topic (the job then releases version 0),
         signed with `config.owner_key_file` when there is one (the job requires it by default).
 
-        Registering is idempotent only for identical bytes; a different registration for an
-        existing model_id is dead-lettered by the job (BAD_REGISTRATION, or OWNER_MISMATCH
-        from another owner's key).
+        A registration larger than the control topic takes (a large model's template and
+        initial weights) goes out in fragments signed by the owner's key (the Delivery is
+        the last one's). Registering is idempotent only for identical bytes; a different
+        registration for an existing model_id is dead-lettered by the job
+        (BAD_REGISTRATION, or OWNER_MISMATCH from another owner's key).
         """
         if registration["model_id"] != self.model_id:
             raise ValueError(
@@ -193,7 +195,15 @@ class EdgeClient:
         record = registration if owner is None else sign_registration(registration, owner)
         value = encode("ModelRegistration", record)
         key = registration_key(self.model_id)  # the control topic is compacted by model
-        return self._producer_().send(self.config.control_topic, value, key)
+        # larger than the topic takes (a large model's weights): fragments signed by the owner
+        return self._producer_().send_record(
+            self.config.control_topic,
+            value,
+            key,
+            record_id=self.model_id,
+            signer=owner.key_id if owner else "",
+            signing_key=owner,
+        )
 
     def send_update(
         self,
@@ -206,6 +216,8 @@ class EdgeClient:
         """Compress, encode and produce `delta` = w_local - w_base (one flat vector in the
         registration's parameter order) trained from release `base_version`.
 
+        An update larger than the topic takes (a large model) goes out in fragments signed
+        by the device's key (`RecordProducer.send_record`; `delivery` is the last one's).
         Returns once the broker acknowledged it. On any error nothing advances (round
         counter, error-feedback residual), so calling again re-sends the same update id.
         """
@@ -235,8 +247,14 @@ class EdgeClient:
         value = encode("GradientUpdate", record)
         self.stats.attempt(self.model_id, round_index)
         try:
-            delivery = self._producer_().send(
-                self.config.updates_topic, value, self.model_id.encode()
+            # larger than the topic takes (a large model): fragments signed by the device
+            delivery = self._producer_().send_record(
+                self.config.updates_topic,
+                value,
+                self.model_id.encode(),
+                record_id=update_id,
+                signer=self.device_id,
+                signing_key=self.config.device_signer,
             )
         except Exception:
             self.stats.send_failed(self.model_id, round_index)

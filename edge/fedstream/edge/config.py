@@ -65,6 +65,10 @@ class EdgeConfig:
     snappy do); None disables it. Float deltas compress little, Avro framing does."""
     max_request_size: int = DEFAULT_MAX_MESSAGE_BYTES
     """Largest record the producer sends; the topic's own limit is checked too."""
+    max_fragments: int = 1024
+    """Most fragments one record may be sent in when it is larger than its topic takes
+    (a large model's update or registration; the job's limits.max_fragments); beyond,
+    `PayloadTooLargeError`."""
     max_fetch_bytes: int = DEFAULT_MAX_MESSAGE_BYTES + 65536
     """Largest release record the consumer must be able to fetch (models topic limit)."""
     client_id: str | None = None
@@ -105,8 +109,8 @@ class EdgeConfig:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if self.compression_type not in (None, "gzip", "lz4", "snappy", "zstd"):
             raise ValueError(f"unknown compression_type {self.compression_type!r}")
-        if self.max_request_size <= 0 or self.max_fetch_bytes <= 0:
-            raise ValueError("max_request_size and max_fetch_bytes must be > 0")
+        if self.max_request_size <= 0 or self.max_fetch_bytes <= 0 or self.max_fragments <= 0:
+            raise ValueError("max_request_size, max_fetch_bytes and max_fragments must be > 0")
         object.__setattr__(self, "owner_signer", _signer("owner_key_file", self.owner_key_file))
         object.__setattr__(self, "device_signer", _signer("device_key_file", self.device_key_file))
 

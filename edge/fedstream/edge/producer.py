@@ -19,6 +19,10 @@ Settings and why:
   ``max_request_size`` and the topic's ``max.message.bytes`` (read once from the broker),
   so an oversized update fails at once with `PayloadTooLargeError` naming both numbers,
   instead of as an opaque broker error after the retries.
+* A record larger than that (a large model's update or registration) is sent in signed
+  fragments (`send_record`, `fedstream.schemas.fragments`): same key, so one partition and
+  in order; the job puts it back together. Only more than `max_fragments` pieces, or no
+  key to sign them with, is `PayloadTooLargeError`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from fedstream.edge.errors import (
     PayloadTooLargeError,
     TopicNotFoundError,
 )
+from fedstream.schemas import encode
+from fedstream.schemas.fragments import FRAGMENT, fragment_plan, iter_fragments
+from fedstream.schemas.signing import ReleaseSigner
 
 __all__ = ["RECORD_OVERHEAD", "Delivery", "RecordProducer", "topic_max_message_bytes"]
 
@@ -200,6 +207,61 @@ class RecordProducer:
         except errors.KafkaError as error:
             raise DeliveryError(f"broker refused the record for {topic!r}: {error}") from error
         return Delivery(meta.topic, meta.partition, meta.offset)
+
+    def send_record(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        *,
+        record_id: str,
+        signer: str,
+        signing_key: ReleaseSigner | None,
+    ) -> Delivery:
+        """Send a whole encoded record: as it is when it fits `topic`, else in fragments
+        signed by `signing_key` (`signer` names it: the device id of an update, the
+        owner key id of a registration), one acknowledged send after another.
+
+        Returns the Delivery of the record, or of its last fragment: the job acts on the
+        record once that one is in. A failed fragment raises like `send`; sending the
+        record again starts over from fragment 0 (the job drops the incomplete one).
+        """
+        limit = self.limit(topic)
+        if len(value) + len(key) <= limit:
+            return self.send(topic, value, key)
+        if signing_key is None:
+            raise PayloadTooLargeError(
+                f"record of {len(value)} bytes exceeds the limit of {limit} bytes for topic "
+                f"{topic!r}, and fragments must be signed: configure a key "
+                "(EdgeConfig.device_key_file for updates, owner_key_file for registrations)",
+                size=len(value),
+                limit=limit,
+            )
+        room, count = fragment_plan(
+            len(value),
+            limit - len(key),
+            record_id=record_id,
+            signer=signer,
+            key_id=signing_key.key_id,
+        )
+        if count > self.config.max_fragments:
+            raise PayloadTooLargeError(
+                f"record of {len(value)} bytes would need {count} fragments of at most "
+                f"{room} bytes for topic {topic!r}, more than max_fragments "
+                f"{self.config.max_fragments}: compress it or raise the topic's limit",
+                size=len(value),
+                limit=limit * self.config.max_fragments,
+            )
+        log.debug("sending %d bytes to %s in %d fragments", len(value), topic, count)
+        pieces = iter_fragments(
+            value, record_id=record_id, signer=signer, key=signing_key, max_data_bytes=room
+        )
+        delivery = None
+        for fragment in pieces:
+            delivery = self.send(topic, encode(FRAGMENT, fragment), key)
+            log.debug("fragment %d/%d of %s acknowledged", fragment["index"] + 1, count, record_id)
+        assert delivery is not None  # there is always at least one fragment
+        return delivery
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._producer.close(timeout=timeout_s)

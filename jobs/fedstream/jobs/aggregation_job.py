@@ -395,6 +395,7 @@ def _device_gate(config: JobConfig, dlq_bytes: int) -> Any:
         grace_seconds=trust.registration_grace_ms / 1000.0,
         max_pending=trust.max_pending_per_device,
         dlq_max_bytes=dlq_bytes,
+        limits=config.limits.input_limits(),
     )
 
 

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[3]
 JOB_FILE = Path(__file__).resolve().parent / "aggregation_job.py"
+#: Bytes a Kafka record batch adds around one record's key and value, generously.
+_RECORD_FRAMING = 1024
 
 
 def _config(args: argparse.Namespace) -> JobConfig:
@@ -113,27 +115,53 @@ def cmd_register(args: argparse.Namespace) -> int:
     value = registration_bytes(
         args.model_id, args.onnx.read_bytes(), names, _aggregation(args), owner
     )
-    if len(value) > config.topics.updates_max_message_bytes:
-        print(
-            f"registration is {len(value)} bytes, over the control topic's limit", file=sys.stderr
-        )
+    key = registration_key(args.model_id)
+    values = _registration_values(config, value, key, args.model_id, owner)
+    if isinstance(values, str):
+        print(values, file=sys.stderr)
         return 1
     producer = kafka_client(
         KafkaProducer,
         config,
         what="registration producer",
         acks="all",
-        max_request_size=len(value) + 65536,
+        max_request_size=config.topics.updates_max_message_bytes + 65536,
     )
     try:
-        # keyed by model id: the control topic is compacted (fedstream.schemas.keys)
-        producer.send(config.topics.control, value, key=registration_key(args.model_id)).get(
-            timeout=30
-        )
+        # keyed by model id: the control topic is compacted (fedstream.schemas.keys); in
+        # order, one acknowledged record after another
+        for piece in values:
+            producer.send(config.topics.control, piece, key=key).get(timeout=60)
     finally:
         producer.close()
-    print(f"registered {args.model_id!r} ({len(value)} bytes) on {config.topics.control}")
+    pieces = f", in {len(values)} fragments" if len(values) > 1 else ""
+    print(f"registered {args.model_id!r} ({len(value)} bytes{pieces}) on {config.topics.control}")
     return 0
+
+
+def _registration_values(
+    config: JobConfig, value: bytes, key: bytes, model_id: str, owner: ReleaseSigner | None
+) -> list[bytes] | str:
+    """The records that carry the encoded registration `value`: itself when it fits the
+    control topic, else its fragments signed by `owner` (`fedstream.schemas.fragments`);
+    or why it cannot be sent."""
+    from fedstream.schemas import encode
+    from fedstream.schemas.fragments import FRAGMENT, fragment_plan, iter_fragments
+
+    room = config.topics.updates_max_message_bytes - _RECORD_FRAMING - len(key)
+    if len(value) <= room:
+        return [value]
+    if owner is None:
+        return f"registration is {len(value)} bytes, over the control topic's limit (unsigned)"
+    signer = owner.key_id
+    data, count = fragment_plan(len(value), room, record_id=model_id, signer=signer, key_id=signer)
+    if count > config.limits.max_fragments:
+        limit = config.limits.max_fragments
+        return f"registration of {len(value)} bytes needs {count} fragments (limit {limit})"
+    pieces = iter_fragments(
+        value, record_id=model_id, signer=signer, key=owner, max_data_bytes=data
+    )
+    return [encode(FRAGMENT, piece) for piece in pieces]
 
 
 def _job_args(args: argparse.Namespace) -> list[str]:

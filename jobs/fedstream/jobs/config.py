@@ -195,6 +195,10 @@ class LimitsConfig:
     max_devices_per_model: int = 100_000
     # an update's sequence must be in [0, this]
     max_sequence: int = 10**15
+    # bytes of a whole record sent in fragments (an update or registration of a large model)
+    max_record_bytes: int = 256 * 1024 * 1024
+    # fragments of one such record
+    max_fragments: int = 1024
 
     def __post_init__(self) -> None:
         self.input_limits()  # validates

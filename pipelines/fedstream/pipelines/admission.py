@@ -12,11 +12,22 @@ learn anything about the job's models, nor take a slot), then ownership of an ex
 model id, then the model limit for a new one. A registration that does not decode or does
 not check (`RegisteredModel.from_bytes`) passes on without a slot, and the model refuses
 it with the precise reason (BAD_REGISTRATION).
+
+A registration too large for one Kafka record (a large model's template and initial
+weights) comes in signed fragments (`fedstream.schemas.fragments`);
+`take_registration_fragment` verifies each against the owner keys the job trusts before
+storing it (one assembly in flight per owner key, `reassembly.Reassembler`) and hands the
+whole registration to the checks above. Fragments need owner keys: with unsigned
+registrations allowed there is no key to verify a fragment with, so they are refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
@@ -24,13 +35,16 @@ from fedstream.pipelines.model_process import (
     Envelope,
     Output,
     RegisteredModel,
+    Routed,
     dead_letter,
+    route,
 )
+from fedstream.pipelines.reassembly import Assembly, FragmentStore, Reassembler, Taken
 from fedstream.schemas import CodecError, decode
 from fedstream.schemas.registration_signing import verify_registration
 from fedstream.schemas.signing import SignatureError, TrustedKeys
 
-__all__ = ["Admission", "admit_registration"]
+__all__ = ["Admission", "admit_registration", "take_registration_fragment"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +108,32 @@ def admit_registration(
             "MODEL_LIMIT", f"the job already holds {registered} models (limits.max_models)"
         )
     return Admission(claims_slot=True, owner=owner)
+
+
+def take_registration_fragment(
+    current: Assembly | None,
+    envelope: Envelope,
+    owner_keys: TrustedKeys | None,
+    store: FragmentStore,
+    limits: InputLimits,
+    dlq_max_bytes: int | None = None,
+) -> tuple[Taken, Routed | None]:
+    """Take a piece of a large registration into its owner's assembly `current`; with
+    the last piece, also the whole registration routed as if it had come in one record
+    (its model id, or its dead letter)."""
+
+    def key_for(fragment: Mapping[str, Any]) -> Ed25519PublicKey | str:
+        signer, key_id = fragment["signer"], fragment["key_id"]
+        if owner_keys is None:
+            return "a fragmented registration needs [trust] owner_keys to be verified"
+        if signer != key_id:
+            return f"signer {signer!r} of a registration must be its owner key id {key_id!r}"
+        key = owner_keys.keys.get(str(key_id))
+        if key is None:
+            return f"signed by unknown owner key {key_id!r} (trusted: {owner_keys.key_ids})"
+        return key
+
+    taken = Reassembler(limits, "model_id", dlq_max_bytes).take(current, envelope, key_for, store)
+    if taken.whole is None:
+        return taken, None
+    return taken, route(taken.whole, "", taken.whole.topic, limits, dlq_max_bytes)

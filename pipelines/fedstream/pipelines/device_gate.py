@@ -17,14 +17,29 @@ a REVOKED entry, an unsigned update, or one beyond `max_pending` is refused at o
 bounds the wait (one timer per unknown device) and the state (`max_pending` updates per
 device id seen in the last `grace_seconds`). Operators should still register a device
 before it starts sending; the grace only absorbs the reordering between the two topics.
+
+**Fragments.** An update too large for one Kafka record comes as signed `RecordFragment`s
+(`fedstream.schemas.fragments`), keyed here by their signer. Each is verified against the
+device's entry before a byte of it is stored (`reassembly.Reassembler`: one assembly in
+flight per device, in order, bounded by `limits`); the whole update then takes the path of
+any update (`_decide`). A fragment of a device with no usable entry is refused at once
+(UNAUTHENTICATED), it does not wait for the entry like a whole update: waiting would keep
+up to a record's worth of unverified bytes per claimed device id, which anyone able to
+write the topic could claim. The SDK reports the refusal in the dead letters; the device
+sends again once registered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstream.pipelines.limits import InputLimits
-from fedstream.pipelines.model_process import Envelope, Output, dead_letter
+from fedstream.pipelines.model_process import Envelope, Output, dead_letter, route
+from fedstream.pipelines.reassembly import Assembly, FragmentStore, Reassembler
 from fedstream.schemas import CodecError, decode
 from fedstream.schemas.update_signing import RegisteredKey, RegistryEntryError, verify_update
 
@@ -39,6 +54,9 @@ class Passed:
     """An authentic update (or an unsigned one a legacy fleet allows), on to its model."""
 
     envelope: Envelope
+    #: its model, when the gate read it (an update assembled from fragments); else the
+    #: caller knows it from routing
+    model_id: str | None = None
 
 
 @dataclass
@@ -49,6 +67,8 @@ class DeviceState:
     pending: list[Envelope] = field(default_factory=list)
     #: when the waiting updates are refused (seconds of processing time); None: none wait
     deadline: float | None = None
+    #: the update being assembled from fragments, if any (its data is in a FragmentStore)
+    assembly: Assembly | None = None
 
 
 def route_device_key(
@@ -74,6 +94,7 @@ class DeviceGate:
     grace_seconds: float = 10.0
     max_pending: int = 16
     dlq_max_bytes: int | None = None
+    limits: InputLimits = field(default_factory=InputLimits)
 
     def on_device_key(self, state: DeviceState, envelope: Envelope) -> list[Passed | Output]:
         """A registry record: the device's entry from now on; waiting updates are decided."""
@@ -98,6 +119,43 @@ class DeviceGate:
                 state.deadline = now + self.grace_seconds
             return []
         return [self._decide(state, envelope)]
+
+    def on_fragment(
+        self, state: DeviceState, envelope: Envelope, store: FragmentStore
+    ) -> list[Passed | Output]:
+        """A piece of a large update: verified, then kept (`store`) or refused; the last
+        piece passes the whole update through `_decide` like any update."""
+        taken = Reassembler(self.limits, "update_id", self.dlq_max_bytes).take(
+            state.assembly, envelope, lambda fragment: self._fragment_key(state, fragment), store
+        )
+        state.assembly = taken.assembly
+        outputs: list[Passed | Output] = list(taken.letters)
+        if taken.whole is not None:
+            whole = taken.whole
+            routed = route(whole, whole.topic, "", self.limits, self.dlq_max_bytes)
+            if routed.dead is not None:
+                outputs.append(routed.dead)
+            else:
+                decided = self._decide(state, whole)
+                if isinstance(decided, Passed):
+                    decided = Passed(whole, routed.model_id)
+                outputs.append(decided)
+        return outputs
+
+    @staticmethod
+    def _fragment_key(state: DeviceState, fragment: Mapping[str, Any]) -> Ed25519PublicKey | str:
+        """The device's key to verify a fragment with, or why there is none."""
+        device, key_id = fragment["signer"], fragment["key_id"]
+        entry = state.entry
+        if entry is None:
+            return f"device {device!r} is not registered (a fragment does not wait for it)"
+        if entry.device_id != device:
+            return f"the registry entry is for {entry.device_id!r}, not device {device!r}"
+        if not entry.active:
+            return f"key {entry.key_id} of device {device!r} is revoked"
+        if key_id != entry.key_id:
+            return f"key {key_id!r} is not the registered key of device {device!r}"
+        return Ed25519PublicKey.from_public_bytes(entry.public_key)
 
     def on_timer(self, state: DeviceState, now: float) -> list[Passed | Output]:
         """The grace is over: the updates still waiting are refused (no entry came)."""

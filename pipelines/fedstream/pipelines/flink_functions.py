@@ -44,7 +44,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, MapFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from fedstream.pipelines.admission import admit_registration
+from fedstream.pipelines.admission import admit_registration, take_registration_fragment
 from fedstream.pipelines.aggregator import Aggregator
 from fedstream.pipelines.device_gate import DeviceGate, DeviceState, Passed, route_device_key
 from fedstream.pipelines.job_metrics import ModelMetrics
@@ -57,10 +57,13 @@ from fedstream.pipelines.model_process import (
     Output,
     RegisteredModel,
     contain,
+    dead_letter,
     route,
 )
 from fedstream.pipelines.profiling import OperatorProfile
+from fedstream.pipelines.reassembly import Assembly
 from fedstream.pipelines.sequence_window import DEFAULT_WIDTH, check_width
+from fedstream.schemas.fragments import is_fragment
 from fedstream.schemas.signing import TrustedKeys
 
 if TYPE_CHECKING:
@@ -196,6 +199,15 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
             ValueStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
         )
         self._deadline = runtime_context.get_state(ValueStateDescriptor("deadline", Types.LONG()))
+        # a large update in fragments: what fragment 0 declared, and each piece's data
+        self._assembly = runtime_context.get_state(
+            ValueStateDescriptor("fragment_assembly", Types.PICKLED_BYTE_ARRAY())
+        )
+        self._pieces = FlinkFragmentStore(
+            runtime_context.get_map_state(
+                MapStateDescriptor("fragments", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+            )
+        )
         self._metrics = ModelMetrics(runtime_context.get_metrics_group())
         self._profile = OperatorProfile("device_gate")
 
@@ -222,6 +234,8 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
             with np.errstate(all="ignore"):
                 if value[1] == KIND_DEVICE:
                     outputs = self._gate.on_device_key(state, envelope)
+                elif is_fragment(envelope.value):
+                    outputs = self._on_fragment(state, envelope)
                 else:
                     models[_coordinates(envelope)] = value[0]
                     outputs = self._gate.on_update(state, envelope, now)
@@ -233,6 +247,18 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
             self._entry.update((e.device_id, e.key_id, e.public_key, e.active))
         model_id = value[0] if value[1] == KIND_UPDATE else None
         return self._save(state, models, stored, outputs, ctx, model_id)
+
+    def _on_fragment(self, state: DeviceState, envelope: Envelope) -> list[Passed | Output]:
+        """A piece of a large update: its assembly is read and written here only (a
+        whole update costs no state access for it)."""
+        raw = self._assembly.value()
+        state.assembly = None if raw is None else Assembly.from_state(raw)
+        outputs = self._gate.on_fragment(state, envelope, self._pieces)
+        if state.assembly is not None:
+            self._assembly.update(state.assembly.to_state())
+        elif raw is not None:
+            self._assembly.clear()
+        return outputs
 
     def _load(self) -> tuple[DeviceState, dict[tuple[str, int, int], str], tuple[bool, bool]]:
         """The device's state; `models` maps a waiting update's coordinates to its model."""
@@ -283,7 +309,7 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
         for output in outputs:
             if isinstance(output, Passed):
                 e = output.envelope
-                model = models.get(_coordinates(e), "")
+                model = output.model_id or models.get(_coordinates(e), "")
                 rows.append(_routed_row(model, KIND_UPDATE, e, ""))
             else:
                 named = output.key.decode(errors="replace") or model_id  # the letter's model
@@ -294,6 +320,30 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
 
 def _coordinates(envelope: Envelope) -> tuple[str, int, int]:
     return envelope.topic, envelope.partition, envelope.offset
+
+
+class FlinkFragmentStore:
+    """`reassembly.FragmentStore` over a Flink MapState (str -> data) of the current key:
+    each fragment's data is written once, under `prefix` + its index (the registry keeps
+    every owner's pieces under its one key, one prefix per owner). Without a prefix the
+    key holds one signer's pieces only, and `clear` clears the whole map."""
+
+    def __init__(self, state: Any, prefix: str = "") -> None:
+        self._state = state
+        self._prefix = prefix
+
+    def put(self, index: int, data: bytes) -> None:
+        self._state.put(f"{self._prefix}{index}", data)
+
+    def get(self, index: int) -> bytes:
+        return bytes(self._state.get(f"{self._prefix}{index}"))
+
+    def clear(self, count: int) -> None:
+        if not self._prefix:
+            self._state.clear()
+            return
+        for index in range(count):
+            self._state.remove(f"{self._prefix}{index}")
 
 
 class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
@@ -328,11 +378,60 @@ class RegistryFunction(KeyedProcessFunction):  # type: ignore[misc]
             MapStateDescriptor("model_owners", Types.STRING(), Types.STRING())
         )
         self._count = runtime_context.get_state(ValueStateDescriptor("model_count", Types.LONG()))
+        # large registrations in fragments: per owner key id, what its fragment 0 declared
+        # and (under "<owner>#<index>") each piece's data
+        self._assemblies = runtime_context.get_map_state(
+            MapStateDescriptor("fragment_assemblies", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+        )
+        self._pieces = runtime_context.get_map_state(
+            MapStateDescriptor("fragments", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+        )
         self._metrics = ModelMetrics(runtime_context.get_metrics_group())
+
+    def _fragment(
+        self, envelope: Envelope, owner: str
+    ) -> tuple[tuple[str, Envelope, Row] | None, list[Row]]:
+        """A piece of a large registration, under its claimed owner's assembly: the whole
+        registration (model id, envelope, ROUTED row) once it is complete, and the dead
+        rows of what was refused or dropped. Contained: a failure is this record's
+        INTERNAL dead letter, and the owner's assembly state stays as it was."""
+        raw = self._assemblies.get(owner)
+        current = None if raw is None else Assembly.from_state(raw)
+        store = FlinkFragmentStore(self._pieces, f"{owner}#")
+        try:
+            with np.errstate(all="ignore"):
+                taken, routed = take_registration_fragment(
+                    current, envelope, self._owner_keys, store, self._limits, self._dlq_max_bytes
+                )
+        except Exception as error:  # contained: this record only
+            detail = f"{type(error).__name__}: {error}"
+            letter = dead_letter(envelope, "INTERNAL", detail, max_bytes=self._dlq_max_bytes)
+            return None, self._dead([letter])
+        if taken.assembly is not None:
+            self._assemblies.put(owner, taken.assembly.to_state())
+        elif raw is not None:
+            self._assemblies.remove(owner)
+        letters = [*taken.letters, *([routed.dead] if routed and routed.dead else [])]
+        if taken.whole is None or routed is None or routed.dead is not None:
+            return None, self._dead(letters)
+        model_id = routed.model_id or ""
+        row = _routed_row(model_id, KIND_REGISTRATION, taken.whole, "")
+        return (model_id, taken.whole, row), self._dead(letters)
+
+    def _dead(self, letters: list[Output]) -> list[Row]:
+        for letter in letters:
+            self._metrics.refused(letter.key.decode(errors="replace") or None, letter.reason)
+        return [Row("", KIND_DEAD, letter.value, "", 0, 0, "") for letter in letters]
 
     def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
         model_id = value[0]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
+        if is_fragment(envelope.value):
+            whole, dead = self._fragment(envelope, value[6])
+            yield from dead
+            if whole is None:
+                return
+            model_id, envelope, value = whole
         count = self._count.value() or 0
         known = bool(self._models.contains(model_id))
         verdict = admit_registration(

@@ -24,7 +24,14 @@ The defaults are generous for real fleets and tight for the types:
   is 8 + runtime.sequence_window / 8 bytes (136 at the default 1024) plus its device id,
   so one model's windows stay below about 40 MB (`sequence_window.py`);
 - `sequence` in [0, 10**15]: a device sending 1,000 updates a second needs 30,000 years
-  to reach it, and every sequence difference stays far inside an int64.
+  to reach it, and every sequence difference stays far inside an int64;
+- a fragmented record (`fedstream.schemas.fragments`: an update or registration too large
+  for one Kafka record) of at most `max_record_bytes` (256 MiB: a 10M-parameter model's
+  40 MB update six times over, and a registration with its template and initial weights)
+  in at most `max_fragments` pieces (1,024): both are checked at a record's first
+  fragment, from what it declares, before anything is stored, so one device's assembly
+  in flight never holds more than `max_record_bytes` of job state, and a record cut into
+  tiny pieces cannot make the job keep thousands of state entries for it.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ _INT_LIMITS = (
     "max_models",
     "max_devices_per_model",
     "max_sequence",
+    "max_record_bytes",
+    "max_fragments",
 )
 
 
@@ -56,6 +65,8 @@ class InputLimits:
     max_models: int = 1_000
     max_devices_per_model: int = 100_000
     max_sequence: int = 10**15
+    max_record_bytes: int = 256 * 1024 * 1024
+    max_fragments: int = 1024
 
     def __post_init__(self) -> None:
         for name in _INT_LIMITS:

@@ -65,6 +65,7 @@ from fedstream.schemas import (
     release_key,
     unpack,
 )
+from fedstream.schemas.fragments import FRAGMENT, is_fragment
 
 if TYPE_CHECKING:
     from fedstream.schemas.signing import ReleaseSigner
@@ -148,7 +149,8 @@ class Routed:
 
     model_id: str | None
     dead: Output | None
-    #: an update's claimed device (the job's device gate is keyed by it); "" otherwise
+    #: an update's claimed device (the job's device gate is keyed by it), a fragment's
+    #: signer (a registration fragment's: its owner key id); "" otherwise
     device_id: str = ""
 
 
@@ -178,6 +180,8 @@ def route(
     expected = UPDATE if envelope.topic == updates_topic else REGISTRATION
     if envelope.topic not in (updates_topic, control_topic):
         return dead("OTHER", f"unexpected topic {envelope.topic}")
+    if is_fragment(envelope.value):
+        return _route_fragment(envelope, expected == UPDATE, limits, dlq_max_bytes)
     try:
         decoded = decode(envelope.value, expected=expected)
     except CodecError as error:
@@ -195,6 +199,24 @@ def route(
         )
         return Routed(None, letter)
     return Routed(model_id, None, device_id if expected == UPDATE else "")
+
+
+def _route_fragment(
+    envelope: Envelope, update: bool, limits: InputLimits, dlq_max_bytes: int | None
+) -> Routed:
+    """A piece of a large record (`fedstream.schemas.fragments`): an update's goes to its
+    signer's device gate (device_id = signer; its model is known once it is whole), a
+    registration's to the registry under its model id (record_id). Both ids are state
+    keys, so both are bounded like any id."""
+    try:
+        record = decode(envelope.value, expected=FRAGMENT).record
+    except CodecError as error:
+        return Routed(None, dead_letter(envelope, error, max_bytes=dlq_max_bytes))
+    record_id, signer = str(record["record_id"]), str(record["signer"])
+    problem = limits.id_problem("record_id", record_id) or limits.id_problem("signer", signer)
+    if problem is not None:
+        return Routed(None, dead_letter(envelope, "BAD_FIELD", problem, max_bytes=dlq_max_bytes))
+    return Routed("" if update else record_id, None, signer)
 
 
 def readable_model_id(value: bytes) -> str | None:

@@ -122,6 +122,20 @@ def make_device_key(status: str = "ACTIVE") -> dict[str, Any]:
     }
 
 
+def make_fragment() -> dict[str, Any]:
+    return {
+        "record_id": "upd-1",
+        "signer": "cam-17",
+        "key_id": "0123456789abcdef",
+        "index": 1,
+        "count": 3,
+        "total_bytes": 2**33,
+        "whole_sha256": bytes(range(32)),
+        "data": b"\xc3\x01piece",
+        "signature": bytes(64),
+    }
+
+
 def all_samples() -> dict[str, tuple[str, dict[str, Any]]]:
     """label -> (record name, record) covering every record type and tensor encoding."""
     samples: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -133,6 +147,7 @@ def all_samples() -> dict[str, tuple[str, dict[str, Any]]]:
     samples["dead-letter"] = ("DeadLetter", dict(make_dead_letter()))
     samples["device-key"] = ("DeviceKey", make_device_key())
     samples["device-key-revoked"] = ("DeviceKey", make_device_key("REVOKED"))
+    samples["fragment"] = ("RecordFragment", make_fragment())
     return samples
 
 

@@ -27,6 +27,7 @@ EXPECTED_RECORDS = (
     "GradientUpdate",
     "ModelRegistration",
     "ModelRelease",
+    "RecordFragment",
 )
 
 
