@@ -19,19 +19,36 @@ import numpy.typing as npt
 from fedstream.jobs.devices import InMemoryDevices
 from fedstream.jobs.registration import registration_bytes
 from fedstream.schemas import pack
+from fedstream.schemas.fragments import encoded_fragments
 from fedstream.schemas.signing import ReleaseSigner
 
 __all__ = [
     "DEVICES",
+    "RECORD_ROOM",
     "BenchFleet",
     "bench_delta",
     "model_shape",
     "onnx_model",
+    "record_values",
     "registration_value",
 ]
 
 #: How many devices the benchmark's updates come from (each registered, each signing).
 DEVICES = 16
+#: The most bytes of one record the benchmark sends (the topics take 16 MiB, less framing
+#: and key): a larger update or registration goes in signed fragments, as the SDK sends it.
+RECORD_ROOM = 16 * 1024 * 1024 - 4096
+
+
+def record_values(value: bytes, record_id: str, signer: str, key: ReleaseSigner) -> list[bytes]:
+    """The Kafka values that carry the encoded record `value`: itself when it fits one
+    record, else its fragments signed by `key` (`fedstream.schemas.fragments`)."""
+    if len(value) <= RECORD_ROOM:
+        return [value]
+    _count, pieces = encoded_fragments(
+        value, RECORD_ROOM, record_id=record_id, signer=signer, key=key
+    )
+    return list(pieces)
 
 
 class BenchFleet:
@@ -48,6 +65,14 @@ class BenchFleet:
             (f"device-{i}", self.identities.key_bytes(f"device-{i}", created_at=now))
             for i in range(DEVICES)
         ]
+
+    def records(
+        self, model_id: str, update_id: str, index: int, base: int, delta: npt.NDArray[np.float32]
+    ) -> list[bytes]:
+        """`update` as the Kafka values that carry it (fragments when it is too large)."""
+        device = f"device-{index % DEVICES}"
+        value = self.update(model_id, update_id, index, base, delta)
+        return record_values(value, update_id, device, self.identities.signer(device))
 
     def update(
         self, model_id: str, update_id: str, index: int, base: int, delta: npt.NDArray[np.float32]

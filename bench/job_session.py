@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from kafka import KafkaProducer
 
-from bench.bench_fleet import BenchFleet, bench_delta, registration_value
+from bench.bench_fleet import BenchFleet, bench_delta, record_values, registration_value
 from bench.job_profile import ThreadCpu, group_rss_mb
 from bench.kafka_stack import BenchKafka, signing_keys
 from bench.plain_aggregator import MAX_BYTES, big_record_consumer
@@ -153,15 +153,16 @@ class JobSession:
     work: Path
     bursts: int = 0
 
-    def _values(self, n: int) -> Iterator[tuple[str, bytes]]:
-        """(update_id, value) of n fresh updates based on the newest version."""
+    def _values(self, n: int) -> Iterator[tuple[str, list[bytes]]]:
+        """(update_id, its Kafka values) of n fresh updates based on the newest version."""
         base, self.bursts = self.watcher.newest_version(self.model_id), self.bursts + 1
         for i in range(n):
             update_id = f"b{self.bursts}-{i}"
-            yield update_id, self.fleet.update(self.model_id, update_id, i, base, self.delta)
+            yield update_id, self.fleet.records(self.model_id, update_id, i, base, self.delta)
 
-    def _send(self, producer: KafkaProducer, value: bytes) -> None:
-        producer.send(self.topic, value, key=self.model_id.encode(), partition=0)
+    def _send(self, producer: KafkaProducer, values: list[bytes]) -> None:
+        for value in values:
+            producer.send(self.topic, value, key=self.model_id.encode(), partition=0)
 
     def backlog(self, n: int) -> Burst:
         """n updates committed in one transaction; timed from the commit."""
@@ -265,7 +266,8 @@ def _register(session: JobSession, owner_key: Path, params: int) -> None:
         session.producer.send(config.topics.devices, value, key=device_id.encode())
     owner = load_signing_key(owner_key)
     value = registration_value(session.model_id, params, session.window, owner)
-    session.producer.send(config.topics.control, value, key=registration_key(session.model_id))
+    for piece in record_values(value, session.model_id, owner.key_id, owner):
+        session.producer.send(config.topics.control, piece, key=registration_key(session.model_id))
     session.producer.flush()
     deadline = time.monotonic() + 180
     while session.watcher.count() < 1:

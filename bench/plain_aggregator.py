@@ -20,6 +20,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from bench.kafka_stack import BenchKafka
 from fedstream.schemas import decode, unpack
+from fedstream.schemas.fragments import FRAGMENT, is_fragment
 
 __all__ = ["MAX_BYTES", "PlainRun", "big_record_consumer", "make_topic", "plain_run"]
 
@@ -77,13 +78,30 @@ def _producer(kafka: BenchKafka) -> KafkaProducer:
     return KafkaProducer(**kafka.client_kwargs(), acks="all", max_request_size=MAX_BYTES)
 
 
-def _fill(kafka: BenchKafka, topic: str, value: bytes, count: int) -> None:
-    """The backlog: `count` copies of one signed update (the aggregator checks none)."""
+def _fill(kafka: BenchKafka, topic: str, values: list[bytes], count: int) -> None:
+    """The backlog: `count` copies of one signed update, as the Kafka values that carry it
+    (its fragments when it is larger than a record); the aggregator checks no signature."""
     producer = _producer(kafka)
     for _ in range(count):
-        producer.send(topic, value)
+        for value in values:
+            producer.send(topic, value)
     producer.flush()
     producer.close()
+
+
+def _whole(value: bytes, pieces: list[bytes]) -> bytes | None:
+    """The update a consumed value completes: itself, or (a fragment) the joined data of
+    the fragments so far once the last one is in; None while fragments are missing. A
+    user's loop has to put large updates back together too; it need not verify them."""
+    if not is_fragment(value):
+        return value
+    fragment = decode(value, expected=FRAGMENT).record
+    pieces.append(fragment["data"])
+    if fragment["index"] + 1 < fragment["count"]:
+        return None
+    whole = b"".join(pieces)
+    pieces.clear()
+    return whole
 
 
 def _drain(
@@ -93,25 +111,39 @@ def _drain(
     model = np.zeros(params, dtype=np.float32)
     total = np.zeros(params, dtype=np.float32)
     seen = 0
+    pieces: list[bytes] = []
     for message in consumer:
-        record = decode(message.value, expected="GradientUpdate").record
+        value = _whole(message.value, pieces)
+        if value is None:
+            continue
+        record = decode(value, expected="GradientUpdate").record
         total += unpack(record["delta"], expected_shape=[params], require_finite=True)
         seen += 1
         if seen % k == 0:
             model += total / k
             total[:] = 0
-            producer.send(models, model.tobytes())
+            _publish(producer, models, model.tobytes())
         if seen == count:
             break
     producer.flush()
     return seen
 
 
-def plain_run(kafka: BenchKafka, value: bytes, params: int, count: int, window: int) -> PlainRun:
-    """Fill a fresh topic with `count` updates, then time the aggregator draining it."""
+def _publish(producer: KafkaProducer, topic: str, model: bytes) -> None:
+    """The model's bytes, in records that fit the topic (fedstream chunks its releases)."""
+    room = MAX_BYTES - 4096
+    for start in range(0, len(model), room):
+        producer.send(topic, model[start : start + room])
+
+
+def plain_run(
+    kafka: BenchKafka, values: list[bytes], params: int, count: int, window: int
+) -> PlainRun:
+    """Fill a fresh topic with `count` updates (each carried by `values`), then time the
+    aggregator draining it."""
     updates, models = make_topic(kafka), make_topic(kafka)
     try:
-        _fill(kafka, updates, value, count)
+        _fill(kafka, updates, values, count)
         consumer = big_record_consumer(kafka, updates, consumer_timeout_ms=30000)
         producer = _producer(kafka)
         cpu, start = time.process_time(), time.perf_counter()

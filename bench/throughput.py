@@ -110,13 +110,13 @@ def alternate(session: JobSession, out: Measured, runs: int, count: int) -> None
     follows its own measured rate, so every run after its first lasts about `--seconds`."""
     a = out.args
     params, window = a["params"], a["window"]
-    plain_value = session.fleet.update("plain", "plain", 0, 0, session.delta)
+    plain_values = session.fleet.records("plain", "plain", 0, 0, session.delta)
     counts = {"plain": count, "fedstream": count}
     for r in range(runs):
         order = ("plain", "fedstream") if r % 2 == 0 else ("fedstream", "plain")
         for system in order:
             if system == "plain":
-                done = plain_run(session.kafka, plain_value, params, counts[system], window)
+                done = plain_run(session.kafka, plain_values, params, counts[system], window)
                 out.plain.append(done)
                 rate, cpu, seconds = done.updates_per_s, done.cpu_ms_per_update, done.seconds
             else:

@@ -40,8 +40,7 @@ from fedstream.edge.errors import (
     PayloadTooLargeError,
     TopicNotFoundError,
 )
-from fedstream.schemas import encode
-from fedstream.schemas.fragments import FRAGMENT, fragment_plan, iter_fragments
+from fedstream.schemas.fragments import encoded_fragments
 from fedstream.schemas.signing import ReleaseSigner
 
 __all__ = ["RECORD_OVERHEAD", "Delivery", "RecordProducer", "topic_max_message_bytes"]
@@ -237,29 +236,22 @@ class RecordProducer:
                 size=len(value),
                 limit=limit,
             )
-        room, count = fragment_plan(
-            len(value),
-            limit - len(key),
-            record_id=record_id,
-            signer=signer,
-            key_id=signing_key.key_id,
+        count, pieces = encoded_fragments(
+            value, limit - len(key), record_id=record_id, signer=signer, key=signing_key
         )
         if count > self.config.max_fragments:
             raise PayloadTooLargeError(
-                f"record of {len(value)} bytes would need {count} fragments of at most "
-                f"{room} bytes for topic {topic!r}, more than max_fragments "
-                f"{self.config.max_fragments}: compress it or raise the topic's limit",
+                f"record of {len(value)} bytes would need {count} fragments for topic "
+                f"{topic!r}, more than max_fragments {self.config.max_fragments}: compress "
+                "it or raise the topic's limit",
                 size=len(value),
                 limit=limit * self.config.max_fragments,
             )
         log.debug("sending %d bytes to %s in %d fragments", len(value), topic, count)
-        pieces = iter_fragments(
-            value, record_id=record_id, signer=signer, key=signing_key, max_data_bytes=room
-        )
         delivery = None
-        for fragment in pieces:
-            delivery = self.send(topic, encode(FRAGMENT, fragment), key)
-            log.debug("fragment %d/%d of %s acknowledged", fragment["index"] + 1, count, record_id)
+        for index, piece in enumerate(pieces):
+            delivery = self.send(topic, piece, key)
+            log.debug("fragment %d/%d of %s acknowledged", index + 1, count, record_id)
         assert delivery is not None  # there is always at least one fragment
         return delivery
 

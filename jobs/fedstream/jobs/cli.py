@@ -145,23 +145,20 @@ def _registration_values(
     """The records that carry the encoded registration `value`: itself when it fits the
     control topic, else its fragments signed by `owner` (`fedstream.schemas.fragments`);
     or why it cannot be sent."""
-    from fedstream.schemas import encode
-    from fedstream.schemas.fragments import FRAGMENT, fragment_plan, iter_fragments
+    from fedstream.schemas.fragments import encoded_fragments
 
     room = config.topics.updates_max_message_bytes - _RECORD_FRAMING - len(key)
     if len(value) <= room:
         return [value]
     if owner is None:
         return f"registration is {len(value)} bytes, over the control topic's limit (unsigned)"
-    signer = owner.key_id
-    data, count = fragment_plan(len(value), room, record_id=model_id, signer=signer, key_id=signer)
+    count, pieces = encoded_fragments(
+        value, room, record_id=model_id, signer=owner.key_id, key=owner
+    )
     if count > config.limits.max_fragments:
         limit = config.limits.max_fragments
         return f"registration of {len(value)} bytes needs {count} fragments (limit {limit})"
-    pieces = iter_fragments(
-        value, record_id=model_id, signer=signer, key=owner, max_data_bytes=data
-    )
-    return [encode(FRAGMENT, piece) for piece in pieces]
+    return list(pieces)
 
 
 def _job_args(args: argparse.Namespace) -> list[str]:

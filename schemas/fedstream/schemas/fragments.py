@@ -163,6 +163,21 @@ def iter_fragments(
         yield fragment
 
 
+def encoded_fragments(
+    value: bytes, room: int, *, record_id: str, signer: str, key: ReleaseSigner
+) -> tuple[int, Iterator[bytes]]:
+    """(count, the encoded RecordFragment values, lazily) that carry `value` in records
+    of at most `room` bytes each (`fragment_plan`). Callers check `count` against their
+    bound before taking the first value (it is above any bound when nothing fits)."""
+    data, count = fragment_plan(
+        len(value), room, record_id=record_id, signer=signer, key_id=key.key_id
+    )
+    pieces = iter_fragments(
+        value, record_id=record_id, signer=signer, key=key, max_data_bytes=max(data, 1)
+    )
+    return count, (encode(FRAGMENT, piece) for piece in pieces)
+
+
 def is_fragment(value: bytes) -> bool:
     """Whether `value` is a single-object RecordFragment (by its writer fingerprint)."""
     try:
