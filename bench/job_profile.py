@@ -37,7 +37,10 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 # (thread-name prefix, group): /proc's comm keeps the first 15 characters of the name.
 _GROUPS = (
     ("Source Data Fet", "Kafka source fetcher"),
-    ("Source:", "source task: Kafka records -> route (Python) -> keyed shuffle"),
+    (
+        "Source:",
+        "source task: Kafka records -> route (JVM; Python for the rare record) -> keyed shuffle",
+    ),
     ("aggregate", "aggregate task (Python) -> release sink"),
     ("verify device", "device gate task (Python: verify signatures) -> keyed shuffle"),
     ("dlq-", "dead-letter sink task"),

@@ -21,8 +21,10 @@ from pyflink.java_gateway import get_gateway
 from pyflink.util.java_utils import add_jars_to_context_class_loader
 
 from fedstream.jobs.aggregation_job import _leading_strings
+from fedstream.jobs.devices import InMemoryDevices
 from fedstream.jobs.runtime import jar_url, job_jars
-from fedstream.schemas import HEADER_SIZE, default_registry, encode
+from fedstream.schemas import HEADER_SIZE, decode, default_registry, encode
+from fedstream.schemas.fragments import FRAGMENT, encoded_fragments
 from tests.support.devices import device_key_bytes
 from tests.support.records import update_record
 
@@ -47,6 +49,7 @@ def router() -> Any:
     return get_gateway().jvm.io.fedstream.flink.UpdateRouter(
         UPDATES,
         _leading_strings("GradientUpdate", ("update_id", "device_id", "model_id")),
+        _leading_strings("RecordFragment", ("record_id", "signer")),
         DEVICES,
         _leading_strings("DeviceKey", ("device_id",)),
         MAX_ID,
@@ -125,3 +128,19 @@ def test_device_keys_are_keyed_by_their_device_id(router: Any) -> None:
     value = device_key_bytes("device-7")
     assert keys(router, value, DEVICES) == ("device", "", "device-7")
     assert keys(router, value, UPDATES) == ("raw", "", "")
+
+
+def test_fragments_of_large_updates_are_keyed_by_their_signer(router: Any) -> None:
+    """A fragment goes to its signer's gate, which verifies it and puts the update back
+    together; one with an empty or too long signer or record id goes to the Python route."""
+    key = InMemoryDevices().signer("device-3")
+    _count, pieces = encoded_fragments(
+        bytes(3000), 1000, record_id="u-1", signer="device-3", key=key
+    )
+    first = next(pieces)
+    assert keys(router, first) == ("update", "", "device-3")
+    assert keys(router, first, CONTROL) == ("raw", "", "")
+    record = decode(first, expected=FRAGMENT).record
+    for record_id, signer in (("", "device-3"), ("u-1", ""), ("u" * (MAX_ID + 1), "d")):
+        bad = encode(FRAGMENT, {**record, "record_id": record_id, "signer": signer})
+        assert keys(router, bad) == ("raw", "", ""), (record_id, signer)

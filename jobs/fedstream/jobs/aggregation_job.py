@@ -314,6 +314,7 @@ def _pre_route(rows: DataStream, topics: Any, max_id_bytes: int) -> DataStream:
     router = gateway.jvm.io.fedstream.flink.UpdateRouter(
         topics.updates,
         _leading_strings("GradientUpdate", ("update_id", "device_id", "model_id")),
+        _leading_strings("RecordFragment", ("record_id", "signer")),
         topics.devices,
         _leading_strings("DeviceKey", ("device_id",)),
         max_id_bytes,

@@ -23,7 +23,8 @@ import org.apache.flink.types.Row;
  * only needs its {@code model_id} and {@code device_id} to be keyed; they are the second and
  * third fields of every GradientUpdate schema version (after {@code update_id}), so this reads
  * the single-object header and three Avro strings, and nothing of the delta. A device key (a
- * DeviceKey registry record) is keyed by its first field, {@code device_id}. A record on the
+ * DeviceKey registry record) is keyed by its first field, {@code device_id}, and a fragment of
+ * a large update (RecordFragment) by its second, {@code signer}. A record on the
  * updates (devices) topic whose writer fingerprint is one of the given GradientUpdate
  * (DeviceKey) fingerprints, and whose ids are valid UTF-8 within {@code maxIdBytes} (model id
  * and a device key's device id non-empty), leaves as kind {@code "update"} ({@code "device"}).
@@ -50,6 +51,7 @@ public final class UpdateRouter implements MapFunction<Row, Row>, ResultTypeQuer
     private final String updatesTopic;
     private final String devicesTopic;
     private final HashSet<Long> updateFingerprints;
+    private final HashSet<Long> fragmentFingerprints;
     private final HashSet<Long> deviceFingerprints;
     private final int maxIdBytes;
 
@@ -58,6 +60,8 @@ public final class UpdateRouter implements MapFunction<Row, Row>, ResultTypeQuer
      * @param updateFingerprints the GradientUpdate writer fingerprints (unsigned, as 16 hex
      *     digits, comma-separated) whose schema starts with update_id, device_id, model_id
      *     strings
+     * @param fragmentFingerprints the RecordFragment writer fingerprints whose schema starts
+     *     with record_id, signer strings (a large update's fragment is keyed by its signer)
      * @param devicesTopic the device registry's topic
      * @param deviceFingerprints the DeviceKey writer fingerprints whose schema starts with a
      *     device_id string
@@ -66,6 +70,7 @@ public final class UpdateRouter implements MapFunction<Row, Row>, ResultTypeQuer
     public UpdateRouter(
             String updatesTopic,
             String updateFingerprints,
+            String fragmentFingerprints,
             String devicesTopic,
             String deviceFingerprints,
             int maxIdBytes) {
@@ -75,6 +80,7 @@ public final class UpdateRouter implements MapFunction<Row, Row>, ResultTypeQuer
         this.updatesTopic = updatesTopic;
         this.devicesTopic = devicesTopic;
         this.updateFingerprints = parse(updateFingerprints);
+        this.fragmentFingerprints = parse(fragmentFingerprints);
         this.deviceFingerprints = parse(deviceFingerprints);
         this.maxIdBytes = maxIdBytes;
     }
@@ -103,6 +109,10 @@ public final class UpdateRouter implements MapFunction<Row, Row>, ResultTypeQuer
             String[] ids = ids(value, updateFingerprints, 3);
             if (ids != null && !ids[2].isEmpty()) {
                 return new String[] {UPDATE, ids[2], ids[1]};
+            }
+            ids = ids(value, fragmentFingerprints, 2);
+            if (ids != null && !ids[0].isEmpty() && !ids[1].isEmpty()) {
+                return new String[] {UPDATE, "", ids[1]}; // its model is known once whole
             }
         } else if (devicesTopic.equals(topic)) {
             String[] ids = ids(value, deviceFingerprints, 1);
