@@ -41,7 +41,12 @@ from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import Envelope, Output, dead_letter, route
 from fedstream.pipelines.reassembly import Assembly, FragmentStore, Reassembler
 from fedstream.schemas import CodecError, decode
-from fedstream.schemas.update_signing import RegisteredKey, RegistryEntryError, verify_update
+from fedstream.schemas.update_signing import (
+    RegisteredKey,
+    RegistryEntryError,
+    entry_problem,
+    verify_update,
+)
 
 __all__ = ["DeviceGate", "DeviceState", "Passed", "route_device_key"]
 
@@ -145,16 +150,12 @@ class DeviceGate:
     @staticmethod
     def _fragment_key(state: DeviceState, fragment: Mapping[str, Any]) -> Ed25519PublicKey | str:
         """The device's key to verify a fragment with, or why there is none."""
-        device, key_id = fragment["signer"], fragment["key_id"]
         entry = state.entry
-        if entry is None:
-            return f"device {device!r} is not registered (a fragment does not wait for it)"
-        if entry.device_id != device:
-            return f"the registry entry is for {entry.device_id!r}, not device {device!r}"
-        if not entry.active:
-            return f"key {entry.key_id} of device {device!r} is revoked"
-        if key_id != entry.key_id:
-            return f"key {key_id!r} is not the registered key of device {device!r}"
+        problem = entry_problem(entry, str(fragment["signer"]), str(fragment["key_id"]))
+        if problem is not None:
+            waits = " (a fragment does not wait for it)" if entry is None else ""
+            return problem + waits
+        assert entry is not None
         return Ed25519PublicKey.from_public_bytes(entry.public_key)
 
     def on_timer(self, state: DeviceState, now: float) -> list[Passed | Output]:

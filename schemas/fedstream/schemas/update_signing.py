@@ -48,6 +48,7 @@ __all__ = [
     "delta_digest",
     "device_key_from_env",
     "device_key_record",
+    "entry_problem",
     "sign_update",
     "update_statement",
     "verify_update",
@@ -161,6 +162,21 @@ class RegisteredKey:
         )
 
 
+def entry_problem(entry: RegisteredKey | None, device: str, key_id: str) -> str | None:
+    """Why `device`'s registry `entry` does not vouch for its key `key_id` (no entry, an
+    entry of another device, a revoked key, another key), or None: what every signed
+    record of a device (an update, a fragment of one) is checked against first."""
+    if entry is None:
+        return f"device {device!r} is not registered"
+    if entry.device_id != device:
+        return f"the registry entry is for {entry.device_id!r}, not device {device!r}"
+    if not entry.active:
+        return f"key {entry.key_id} of device {device!r} is revoked"
+    if key_id != entry.key_id:
+        return f"key {key_id!r} is not the registered key of device {device!r}"
+    return None
+
+
 def verify_update(
     record: Mapping[str, Any], entry: RegisteredKey | None, *, allow_unsigned: bool = False
 ) -> str | None:
@@ -176,14 +192,10 @@ def verify_update(
         return None
     if signature is None or key_id is None:
         return f"update of device {device!r} is not signed"
-    if entry is None:
-        return f"device {device!r} is not registered"
-    if entry.device_id != device:
-        return f"the registry entry is for {entry.device_id!r}, not device {device!r}"
-    if not entry.active:
-        return f"key {entry.key_id} of device {device!r} is revoked"
-    if key_id != entry.key_id:
-        return f"key {key_id!r} is not the registered key of device {device!r}"
+    problem = entry_problem(entry, device, key_id)
+    if problem is not None:
+        return problem
+    assert entry is not None
     if len(signature) != _SIGNATURE_BYTES:
         return f"signature of device {device!r} has {len(signature)} bytes"
     try:
