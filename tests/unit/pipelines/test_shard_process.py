@@ -204,7 +204,7 @@ def test_a_partial_for_an_unregistered_model_is_refused_per_update() -> None:
 
 # -- equality with the unsharded core --------------------------------------------------
 def shard_of(device: str, shards: int) -> int:
-    return (murmur2(device.encode()) & 0x7FFFFFFF) % shards
+    return int(murmur2(device.encode()) & 0x7FFFFFFF) % shards
 
 
 @settings(max_examples=25, deadline=None)
