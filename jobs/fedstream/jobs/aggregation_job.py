@@ -5,6 +5,11 @@
     fl.devices ├─ route ──> (device gate) ──────> aggregate (keyed state) ─┤
     fl.control ┘   └──── undecodable, UNAUTHENTICATED ────────────────────┴─> fl.dlq (dead letters)
 
+With `runtime.model_shards` S > 1 a shard operator sits between the gate and the aggregate,
+keyed by `model_id#shard` (murmur2 of the device id mod S): it absorbs a FedBuff model's
+updates into partial windows, which the aggregate combines (`_shard`; README, "Scaling out
+one model"). S = 1 is the topology above, with the same uids and state.
+
 Every output record carries its Kafka key (`fedstream.schemas.keys`): a release chunk
 `<model_id>#<chunk_index>`, partitioned by model id, so fl.models can be compacted and
 keep each model's newest complete release; a dead letter its model id (none when the
