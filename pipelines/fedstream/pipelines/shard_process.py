@@ -95,14 +95,20 @@ class ShardProcess:
 
     # -- events -------------------------------------------------------------------------
     def on_registration(self, envelope: Envelope) -> list[Output]:
-        """Keep the first registration that decodes; the model key judges (and
-        dead-letters) registrations, so nothing is refused here."""
-        if self.registration is None:
-            try:
-                self.registration, _ = RegisteredModel.from_bytes(envelope.value)
-            except (CodecError, ValueError):
-                return []
-            self.model_id = self.registration.model_id
+        """Keep the first registration the model key accepts too: it decodes, passes
+        `RegisteredModel.from_bytes` and its template takes the initial weights (what
+        `ModelProcess.on_registration` checks before its version 0). The model key
+        dead-letters the others, so nothing is refused here."""
+        if self.registration is not None:
+            return []
+        from fedstream.pipelines.onnx_release import materialize
+
+        try:
+            model, initial = RegisteredModel.from_bytes(envelope.value)
+            materialize(model.template, model.layout.unflatten(initial))
+        except (CodecError, ValueError):  # OnnxTemplateError is a ValueError
+            return []
+        self.registration, self.model_id = model, model.model_id
         return []
 
     def on_update(self, envelope: Envelope, now: float) -> list[Output]:

@@ -172,6 +172,17 @@ def test_unknown_model_and_unsequenced_devices_go_direct_for_good() -> None:
     assert s.on_update(update("y", seq=1, device="new"), 0.0) == []  # a sequenced device
 
 
+def test_a_shard_keeps_the_first_registration_the_model_key_would_accept() -> None:
+    s = ShardProcess(2, 0.25)
+    assert s.on_registration(Envelope(b"junk", CONTROL_TOPIC, 0, 0)) == []
+    assert s.registration is None
+    s.on_registration(registration())
+    first = s.registration
+    s.on_registration(registration({"window": {"count": 9}}))  # the model key refuses it
+    assert s.registration is first and first is not None
+    assert first.config.window.count == 4
+
+
 # -- on_partial ------------------------------------------------------------------------
 def model() -> ModelProcess:
     process = ModelProcess(BIG, 64)
