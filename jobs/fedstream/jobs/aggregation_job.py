@@ -383,7 +383,8 @@ def _shard(
     JVM; `ShardFunction` absorbs updates into partial windows. Out: ROUTED rows for the
     model's key (forwarded updates, KIND_PARTIAL) and KIND_DEAD rows. The uids name S, so a
     checkpoint of another S > 1 does not restore (Flink refuses the unclaimed state)."""
-    from fedstream.pipelines.flink_functions import ROUTED, ShardFunction
+    from fedstream.pipelines.flink_functions import ROUTED
+    from fedstream.pipelines.shard_function import ShardFunction
 
     shards = config.runtime.model_shards
     jvm = get_gateway().jvm
