@@ -415,6 +415,8 @@ class _Loaded:
 
     registered: bool
     generation: int | None
+    #: the partials held for an unregistered model, as read (`ModelProcess.on_partial`)
+    held: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +473,9 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             ValueStateDescriptor("window", Types.PICKLED_BYTE_ARRAY())
         )
         self._timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
+        self._held = runtime_context.get_state(
+            ValueStateDescriptor("held_partials", Types.PICKLED_BYTE_ARRAY())
+        )
         self._generation = runtime_context.get_state(
             ValueStateDescriptor("generation", Types.LONG())
         )
@@ -521,7 +526,11 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             windows=self._windows,
             sequence_window=self._sequence_window,
         )
-        return process, _Loaded(raw is not None, generation)
+        held: tuple[bytes, ...] = ()
+        if raw is None:  # partials may wait for the registration (a model key only)
+            held = tuple(bytes(p) for p in self._held.value() or [])
+            process.held_partials = list(held)
+        return process, _Loaded(raw is not None, generation, held)
 
     def _template(
         self,
@@ -562,6 +571,11 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             self._registration.update(process.registration.to_state())
             self._registrations[model_id] = process.registration
             wrote = True
+        if tuple(process.held_partials) != loaded.held:
+            if process.held_partials:
+                self._held.update(list(process.held_partials))
+            else:
+                self._held.clear()
         after = self._mark(process)
         # A rejected update changes nothing: write back only what moved, since every write
         # of a model-sized value crosses to the JVM (and into the next checkpoint).
@@ -611,23 +625,29 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
         process, loaded = self._load(model_id)
         now = ctx.timer_service().current_processing_time() / 1000.0
-        if kind == KIND_REGISTRATION:
-            return self._run(model_id, process, loaded, ctx, envelope, process.on_registration)
+        process.partial_stalenesses = []
+        if kind == KIND_REGISTRATION:  # it folds the partials held for the model, if any
+            register = process.on_registration
+            rows = self._run(model_id, process, loaded, ctx, envelope, lambda e: register(e, now))
+            return self._count_folded(model_id, process, rows)
         if kind == KIND_PARTIAL:  # a shard's partial window: no source record of its own
-            process.partial_stalenesses = []
             fold = process.on_partial
             rows = self._run(
                 model_id, process, loaded, ctx, None, lambda _: fold(envelope.value, now)
             )
-            for staleness in process.partial_stalenesses:
-                self._metrics.absorbed(model_id, staleness)
-            return rows
+            return self._count_folded(model_id, process, rows)
         process.last_staleness = None
         rows = self._run(
             model_id, process, loaded, ctx, envelope, lambda e: process.on_update(e, now)
         )
         if process.last_staleness is not None:  # set only when the update was absorbed
             self._metrics.absorbed(model_id, process.last_staleness)
+        return rows
+
+    def _count_folded(self, model_id: str, process: ModelProcess, rows: list[Row]) -> list[Row]:
+        """Count the updates partials added to the model's window (metrics); `rows` as is."""
+        for staleness in process.partial_stalenesses:
+            self._metrics.absorbed(model_id, staleness)
         return rows
 
     def _fire(self, timestamp: int, ctx: Any) -> list[Row]:

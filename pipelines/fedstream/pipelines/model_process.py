@@ -97,6 +97,9 @@ REGISTRATION = "ModelRegistration"
 # Room for the ModelRelease fields other than the ONNX chunk and the lineage ids.
 _RELEASE_OVERHEAD = 4096
 _REGISTRATION_MAGIC = b"FSRG"
+#: Partials a model key holds while its registration is on its way (each at most
+#: `partial_window.MAX_PARTIAL_BASES` params-sized sums).
+MAX_HELD_PARTIALS = 16
 
 
 def now_ms() -> int:
@@ -411,8 +414,11 @@ class ModelProcess:
     #: for metrics: staleness of the last accepted update, fill time of the last window
     last_staleness: int | None = None
     last_fill_seconds: float | None = None
-    #: for metrics: the staleness of each update the last partial added to the window
+    #: for metrics: the staleness of each update partials added to the window (the caller
+    #: empties it before an event)
     partial_stalenesses: list[int] = field(default_factory=list)
+    #: partials (FSPW bytes) that came before the registration; the caller persists them
+    held_partials: list[bytes] = field(default_factory=list)
     #: signs every release (Ed25519, `fedstream.schemas.signing`); None: unsigned releases,
     #: which devices refuse by default (only tests of the unsigned path use that)
     signer: ReleaseSigner | None = None
@@ -461,7 +467,9 @@ class ModelProcess:
         )
 
     # -- events -----------------------------------------------------------------------
-    def on_registration(self, envelope: Envelope) -> list[Output]:
+    def on_registration(self, envelope: Envelope, now: float | None = None) -> list[Output]:
+        """Register the model and release its version 0; then fold the partials held for
+        it (`on_partial`), at clock `now` (default: the wall clock)."""
         if self.model_id is None:  # a refusal names the model whenever it can be read
             self.model_id = readable_model_id(envelope.value)
         if self.registration is not None:
@@ -484,12 +492,17 @@ class ModelProcess:
         self.registration = model
         self.aggregator = Aggregator(model.config, ModelState(initial, 0))
         try:
-            return self._release(None)
+            outputs = self._release(None)
         except ValueError as error:  # OnnxTemplateError from materialize
             # The template cannot hold the weights (e.g. a named initializer is an int
             # tensor): refuse the registration instead of failing the job on every restart.
             self.registration, self.aggregator = None, None
             return [self.refuse(envelope, "BAD_REGISTRATION", str(error))]
+        held, self.held_partials = self.held_partials, []
+        clock = time.time() if now is None else now
+        for data in held:
+            outputs += self.on_partial(data, clock)
+        return outputs
 
     def on_update(self, envelope: Envelope, now: float) -> list[Output]:
         try:
@@ -562,6 +575,11 @@ class ModelProcess:
         """Fold a shard's partial window (FSPW bytes, `shard_process.py`) into the open
         window at the model's current version, then close it if it must.
 
+        A partial that arrives before the model's registration (which reaches the shards
+        and the model key on two paths) is held, up to MAX_HELD_PARTIALS, and folded as
+        soon as the registration is in (`on_registration`); beyond that its updates are
+        refused UNKNOWN_MODEL.
+
         Base versions out of range are refused as a whole, one dead letter per update
         (STALE, FUTURE_VERSION: `shard_combine.fold_partial`); so is every update of a
         partial the model cannot take (no registration: UNKNOWN_MODEL; built for another
@@ -572,7 +590,13 @@ class ModelProcess:
         partial = PartialWindow.from_bytes(data)
         ids = [e.update_id for b in partial.base_versions for e in partial.entries(b)]
         if self.registration is None or self.aggregator is None:
-            detail = f"model {self.model_id!r} is not registered"
+            if len(self.held_partials) < MAX_HELD_PARTIALS:
+                self.held_partials = [*self.held_partials, data]
+                return []
+            detail = (
+                f"model {self.model_id!r} is not registered, and {MAX_HELD_PARTIALS} "
+                "partials already wait for its registration"
+            )
             return [self.refuse(NO_SOURCE, "UNKNOWN_MODEL", detail, update_id=u) for u in ids]
         try:
             rejections = fold_partial(self.aggregator, partial)
@@ -584,14 +608,15 @@ class ModelProcess:
         ]
         refused = {r.update_id for r in rejections}
         version = self.version
-        self.partial_stalenesses = [
+        absorbed = [
             version - b
             for b in partial.base_versions
             for e in partial.entries(b)
             if e.update_id not in refused
         ]
-        if self.partial_stalenesses:
-            self.last_staleness = max(self.partial_stalenesses)
+        self.partial_stalenesses += absorbed
+        if absorbed:
+            self.last_staleness = max(absorbed)
             if self.aggregator.should_close(now) or self._window_full():
                 outputs += self._close(now)
         return outputs

@@ -79,7 +79,11 @@ class Pipeline:
     def restore(self, snapshot: tuple[Any, Any]) -> None:
         self.shard_store.values, self.model_store.values = copy.deepcopy(snapshot)
 
-    def send(self, value: bytes, topic: str, offset: int, now_ms: int) -> list[tuple[str, bytes]]:
+    def send(
+        self, value: bytes, topic: str, offset: int, now_ms: int, *, late: bool = False
+    ) -> list[tuple[str, bytes]]:
+        """One record; `late`: a registration reaches only the shards (its path to the
+        model key lags: send it again with `to_model`)."""
         self.shard_store.now_ms = self.model_store.now_ms = now_ms
         routed = route(Envelope(value, topic, 0, offset), UPDATES_TOPIC, CONTROL_TOPIC)
         if routed.dead is not None:
@@ -92,7 +96,7 @@ class Pipeline:
             for shard in range(SHARDS):
                 self.shard_store.key = f"{model}#{shard}"
                 list(self.shard.process_element(row, FakeContext(self.shard_store)))
-            return self._to_model(row)
+            return [] if late else self._to_model(row)
         self.shard_store.key = shard_key(model, routed.device_id)
         rows = list(self.shard.process_element(row, FakeContext(self.shard_store)))
         return self._onwards(rows)
@@ -115,6 +119,11 @@ class Pipeline:
                 assert row[1] in (KIND_UPDATE, KIND_PARTIAL)
                 out += self._to_model(tuple(row))
         return out
+
+    def to_model(self, value: bytes, offset: int) -> list[tuple[str, bytes]]:
+        """A registration reaches the model key (after `send(..., late=True)`)."""
+        model = str(decode(value).record["model_id"])
+        return self._to_model((model, KIND_REGISTRATION, value, CONTROL_TOPIC, 0, offset, ""))
 
     def _to_model(self, row: tuple[Any, ...]) -> list[tuple[str, bytes]]:
         self.model_store.key = row[0]
@@ -232,3 +241,23 @@ def test_each_update_is_absorbed_once_and_partials_combine_into_releases() -> No
     assert sorted(u for ids in windows for u in ids) == [f"a{i}" for i in range(8)]
     assert all(len(ids) >= 4 for ids in windows[:-1])
     assert {shard_key("a", d) for d in DEVICES} == {"a#0", "a#1"}
+
+
+def test_partials_held_in_state_until_the_registration_reaches_the_model_key() -> None:
+    """The shards have the registration, the model key not yet: the partials wait in its
+    keyed state (read back from state: no live copies), and are folded when it comes."""
+    pipeline = Pipeline(live=0)
+    registration = registration_bytes("a", ONNX["a"], AGGREGATION["a"])
+    assert pipeline.send(registration, CONTROL_TOPIC, 0, 0, late=True) == []
+    early: list[tuple[str, bytes]] = []
+    for i in range(4):
+        delta = np.random.default_rng(i).standard_normal(15).astype(np.float32)
+        value = update_bytes("a", f"a{i}", delta, device_id=DEVICES[i], sequence=1)
+        early += pipeline.send(value, UPDATES_TOPIC, i, 10 * i)
+    early += pipeline.flush(10**6)
+    assert early == []  # held, not refused
+    assert any(name == "held_partials" for name, _ in pipeline.model_store.values)
+    releases, letters = summary(pipeline.to_model(registration, 0))
+    assert letters == [] and sorted(releases) == [("a", 0), ("a", 1)]
+    assert sorted(releases["a", 1][1]) == ["a0", "a1", "a2", "a3"]
+    assert not any(name == "held_partials" for name, _ in pipeline.model_store.values)

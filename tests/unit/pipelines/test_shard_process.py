@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2
 
 from fedstream.pipelines.limits import InputLimits
-from fedstream.pipelines.model_process import Envelope, ModelProcess, Output
+from fedstream.pipelines.model_process import MAX_HELD_PARTIALS, Envelope, ModelProcess, Output
 from fedstream.pipelines.partial_window import PartialWindow
 from fedstream.pipelines.sequence_window import DictWindowStore
 from fedstream.pipelines.shard_process import DIRECT, FORWARD, PARTIAL, ShardProcess
@@ -204,11 +204,29 @@ def test_stale_and_future_groups_become_dead_letters_naming_update_and_model() -
     assert letter["source_offset"] == -1  # no source record: its bytes stayed on the shard
 
 
-def test_a_partial_for_an_unregistered_model_is_refused_per_update() -> None:
+def test_partials_before_the_registration_are_held_then_folded() -> None:
+    """The registration reaches shards and model key on two paths: a partial that comes
+    first waits for it (up to MAX_HELD_PARTIALS), then is folded as if it came after."""
+    early = ModelProcess(BIG, 64, model_id="m")
+    s = shard()
+    sent = [update(f"u{i}", seq=i + 1, device=f"d{i}") for i in range(4)]
+    outs = [o for e in sent for o in s.on_update(e, 0.0) if o.kind == PARTIAL]
+    assert len(outs) == 2  # K / S = 2 updates each
+    assert all(early.on_partial(o.value, 0.0) == [] for o in outs)
+    assert len(early.held_partials) == 2
+    out = early.on_registration(registration(), 1.0)
+    assert early.held_partials == []
+    releases = read_releases(o.value for o in out if o.kind == "release")
+    assert sorted(releases) == [("m", 0), ("m", 1)]
+    assert sorted(releases["m", 1].lineage["update_ids"]) == ["u0", "u1", "u2", "u3"]
+
+
+def test_beyond_the_held_partials_an_unregistered_model_refuses_per_update() -> None:
+    stranger = ModelProcess(BIG, 64, model_id="m")
+    stranger.held_partials = [b"held"] * MAX_HELD_PARTIALS
     s = shard()
     s.on_update(update("u1", seq=1), 0.0)
     [partial] = s.flush()
-    stranger = ModelProcess(BIG, 64, model_id="m")
     out = stranger.on_partial(partial.value, 0.0)
     assert [(d["reason"], d["update_id"]) for d in letters(out)] == [("UNKNOWN_MODEL", "u1")]
 
