@@ -11,6 +11,8 @@ State per model, and why each piece is bounded:
 - the model state (params, version, optimizer moments): 1x params (+1x momentum, +2x Adam/Yogi);
 - the open window: 1x params for the mean reducer (running sum), K x params for the robust
   reducers (they need every buffered delta), nothing for FedAsync;
+- a sharded model only, until its registration arrives: the shards' partials that came
+  first (`held_partials`, at most MAX_HELD_PARTIALS; `on_partial`);
 - dedupe, always per device (one device can never get another's update refused):
   - a *sequenced* update (`GradientUpdate.sequence`, schema v4 SDKs) is recognised by its
     device's `SequenceWindow` (`sequence_window.py`): a high-water mark plus a bitmap of
