@@ -96,8 +96,13 @@ class ThreadCpu:
 
     @classmethod
     def snapshot(cls, pgid: int) -> ThreadCpu:
+        return cls.of_processes(group_processes(pgid))
+
+    @classmethod
+    def of_processes(cls, processes: list[Path]) -> ThreadCpu:
+        """The threads of the processes at these /proc folders (e.g. a cluster's daemons)."""
         threads: dict[tuple[int, int], tuple[str, float]] = {}
-        for entry in group_processes(pgid):
+        for entry in processes:
             pid = int(entry.name)
             try:
                 for task in (entry / "task").iterdir():

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +141,8 @@ class JobSession:
 
     kafka: BenchKafka
     job: JobProcess
+    """the job: a local mini-cluster, or one submitted to a cluster (duck-typed:
+    `bench.cluster_job.ClusterJob`)"""
     watcher: ReleaseWatcher
     producer: KafkaProducer
     backlog_producer: KafkaProducer
@@ -172,7 +174,7 @@ class JobSession:
             ids.append(update_id)
             self._send(self.backlog_producer, value)
         self.backlog_producer.flush()
-        before, start, wall = ThreadCpu.snapshot(self.pgid), time.perf_counter(), time.time()
+        before, start, wall = self.cpu(), time.perf_counter(), time.time()
         self.backlog_producer.commit_transaction()
         return self._measure(dict.fromkeys(ids, start), start, wall, before)
 
@@ -180,7 +182,7 @@ class JobSession:
         """n updates sent at `rate` per second (open loop); timed from the first send."""
         sent: dict[str, float] = {}
         values = self._values(n)
-        before, start, wall = ThreadCpu.snapshot(self.pgid), time.perf_counter(), time.time()
+        before, start, wall = self.cpu(), time.perf_counter(), time.time()
         for i, (update_id, value) in enumerate(values):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
@@ -195,11 +197,17 @@ class JobSession:
         assert self.job.pid is not None
         return self.job.pid
 
+    def cpu(self) -> ThreadCpu:
+        """CPU seconds by thread so far: the job's process group, or what a job on a
+        cluster counts as its own (`bench.cluster_job.ClusterJob.cpu`)."""
+        own = getattr(self.job, "cpu", None)
+        return own() if own is not None else ThreadCpu.snapshot(self.pgid)
+
     def _measure(
         self, sent: dict[str, float], start: float, wall: float, before: ThreadCpu
     ) -> Burst:
         releases = self._wait(set(sent), len(sent) - len(sent) % self.window)
-        cpu = ThreadCpu.snapshot(self.pgid).since(before)
+        cpu = self.cpu().since(before)
         latencies = [
             (r.visible_at - sent[u]) * 1000 for r in releases for u in r.update_ids if u in sent
         ]
@@ -283,16 +291,19 @@ def job_session(
     window: int,
     extra: dict[str, str],
     profile_dir: Path | None = None,
+    start: Callable[[dict[str, str], Path, Path | None], JobProcess] | None = None,
 ) -> Iterator[JobSession]:
     """A job on `kafka` with one model of `params` parameters and count window `window`,
-    config overrides `extra`; killed (with its JVM) on the way out, also on errors."""
+    config overrides `extra`; killed (with its JVM) on the way out, also on errors.
+    `start(overrides, work folder, profile folder)` starts it (default: a local
+    mini-cluster, `JobProcess`)."""
     suffix = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="fedstream-bench-job-"))
     keys, owner_key = signing_keys(work)
     overrides = _overrides(kafka, work, suffix, keys, extra)
     config = load(overrides=overrides)
     ensure_topics(config)
-    job = _start(overrides, work, profile_dir)
+    job = (start or _start)(overrides, work, profile_dir)
     client = {**kafka.client_kwargs(), "acks": "all", "max_request_size": MAX_BYTES}
     producer = KafkaProducer(**client, enable_idempotence=True)
     backlog = KafkaProducer(**client, transactional_id=f"bench-backlog-{suffix}")

@@ -6,7 +6,7 @@ the same order; `replay` is that reference, with no Avro, Kafka or Flink involve
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,7 +17,7 @@ from fedstream.pipelines.model_state import ModelState
 from fedstream.pipelines.update import ClientUpdate
 from tests.support.records import F32
 
-__all__ = ["Sent", "replay"]
+__all__ = ["Sent", "replay", "replay_windows"]
 
 
 class Sent(NamedTuple):
@@ -57,4 +57,31 @@ def replay(
         if aggregator.should_close(now) or index in close_after:
             closed = aggregator.close()
             out[closed.state.version] = closed.state.params.copy()
+    return out
+
+
+def replay_windows(
+    aggregation: AggregationConfig | Mapping[str, Any],
+    initial: F32,
+    windows: Sequence[Sequence[Sent]],
+) -> dict[int, F32]:
+    """Params of every version when window i holds exactly `windows[i]`, in that order:
+    the unsharded core over the updates a sharded model's release i + 1 lists in its
+    lineage (a sharded count window may close with more than K updates)."""
+    config = (
+        aggregation
+        if isinstance(aggregation, AggregationConfig)
+        else AggregationConfig.from_dict(dict(aggregation))
+    )
+    aggregator = Aggregator(config, ModelState(np.array(initial, np.float32), 0))
+    out = {0: np.array(initial, np.float32)}
+    for window in windows:
+        for update in window:
+            delta = np.array(update.delta, np.float32)
+            aggregator.add(
+                ClientUpdate(update.update_id, update.base_version, update.num_samples, delta),
+                0.0,
+            )
+        closed = aggregator.close()
+        out[closed.state.version] = closed.state.params.copy()
     return out

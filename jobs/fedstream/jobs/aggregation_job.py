@@ -5,6 +5,11 @@
     fl.devices ├─ route ──> (device gate) ──────> aggregate (keyed state) ─┤
     fl.control ┘   └──── undecodable, UNAUTHENTICATED ────────────────────┴─> fl.dlq (dead letters)
 
+With `runtime.model_shards` S > 1 a shard operator sits between the gate and the aggregate,
+keyed by `model_id#shard` (murmur2 of the device id mod S): it absorbs a FedBuff model's
+updates into partial windows, which the aggregate combines (`_shard`; README, "Scaling out
+one model"). S = 1 is the topology above, with the same uids and state.
+
 Every output record carries its Kafka key (`fedstream.schemas.keys`): a release chunk
 `<model_id>#<chunk_index>`, partitioned by model id, so fl.models can be compacted and
 keep each model's newest complete release; a dead letter its model id (none when the
@@ -208,6 +213,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         EMITTED,
         KIND_DEAD,
         KIND_DEVICE,
+        KIND_PARTIAL,
         KIND_REGISTRATION,
         KIND_UPDATE,
         RAW,
@@ -277,12 +283,19 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
             (gated, "unauthenticated"),
         )
     ]
-    emitted = (
-        _key_by(
-            0,
-            _kinds(gated, 1, (KIND_UPDATE,), "updates", "updates"),
-            _kinds(admitted, 1, (KIND_DEAD,), "decodable", "decodable", keep=False),
+    registrations = _kinds(admitted, 1, (KIND_DEAD,), "decodable", "decodable", keep=False)
+    updates = _kinds(gated, 1, (KIND_UPDATE,), "updates", "updates")
+    shards = config.runtime.model_shards
+    if shards > 1:
+        sharded = _shard(updates, registrations, config, limits, dlq_bytes)
+        to_models = _kinds(
+            sharded, 1, (KIND_UPDATE, KIND_PARTIAL), f"shard-out-{shards}", "to models"
         )
+        refused = _kinds(sharded, 1, (KIND_DEAD,), f"shard-refused-{shards}", "refused by shards")
+        dead_on_arrival.append(_keyed_bytes(refused, -1, 2))
+        updates = to_models
+    emitted = (
+        _key_by(0, updates, registrations)
         .process(
             AggregateFunction(
                 config.topics.models_max_message_bytes,
@@ -362,6 +375,49 @@ def _keyed_bytes(stream: DataStream, key_field: int, value_field: int) -> DataSt
     return DataStream(stream._j_data_stream.map(keys.KeyedBytes(key_field, value_field)))
 
 
+def _shard(
+    updates: DataStream, registrations: DataStream, config: JobConfig, limits: Any, dlq_bytes: int
+) -> DataStream:
+    """The shards of every model (runtime.model_shards S > 1; README, "Scaling out one
+    model"): updates keyed by `model_id#shard` (`io.fedstream.flink.ShardKey`, murmur2 of the
+    device id mod S), registrations fanned out to all S keys (`ShardFanout`), both in the
+    JVM; `ShardFunction` absorbs updates into partial windows. Out: ROUTED rows for the
+    model's key (forwarded updates, KIND_PARTIAL) and KIND_DEAD rows. The uids name S, so a
+    checkpoint of another S > 1 does not restore (Flink refuses the unclaimed state)."""
+    from fedstream.pipelines.flink_functions import ROUTED
+    from fedstream.pipelines.shard_function import ShardFunction
+
+    shards = config.runtime.model_shards
+    jvm = get_gateway().jvm
+    pair_type = Types.ROW([Types.STRING(), updates.get_type()]).get_java_type_info()
+    keyed_updates = updates._j_data_stream.map(jvm.io.fedstream.flink.ShardKey(0, 6, shards))
+    fanned_out = registrations._j_data_stream.flatMap(jvm.io.fedstream.flink.ShardFanout(0, shards))
+    pairs = [
+        DataStream(
+            keyed_updates.returns(pair_type).uid(f"shard-key-{shards}").name("key by shard")
+        ),
+        DataStream(
+            fanned_out.returns(pair_type).uid(f"shard-fanout-{shards}").name("to every shard")
+        ),
+    ]
+    return (
+        _keyed(pairs, updates)
+        .process(
+            ShardFunction(
+                shards,
+                config.runtime.shard_flush_ms,
+                limits,
+                dlq_bytes,
+                config.runtime.sequence_window,
+                config.runtime.live_models,
+            ),
+            output_type=ROUTED,
+        )
+        .uid(f"shard-{shards}")
+        .name("shard updates")
+    )
+
+
 def _key_by(field: int, *streams: DataStream) -> KeyedStream:
     """The union of `streams` (rows of one type) keyed by their string `field`: what
     `stream.key_by(lambda r: r[field], key_type=Types.STRING())` does, with the key built
@@ -379,11 +435,17 @@ def _key_by(field: int, *streams: DataStream) -> KeyedStream:
         )
         for s in streams
     ]
-    union = with_keys[0].union(*with_keys[1:]) if len(with_keys) > 1 else with_keys[0]
+    return _keyed(with_keys, streams[0])
+
+
+def _keyed(pairs: list[DataStream], origin: DataStream) -> KeyedStream:
+    """The union of `pairs` (JVM rows Row(key STRING, row), the rows of `origin`'s type)
+    keyed by that key, as PyFlink's `key_by` keys (key type ROW(STRING))."""
+    union = pairs[0].union(*pairs[1:]) if len(pairs) > 1 else pairs[0]
     keyed = union._j_data_stream.keyBy(
-        gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
+        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
-    return KeyedStream(keyed, row_type, streams[0])
+    return KeyedStream(keyed, origin.get_type(), origin)
 
 
 def _device_gate(config: JobConfig, dlq_bytes: int) -> Any:

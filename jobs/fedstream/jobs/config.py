@@ -149,6 +149,11 @@ class CheckpointConfig:
     mode: str = "EXACTLY_ONCE"
 
 
+#: The most shards of one model (`runtime.model_shards`): beyond the combine step's
+#: saturation (README, "Scaling out one model": about sqrt(K t / m) shards).
+MAX_MODEL_SHARDS = 64
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """[runtime]: how the job runs."""
@@ -174,6 +179,16 @@ class RuntimeConfig:
     # Models whose aggregator stays in Python memory between records, per subtask (each
     # about 2x its parameters); the rest are read from Flink state per record. 0 = none.
     live_models: int = 8
+    # Shards per model (README, "Scaling out one model"): 1 = one key per model, as before
+    # (same operators, uids and state). S > 1: a FedBuff "mean" model's updates are
+    # validated, deduplicated and summed by S keyed shards (model_id#shard, by the device
+    # id's murmur2), whose partial windows the model's key combines. Changing it needs a
+    # fresh state: a checkpoint of S > 1 does not restore with another S (the shard's uid
+    # names S); one of S = 1 does, but the models registered before it stay unsharded.
+    model_shards: int = 1
+    # A shard flushes its partial window this long after its first update at the latest
+    # (also when it holds ceil(K / model_shards) updates of a count-K window, or is full).
+    shard_flush_ms: int = 250
 
 
 @dataclass(frozen=True)
@@ -540,6 +555,11 @@ def _validate(config: JobConfig) -> None:
         )
     if runtime.live_models < 0:
         raise ConfigError("runtime.live_models must be >= 0")
+    if not 1 <= runtime.model_shards <= MAX_MODEL_SHARDS:
+        raise ConfigError(
+            f"runtime.model_shards must be in 1..{MAX_MODEL_SHARDS}, got {runtime.model_shards}"
+        )
+    _positive("runtime.shard_flush_ms", runtime.shard_flush_ms)
     if config.trust.registration_grace_ms < 0:
         raise ConfigError("trust.registration_grace_ms must be >= 0")
     _positive("trust.max_pending_per_device", config.trust.max_pending_per_device)

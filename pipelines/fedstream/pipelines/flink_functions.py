@@ -5,7 +5,9 @@ what cannot be decoded); `RegistryFunction` (all registrations, under one key) a
 models up to `limits.max_models`; `AggregateFunction` holds one model's state in Flink
 keyed state and runs `ModelProcess` on each record and timer, through `contain`: whatever
 one record or timer raises stays with it (a dead letter) and its model (rolled back to
-its state in Flink), and the job goes on.
+its state in Flink), and the job goes on. With `runtime.model_shards` > 1,
+`shard_function.ShardFunction` runs before it: partial windows that `AggregateFunction`
+folds in (`ModelProcess.on_partial`).
 
 Keyed state uses our own versioned binary formats (`RegisteredModel.to_state`,
 `ModelState.to_bytes`, `Accumulator.to_bytes`) inside `PICKLED_BYTE_ARRAY` value
@@ -71,6 +73,8 @@ if TYPE_CHECKING:
 
 KIND_UPDATE, KIND_REGISTRATION, KIND_DEAD = "update", "registration", "dead"
 KIND_DEVICE = "device"
+#: a shard's partial window (FSPW bytes) for its model's key (`shard_process.py`)
+KIND_PARTIAL = "partial"
 #: a record the JVM's pre-route (`io.fedstream.flink.UpdateRouter`) left to `RouteFunction`
 RAW = "raw"
 
@@ -223,7 +227,7 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
         with self._profile:
             state, models, stored = self._load()
             outputs = self._gate.on_timer(state, timestamp / 1000.0)
-            rows = self._save(state, models, stored, outputs, ctx, None)
+            rows = self._save(state, models, stored, outputs, ctx, None, _current_key(ctx))
         yield from rows
 
     def _process(self, value: Row, ctx: Any) -> list[Row]:
@@ -246,7 +250,7 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
             e = state.entry
             self._entry.update((e.device_id, e.key_id, e.public_key, e.active))
         model_id = value[0] if value[1] == KIND_UPDATE else None
-        return self._save(state, models, stored, outputs, ctx, model_id)
+        return self._save(state, models, stored, outputs, ctx, model_id, value[6] or "")
 
     def _on_fragment(self, state: DeviceState, envelope: Envelope) -> list[Passed | Output]:
         """A piece of a large update: its assembly is read and written here only (a
@@ -285,10 +289,12 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
         outputs: list[Passed | Output],
         ctx: Any,
         model_id: str | None,
+        device_id: str,
     ) -> list[Row]:
         """Write the device's state back; the rows of `outputs` (a refusal is counted
         under the model its dead letter names, else `model_id`, the model of the update
-        being handled: None on a timer or a registry record)."""
+        being handled: None on a timer or a registry record). A passed update carries
+        `device_id` (the gate's key) on: a sharded model's shard key is built from it."""
         waiting = [
             (e.value, e.topic, e.partition, e.offset, models[_coordinates(e)])
             for e in state.pending
@@ -310,12 +316,19 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
             if isinstance(output, Passed):
                 e = output.envelope
                 model = output.model_id or models.get(_coordinates(e), "")
-                rows.append(_routed_row(model, KIND_UPDATE, e, ""))
+                rows.append(_routed_row(model, KIND_UPDATE, e, device_id))
             else:
                 named = output.key.decode(errors="replace") or model_id  # the letter's model
                 self._metrics.refused(named, output.reason)
                 rows.append(Row("", KIND_DEAD, output.value, "", 0, 0, ""))
         return rows
+
+
+def _current_key(ctx: Any) -> str:
+    """The key of the event being handled, as the string it was built from (a key of
+    type ROW(STRING), `aggregation_job._key_by`, may come back as a one-field row)."""
+    key = ctx.get_current_key()
+    return str(key[0]) if isinstance(key, Row | tuple) else str(key)
 
 
 def _coordinates(envelope: Envelope) -> tuple[str, int, int]:
@@ -501,6 +514,8 @@ class _Loaded:
 
     registered: bool
     generation: int | None
+    #: the partials held for an unregistered model, as read (`ModelProcess.on_partial`)
+    held: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,6 +572,9 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             ValueStateDescriptor("window", Types.PICKLED_BYTE_ARRAY())
         )
         self._timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
+        self._held = runtime_context.get_state(
+            ValueStateDescriptor("held_partials", Types.PICKLED_BYTE_ARRAY())
+        )
         self._generation = runtime_context.get_state(
             ValueStateDescriptor("generation", Types.LONG())
         )
@@ -607,7 +625,11 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             windows=self._windows,
             sequence_window=self._sequence_window,
         )
-        return process, _Loaded(raw is not None, generation)
+        held: tuple[bytes, ...] = ()
+        if raw is None:  # partials may wait for the registration (a model key only)
+            held = tuple(bytes(p) for p in self._held.value() or [])
+            process.held_partials = list(held)
+        return process, _Loaded(raw is not None, generation, held)
 
     def _template(
         self,
@@ -648,6 +670,11 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             self._registration.update(process.registration.to_state())
             self._registrations[model_id] = process.registration
             wrote = True
+        if tuple(process.held_partials) != loaded.held:
+            if process.held_partials:
+                self._held.update(list(process.held_partials))
+            else:
+                self._held.clear()
         after = self._mark(process)
         # A rejected update changes nothing: write back only what moved, since every write
         # of a model-sized value crosses to the JVM (and into the next checkpoint).
@@ -697,14 +724,29 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
         process, loaded = self._load(model_id)
         now = ctx.timer_service().current_processing_time() / 1000.0
-        if kind == KIND_REGISTRATION:
-            return self._run(model_id, process, loaded, ctx, envelope, process.on_registration)
+        process.partial_stalenesses = []
+        if kind == KIND_REGISTRATION:  # it folds the partials held for the model, if any
+            register = process.on_registration
+            rows = self._run(model_id, process, loaded, ctx, envelope, lambda e: register(e, now))
+            return self._count_folded(model_id, process, rows)
+        if kind == KIND_PARTIAL:  # a shard's partial window: no source record of its own
+            fold = process.on_partial
+            rows = self._run(
+                model_id, process, loaded, ctx, None, lambda _: fold(envelope.value, now)
+            )
+            return self._count_folded(model_id, process, rows)
         process.last_staleness = None
         rows = self._run(
             model_id, process, loaded, ctx, envelope, lambda e: process.on_update(e, now)
         )
         if process.last_staleness is not None:  # set only when the update was absorbed
             self._metrics.absorbed(model_id, process.last_staleness)
+        return rows
+
+    def _count_folded(self, model_id: str, process: ModelProcess, rows: list[Row]) -> list[Row]:
+        """Count the updates partials added to the model's window (metrics); `rows` as is."""
+        for staleness in process.partial_stalenesses:
+            self._metrics.absorbed(model_id, staleness)
         return rows
 
     def _fire(self, timestamp: int, ctx: Any) -> list[Row]:

@@ -11,6 +11,8 @@ State per model, and why each piece is bounded:
 - the model state (params, version, optimizer moments): 1x params (+1x momentum, +2x Adam/Yogi);
 - the open window: 1x params for the mean reducer (running sum), K x params for the robust
   reducers (they need every buffered delta), nothing for FedAsync;
+- a sharded model only, until its registration arrives: the shards' partials that came
+  first (`held_partials`, at most MAX_HELD_PARTIALS; `on_partial`);
 - dedupe, always per device (one device can never get another's update refused):
   - a *sequenced* update (`GradientUpdate.sequence`, schema v4 SDKs) is recognised by its
     device's `SequenceWindow` (`sequence_window.py`): a high-water mark plus a bitmap of
@@ -44,14 +46,22 @@ from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.lineage import Lineage
 from fedstream.pipelines.mixing import check_history_bound
 from fedstream.pipelines.model_state import ModelState
+from fedstream.pipelines.partial_window import PartialWindow
 from fedstream.pipelines.sequence_window import (
     DEFAULT_WIDTH,
     DictWindowStore,
-    SequenceWindow,
-    Verdict,
     WindowStore,
 )
-from fedstream.pipelines.update import ClientUpdate
+from fedstream.pipelines.shard_combine import fold_partial
+from fedstream.pipelines.update_intake import (
+    UPDATE,
+    Sequenced,
+    field_problem,
+    mark_absorbed,
+    read_update,
+    sequence_check,
+    to_client_update,
+)
 from fedstream.pipelines.validation import finite_squared_norm
 from fedstream.schemas import (
     CodecError,
@@ -86,11 +96,13 @@ __all__ = [
     "seen_key",
 ]
 
-UPDATE = "GradientUpdate"
 REGISTRATION = "ModelRegistration"
 # Room for the ModelRelease fields other than the ONNX chunk and the lineage ids.
 _RELEASE_OVERHEAD = 4096
 _REGISTRATION_MAGIC = b"FSRG"
+#: Partials a model key holds while its registration is on its way (each at most
+#: `partial_window.MAX_PARTIAL_BASES` params-sized sums).
+MAX_HELD_PARTIALS = 16
 
 
 def now_ms() -> int:
@@ -331,15 +343,6 @@ class DictSeenIds:
             del self.entries[key]
 
 
-@dataclass(frozen=True, slots=True)
-class _Sequenced:
-    """A sequenced update's device window, to be marked once the update is absorbed."""
-
-    sequence: int
-    window: SequenceWindow
-    new: bool  # the device had no window yet
-
-
 @dataclass(frozen=True)
 class RegisteredModel:
     """A validated registration: what the job needs to aggregate and release a model.
@@ -435,6 +438,11 @@ class ModelProcess:
     #: for metrics: staleness of the last accepted update, fill time of the last window
     last_staleness: int | None = None
     last_fill_seconds: float | None = None
+    #: for metrics: the staleness of each update partials added to the window (the caller
+    #: empties it before an event)
+    partial_stalenesses: list[int] = field(default_factory=list)
+    #: partials (FSPW bytes) that came before the registration; the caller persists them
+    held_partials: list[bytes] = field(default_factory=list)
     #: signs every release (Ed25519, `fedstream.schemas.signing`); None: unsigned releases,
     #: which devices refuse by default (only tests of the unsigned path use that)
     signer: ReleaseSigner | None = None
@@ -483,7 +491,9 @@ class ModelProcess:
         )
 
     # -- events -----------------------------------------------------------------------
-    def on_registration(self, envelope: Envelope) -> list[Output]:
+    def on_registration(self, envelope: Envelope, now: float | None = None) -> list[Output]:
+        """Register the model and release its version 0; then fold the partials held for
+        it (`on_partial`), at clock `now` (default: the wall clock)."""
         if self.model_id is None:  # a refusal names the model whenever it can be read
             self.model_id = readable_model_id(envelope.value)
         if self.registration is not None:
@@ -506,16 +516,21 @@ class ModelProcess:
         self.registration = model
         self.aggregator = Aggregator(model.config, ModelState(initial, 0))
         try:
-            return self._release(None)
+            outputs = self._release(None)
         except ValueError as error:  # OnnxTemplateError from materialize
             # The template cannot hold the weights (e.g. a named initializer is an int
             # tensor): refuse the registration instead of failing the job on every restart.
             self.registration, self.aggregator = None, None
             return [self.refuse(envelope, "BAD_REGISTRATION", str(error))]
+        held, self.held_partials = self.held_partials, []
+        clock = time.time() if now is None else now
+        for data in held:
+            outputs += self.on_partial(data, clock)
+        return outputs
 
     def on_update(self, envelope: Envelope, now: float) -> list[Output]:
         try:
-            record = decode(envelope.value, expected=UPDATE).record
+            record = read_update(envelope.value)
         except CodecError as error:  # route() decoded it once already; keep this total
             return [self.refuse(envelope, error)]
         update_id = str(record["update_id"])
@@ -525,7 +540,7 @@ class ModelProcess:
         def refuse(reason: CodecError | str, detail: str | None = None) -> list[Output]:
             return [self.refuse(envelope, reason, detail, update_id=update_id)]
 
-        problem = self._field_problem(record)
+        problem = field_problem(record, self.limits)
         if problem is not None:  # a too-long id is cut in the dead letter
             return refuse("BAD_FIELD", problem)
 
@@ -534,7 +549,7 @@ class ModelProcess:
         device_id = str(record["device_id"])
         version = self.version
         lag = version - int(record["base_version"])
-        sequenced: _Sequenced | None = None
+        sequenced: Sequenced | None = None
         if record.get("sequence") is None:
             if (device_id, update_id) in self.seen:
                 return refuse("DUPLICATE", f"update {update_id!r} was already absorbed")
@@ -546,22 +561,22 @@ class ModelProcess:
                     "not be recognised)",
                 )
         else:
-            sequenced, refusal = self._sequence_check(device_id, int(record["sequence"]), update_id)
+            sequenced, refusal = sequence_check(
+                windows=self.windows,
+                seen=self.seen,
+                limits=self.limits,
+                width=self.sequence_window,
+                model_id=self.model_id,
+                device_id=device_id,
+                sequence=int(record["sequence"]),
+                update_id=update_id,
+            )
             if refusal is not None:
                 return refuse(*refusal)
         try:
-            delta = unpack(
-                record["delta"], expected_shape=[self.registration.layout.size], require_finite=True
-            )
+            update = to_client_update(record, self.registration.layout.size)
         except CodecError as error:
             return refuse(error)
-        update = ClientUpdate(
-            update_id=update_id,
-            base_version=int(record["base_version"]),
-            num_samples=int(record["num_samples"]),
-            delta=delta.reshape(-1),
-            device_id=str(record["device_id"]),
-        )
         rejection = self.aggregator.try_add(update, now, self.limits)
         if rejection is not None:
             return refuse(rejection.reason.value.upper(), rejection.detail)
@@ -576,49 +591,59 @@ class ModelProcess:
         if sequenced is None:
             self.seen.add(device_id, update_id, version)
         else:
-            sequenced.window.mark(sequenced.sequence)
-            self.windows.put(device_id, sequenced.window.to_bytes(), new=sequenced.new)
+            mark_absorbed(self.windows, device_id, sequenced)
         self.last_staleness = lag
         return outputs
 
-    def _sequence_check(
-        self, device_id: str, sequence: int, update_id: str
-    ) -> tuple[_Sequenced | None, tuple[str, str] | None]:
-        """The device's window for a sequenced update, or why the update is refused:
-        a re-send (DUPLICATE), a sequence below the window (SEQUENCE_TOO_OLD), or a new
-        device past `limits.max_devices_per_model` (OTHER: no reason code names it).
+    def on_partial(self, data: bytes, now: float) -> list[Output]:
+        """Fold a shard's partial window (FSPW bytes, `shard_process.py`) into the open
+        window at the model's current version, then close it if it must.
 
-        A device without a window yet may have sent this update before its SDK numbered
-        updates (the one in flight across an SDK upgrade): its update id is looked up in
-        the seen set then. Once a device has a window, all it sends is sequenced."""
-        stored = self.windows.get(device_id)
-        if stored is None:
-            if (device_id, update_id) in self.seen:
-                return None, ("DUPLICATE", f"update {update_id!r} was already absorbed")
-            devices = self.windows.count()
-            if devices >= self.limits.max_devices_per_model:
-                return None, (
-                    "OTHER",
-                    f"device limit: model {self.model_id!r} already tracks {devices} devices "
-                    f"(limits.max_devices_per_model), so device {device_id!r} cannot be "
-                    "deduplicated",
-                )
-            window = SequenceWindow(self.sequence_window)
-        else:
-            window = SequenceWindow.from_bytes(stored, self.sequence_window)
-        verdict = window.check(sequence)
-        if verdict is Verdict.DUPLICATE:
-            return None, (
-                "DUPLICATE",
-                f"sequence {sequence} of device {device_id!r} was already absorbed",
+        A partial that arrives before the model's registration (which reaches the shards
+        and the model key on two paths) is held, up to MAX_HELD_PARTIALS, and folded as
+        soon as the registration is in (`on_registration`); beyond that its updates are
+        refused UNKNOWN_MODEL.
+
+        Base versions out of range are refused as a whole, one dead letter per update
+        (STALE, FUTURE_VERSION: `shard_combine.fold_partial`); so is every update of a
+        partial the model cannot take (no registration: UNKNOWN_MODEL; built for another
+        parameter count or weighting: INTERNAL). The dead letters have no source record
+        (the update's bytes stayed on its shard) and name the update and the model. A
+        count window closes at the first fold that brings it to K or more updates, so it
+        may hold up to K - 1 + ceil(K / S) (README, "Scaling out one model")."""
+        partial = PartialWindow.from_bytes(data)
+        ids = [e.update_id for b in partial.base_versions for e in partial.entries(b)]
+        if self.registration is None or self.aggregator is None:
+            if len(self.held_partials) < MAX_HELD_PARTIALS:
+                self.held_partials = [*self.held_partials, data]
+                return []
+            detail = (
+                f"model {self.model_id!r} is not registered, and {MAX_HELD_PARTIALS} "
+                "partials already wait for its registration"
             )
-        if verdict is Verdict.TOO_OLD:
-            return None, (
-                "SEQUENCE_TOO_OLD",
-                f"sequence {sequence} of device {device_id!r} is below its window "
-                f"({window.high - window.width + 1}..{window.high}, runtime.sequence_window)",
-            )
-        return _Sequenced(sequence, window, stored is None), None
+            return [self.refuse(NO_SOURCE, "UNKNOWN_MODEL", detail, update_id=u) for u in ids]
+        try:
+            rejections = fold_partial(self.aggregator, partial)
+        except ValueError as error:  # checked before anything is folded
+            return [self.refuse(NO_SOURCE, "INTERNAL", str(error), update_id=u) for u in ids]
+        outputs = [
+            self.refuse(NO_SOURCE, r.reason.value.upper(), r.detail, update_id=r.update_id)
+            for r in rejections
+        ]
+        refused = {r.update_id for r in rejections}
+        version = self.version
+        absorbed = [
+            version - b
+            for b in partial.base_versions
+            for e in partial.entries(b)
+            if e.update_id not in refused
+        ]
+        self.partial_stalenesses += absorbed
+        if absorbed:
+            self.last_staleness = max(absorbed)
+            if self.aggregator.should_close(now) or self._window_full():
+                outputs += self._close(now)
+        return outputs
 
     def on_timer(self, now: float) -> list[Output]:
         if self.aggregator is not None and self.aggregator.should_close(now):
@@ -654,20 +679,6 @@ class ModelProcess:
         outputs = [self.refuse(NO_SOURCE, reason, text, update_id=u) for u in buffer.update_ids]
         buffer.clear()
         return outputs
-
-    def _field_problem(self, record: dict[str, Any]) -> str | None:
-        """Why a decoded update's ids or base_version are out of bounds, or None."""
-        for name in ("update_id", "device_id"):
-            # device_id may be empty until updates are signed by a device identity
-            problem = self.limits.id_problem(name, str(record[name]), required=name != "device_id")
-            if problem is not None:
-                return problem
-        if int(record["base_version"]) < 0:
-            return f"base_version {record['base_version']} is negative"
-        sequence = record.get("sequence")
-        if sequence is not None and not record["device_id"]:
-            return "a sequenced update needs a device_id (sequences are counted per device)"
-        return self.limits.sequence_problem(sequence)
 
     def _window_full(self) -> bool:
         """Every window closes at `limits.max_window_updates`, whatever its kind: a time

@@ -48,6 +48,9 @@ def test_overrides_replace_single_keys_and_coerce_numbers() -> None:
         ({"runtime": {"sequence_window": 0}}, "runtime.sequence_window must be a multiple of 8"),
         ({"limits": {"max_devices_per_model": 0}}, "limits.max_devices_per_model must be"),
         ({"limits": {"max_sequence": -1}}, "limits.max_sequence must be"),
+        ({"runtime": {"model_shards": 0}}, "runtime.model_shards must be in 1..64"),
+        ({"runtime": {"model_shards": 65}}, "runtime.model_shards must be in 1..64"),
+        ({"runtime": {"shard_flush_ms": 0}}, "runtime.shard_flush_ms must be > 0"),
     ],
 )
 def test_invalid_values_name_the_key(data: dict[str, dict[str, object]], message: str) -> None:

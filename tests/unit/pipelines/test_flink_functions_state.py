@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from fedstream.pipelines.flink_functions import (
 )
 from fedstream.pipelines.model_process import Envelope, route
 from fedstream.schemas import decode
+from tests.support.flink_fakes import FakeContext, Store
 from tests.support.local_job import InMemoryJob
 from tests.support.onnx_models import linear_model
 from tests.support.records import (
@@ -61,90 +61,6 @@ AGGREGATION: dict[str, dict[str, Any]] = {
         "normalization": "count",
     },
 }
-
-
-# -- fakes of the PyFlink runtime: keyed state in a dict ------------------------------
-@dataclass
-class Store:
-    values: dict[tuple[str, str], Any] = field(default_factory=dict)
-    key: str = ""
-
-
-class FakeValueState:
-    def __init__(self, store: Store, name: str) -> None:
-        self._store, self._name = store, name
-
-    def value(self) -> Any:
-        return self._store.values.get((self._name, self._store.key))
-
-    def update(self, value: Any) -> None:
-        self._store.values[self._name, self._store.key] = value
-
-    def clear(self) -> None:
-        self._store.values.pop((self._name, self._store.key), None)
-
-
-class FakeMapState:
-    def __init__(self, store: Store, name: str) -> None:
-        self._store, self._name = store, name
-
-    def _map(self) -> dict[str, int]:
-        found: dict[str, int] = self._store.values.setdefault((self._name, self._store.key), {})
-        return found
-
-    def contains(self, key: str) -> bool:
-        return key in self._map()
-
-    def get(self, key: str) -> Any:
-        return self._map().get(key)
-
-    def put(self, key: str, value: int) -> None:
-        self._map()[key] = value
-
-    def remove(self, key: str) -> None:
-        del self._map()[key]
-
-    def items(self) -> list[tuple[str, int]]:
-        return list(self._map().items())
-
-
-class FakeMetrics:
-    def add_group(self, name: str, extra: str | None = None) -> FakeMetrics:
-        return self
-
-    def counter(self, name: str) -> Any:
-        return type("Counter", (), {"inc": lambda self, n=1: None})()
-
-    def distribution(self, name: str) -> Any:
-        return type("Distribution", (), {"update": lambda self, v: None})()
-
-
-class FakeContext:
-    """RuntimeContext (for `open`) and the per-record context, in one."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def get_state(self, descriptor: Any) -> FakeValueState:
-        return FakeValueState(self._store, descriptor.name)
-
-    def get_map_state(self, descriptor: Any) -> FakeMapState:
-        return FakeMapState(self._store, descriptor.name)
-
-    def get_metrics_group(self) -> FakeMetrics:
-        return FakeMetrics()
-
-    def timer_service(self) -> FakeContext:
-        return self
-
-    def current_processing_time(self) -> int:
-        return 0
-
-    def register_processing_time_timer(self, millis: int) -> None:
-        pass
-
-    def get_current_key(self) -> str:
-        return self._store.key
 
 
 def send(

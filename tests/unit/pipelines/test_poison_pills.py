@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import fedstream.pipelines.model_process as model_process
+import fedstream.pipelines.update_intake as update_intake
 from fedstream.pipelines.limits import InputLimits
 from fedstream.schemas import decode, encode
 from tests.support.local_job import InMemoryJob
@@ -100,14 +101,14 @@ def test_an_unexpected_error_is_contained_to_its_record_and_model(
     job = job_with("victim", "healthy", window={"count": 2})
     job.send(update_bytes("victim", "before", delta(0)))
     state = job.process("victim").state_bytes()
-    real_unpack = model_process.unpack  # type: ignore[attr-defined]
+    real_unpack = update_intake.unpack  # type: ignore[attr-defined]
 
     def failing_unpack(payload: Any, **kwargs: Any) -> Any:
         if len(payload["data"]) == 4 * SIZE and payload["data"] == delta(7).tobytes():
             raise RuntimeError("decoder bug")
         return real_unpack(payload, **kwargs)
 
-    monkeypatch.setattr(model_process, "unpack", failing_unpack)
+    monkeypatch.setattr(update_intake, "unpack", failing_unpack)
     crafted = update_bytes("victim", "crafted", delta(7))
     job.send(crafted)
     (letter,) = read_dead_letters(job.values("dead_letter"))
