@@ -228,14 +228,16 @@ class RecordProducer:
         limit = self.limit(topic)
         if len(value) + len(key) <= limit:
             return self.send(topic, value, key)
-        if signing_key is None:
-            raise PayloadTooLargeError(
-                f"record of {len(value)} bytes exceeds the limit of {limit} bytes for topic "
-                f"{topic!r}, and fragments must be signed: configure a key "
-                "(EdgeConfig.device_key_file for updates, owner_key_file for registrations)",
-                size=len(value),
-                limit=limit,
-            )
+        if signing_key is None:  # fragments must be signed: say why it cannot go whole
+            try:
+                return self.send(topic, value, key)
+            except PayloadTooLargeError as error:
+                raise PayloadTooLargeError(
+                    f"{error}; or configure a key (EdgeConfig.device_key_file for updates, "
+                    "owner_key_file for registrations) to send it in signed fragments",
+                    size=error.size,
+                    limit=error.limit,
+                ) from None
         count, pieces = encoded_fragments(
             value, limit - len(key), record_id=record_id, signer=signer, key=signing_key
         )

@@ -42,7 +42,9 @@ class FakeProducer(RecordProducer):
         return LIMIT
 
     def send(self, topic: str, value: bytes, key: bytes | None = None) -> Delivery:
-        assert len(value) + len(key or b"") <= LIMIT
+        size = len(value) + len(key or b"")
+        if size > LIMIT:  # as the real producer: refused before anything is sent
+            raise PayloadTooLargeError(f"record of {size} bytes", size=size, limit=LIMIT)
         self.sent.append((topic, value, key))
         return Delivery(topic, 0, len(self.sent) - 1)
 
@@ -89,7 +91,7 @@ def test_a_large_update_goes_out_in_signed_fragments_that_reassemble(device_key:
 
 def test_no_key_or_too_many_fragments_is_too_large(device_key: Path) -> None:
     unsigned, _ = client(None)
-    with pytest.raises(PayloadTooLargeError, match="must be signed"):
+    with pytest.raises(PayloadTooLargeError, match="bytes; or configure a key .* signed fragments"):
         unsigned.send_update(np.ones(40_000), base_version=0, num_samples=1)
     bounded, producer = client(device_key, max_fragments=2)
     with pytest.raises(PayloadTooLargeError, match="max_fragments 2"):
