@@ -35,6 +35,7 @@ submit`: `flink run -py jobs/fedstream/jobs/aggregation_job.py -- --config ...`)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -88,16 +89,23 @@ def flink_configuration(
     # task). Safe here: no operator keeps or mutates a record it was given; the Python
     # operators convert theirs into new objects, the JVM ones (jobs/java) only read.
     conf.set_string("pipeline.object-reuse", "true")
+    folders = [str(p) for p in source_folders()]
     if local:
         # In a mini-cluster the workers are this very interpreter's environment; thread mode
-        # finds pemja only through python.pythonpath.
+        # finds pemja only through python.pythonpath. Our code is put on that path where it
+        # is, not shipped: thread mode keeps one interpreter per JVM, so modules imported
+        # by one job stay imported for the next, and python.files copies would be deleted
+        # with the job that made them (a later job then failed to import a module no
+        # earlier job had loaded: "No module named fedstream.pipelines.shard_function").
         conf.set_string("python.executable", sys.executable)
         conf.set_string("python.client.executable", sys.executable)
-        conf.set_string("python.pythonpath", sysconfig.get_paths()["purelib"])
-    # Ship our own code to the Python workers the way PyFlink documents (python.files, the
-    # config form of `flink run -pyfs`): each folder is put on the workers' sys.path, where
-    # the three halves of the `fedstream` namespace package meet again.
-    conf.set_string("python.files", ",".join(str(p) for p in source_folders()))
+        paths = [sysconfig.get_paths()["purelib"], *folders]
+        conf.set_string("python.pythonpath", os.pathsep.join(paths))
+    else:
+        # Ship our own code to the Python workers the way PyFlink documents (python.files,
+        # the config form of `flink run -pyfs`): each folder is put on the workers'
+        # sys.path, where the three halves of the `fedstream` namespace package meet again.
+        conf.set_string("python.files", ",".join(folders))
     if restore_from:
         conf.set_string("execution.state-recovery.path", restore_from)
     ports = config.metrics.ports()
