@@ -23,7 +23,14 @@ from typing import Any
 from bench.job_profile import ThreadCpu
 from fedstream.jobs.launcher import JobProcess
 
-__all__ = ["FLINK_SH", "ClusterJob", "cluster_overview", "daemon_pids", "job_id_of"]
+__all__ = [
+    "FLINK_SH",
+    "ClusterJob",
+    "cluster_overview",
+    "daemon_pids",
+    "job_id_of",
+    "restart_cluster",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 FLINK_SH = REPO / "infra" / "local" / "flink.sh"
@@ -77,6 +84,19 @@ def _with_children(pids: list[int]) -> list[Path]:
     return found
 
 
+def restart_cluster(env: dict[str, str]) -> None:
+    """Stop and start the standalone cluster (flink.sh, same settings): fresh TaskManager
+    JVMs. In thread mode a TaskManager keeps ONE Python interpreter for its life, so a job
+    submitted after another one finds the modules the first imported (from its
+    `python.files` copy, deleted when it ended) and cannot import any other: the sharded
+    job after the unsharded one failed with "No module named
+    'fedstream.pipelines.shard_function'" (README, "Submitting a changed job")."""
+    for action in ("stop", "start"):
+        subprocess.run(
+            [str(FLINK_SH), action], env=env, capture_output=True, timeout=300, check=True
+        )
+
+
 class ClusterJob(JobProcess):
     """The job on the running cluster (module docstring); `env` reaches the cluster
     (FEDSTREAM_FLINK_REST_PORT and FEDSTREAM_FLINK_DIR, as for flink.sh)."""
@@ -88,7 +108,9 @@ class ClusterJob(JobProcess):
         self._pids: list[int] = []
 
     def start(self, resume: bool = True, *, from_scratch: bool = False) -> None:
-        """Submit the job (fresh topics and checkpoints: it starts from scratch)."""
+        """Submit the job (fresh topics and checkpoints: it starts from scratch) to a
+        restarted cluster (`restart_cluster`)."""
+        restart_cluster(self.env)
         sets = [arg for key, value in self.overrides.items() for arg in ("--set", f"{key}={value}")]
         command = [sys.executable, "-m", "fedstream.jobs.cli", "submit", *sets]
         done = subprocess.run(
