@@ -129,9 +129,15 @@ def onnx_model(params: int) -> bytes:
 
 
 def registration_value(
-    model_id: str, params: int, window: int, owner: ReleaseSigner | None = None
+    model_id: str,
+    params: int,
+    window: int,
+    owner: ReleaseSigner | None = None,
+    *,
+    seconds: float | None = None,
 ) -> bytes:
-    """The benchmark model's registration: plain FedBuff with a count window, signed by
-    `owner` (the job's trusted model owner) when given."""
-    settings = {"window": {"count": window, "seconds": None}}
+    """The benchmark model's registration: plain FedBuff with a count window (closed after
+    `seconds` too, when given), signed by `owner` (the job's trusted model owner) when
+    given."""
+    settings = {"window": {"count": window, "seconds": seconds}}
     return registration_bytes(model_id, onnx_model(params), ["W"], settings, owner)

@@ -154,6 +154,9 @@ class JobSession:
     delta: npt.NDArray[np.float32]
     work: Path
     bursts: int = 0
+    #: the window's time bound (s): the updates left in an open count window are released
+    #: by its timer, so every update of a burst is waited for; None: count only
+    window_seconds: float | None = None
 
     def _values(self, n: int) -> Iterator[tuple[str, list[bytes]]]:
         """(update_id, its Kafka values) of n fresh updates based on the newest version."""
@@ -206,7 +209,8 @@ class JobSession:
     def _measure(
         self, sent: dict[str, float], start: float, wall: float, before: ThreadCpu
     ) -> Burst:
-        releases = self._wait(set(sent), len(sent) - len(sent) % self.window)
+        left_open = 0 if self.window_seconds else len(sent) % self.window
+        releases = self._wait(set(sent), len(sent) - left_open)
         cpu = self.cpu().since(before)
         latencies = [
             (r.visible_at - sent[u]) * 1000 for r in releases for u in r.update_ids if u in sent
@@ -273,7 +277,9 @@ def _register(session: JobSession, owner_key: Path, params: int) -> None:
     for device_id, value in session.fleet.device_keys():
         session.producer.send(config.topics.devices, value, key=device_id.encode())
     owner = load_signing_key(owner_key)
-    value = registration_value(session.model_id, params, session.window, owner)
+    value = registration_value(
+        session.model_id, params, session.window, owner, seconds=session.window_seconds
+    )
     for piece in record_values(value, session.model_id, owner.key_id, owner):
         session.producer.send(config.topics.control, piece, key=registration_key(session.model_id))
     session.producer.flush()
@@ -292,9 +298,11 @@ def job_session(
     extra: dict[str, str],
     profile_dir: Path | None = None,
     start: Callable[[dict[str, str], Path, Path | None], JobProcess] | None = None,
+    window_seconds: float | None = None,
 ) -> Iterator[JobSession]:
-    """A job on `kafka` with one model of `params` parameters and count window `window`,
-    config overrides `extra`; killed (with its JVM) on the way out, also on errors.
+    """A job on `kafka` with one model of `params` parameters and count window `window`
+    (also closed after `window_seconds` when given), config overrides `extra`; killed
+    (with its JVM) on the way out, also on errors.
     `start(overrides, work folder, profile folder)` starts it (default: a local
     mini-cluster, `JobProcess`)."""
     suffix = uuid.uuid4().hex[:8]
@@ -320,6 +328,7 @@ def job_session(
         window,
         bench_delta(params),
         work,
+        window_seconds=window_seconds,
     )
     try:
         backlog.init_transactions()

@@ -141,7 +141,9 @@ def _one_run(kafka: Any, variant: Variant, args: argparse.Namespace, size: dict[
         return job
 
     extra = variant.overrides() | {"checkpoint.interval_ms": str(args.checkpoint_interval_ms)}
-    with job_session(kafka, args.params, args.window, extra, start=start) as session:
+    with job_session(
+        kafka, args.params, args.window, extra, start=start, window_seconds=args.window_seconds
+    ) as session:
         warmed = warm_up(session, args.warmup_burst, args.max_warmup_s)
         rate = warmed.bursts[-1].updates_per_s
         n = size.get(variant.name) or run_size(rate, args.seconds, args.window, args.min_updates)
@@ -170,6 +172,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--params", type=int, default=1_000_000)
     add("--window", type=int, default=10)
+    add(
+        "--window-seconds",
+        type=float,
+        default=1.0,
+        help="the window's time bound: with shards a count window may close with more than "
+        "K updates, and the updates left in the last open one are released by its timer",
+    )
     add("--runs", type=int, default=3, help="pairs of runs (one of each variant)")
     add("--seconds", type=float, default=60.0, help="length of each measured run")
     add("--min-updates", type=int, default=50, help="fewest updates of a run")
