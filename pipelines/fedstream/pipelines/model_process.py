@@ -155,6 +155,35 @@ def dead_letter(
     return Output("dead_letter", (model_id or "").encode(), value, record["reason"])
 
 
+class NamesModel(Protocol):
+    """What names a model in its dead letters: its registration once it has one, else
+    the id it runs for; and the dead-letter topic's size limit."""
+
+    registration: RegisteredModel | None
+    model_id: str | None
+    dlq_max_bytes: int | None
+
+
+def model_letter(
+    process: NamesModel,
+    envelope: Envelope,
+    reason: CodecError | str,
+    detail: str | None,
+    update_id: str | None,
+) -> Output:
+    """The dead letter of `envelope` for the model `process` runs (the model key's or a
+    shard's), naming the model and bounded to the DLQ's limit."""
+    named = process.registration.model_id if process.registration else process.model_id
+    return dead_letter(
+        envelope,
+        reason,
+        detail,
+        model_id=named,
+        update_id=update_id,
+        max_bytes=process.dlq_max_bytes,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Routed:
     """The stateless first step: which model a record is for, or its dead letter."""
@@ -659,15 +688,7 @@ class ModelProcess:
         update_id: str | None = None,
     ) -> Output:
         """The dead letter of `envelope` for this model (bounded to the DLQ's limit)."""
-        model_id = self.registration.model_id if self.registration else self.model_id
-        return dead_letter(
-            envelope,
-            reason,
-            detail,
-            model_id=model_id,
-            update_id=update_id,
-            max_bytes=self.dlq_max_bytes,
-        )
+        return model_letter(self, envelope, reason, detail, update_id)
 
     def discard_window(self, reason: str, detail: str) -> list[Output]:
         """Empty the open window, with a dead letter (no original bytes: the window keeps

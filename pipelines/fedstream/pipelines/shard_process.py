@@ -36,7 +36,12 @@ import math
 from dataclasses import dataclass, field
 
 from fedstream.pipelines.limits import InputLimits
-from fedstream.pipelines.model_process import Envelope, Output, RegisteredModel, dead_letter
+from fedstream.pipelines.model_process import (
+    Envelope,
+    Output,
+    RegisteredModel,
+    model_letter,
+)
 from fedstream.pipelines.partial_window import PartialFullError, PartialWindow, check_shardable
 from fedstream.pipelines.sequence_window import DEFAULT_WIDTH, DictWindowStore, WindowStore
 from fedstream.pipelines.update import ClientUpdate
@@ -229,12 +234,4 @@ class ShardProcess:
         detail: str | None = None,
         update_id: str | None = None,
     ) -> Output:
-        model_id = self.registration.model_id if self.registration else self.model_id
-        return dead_letter(
-            envelope,
-            reason,
-            detail,
-            model_id=model_id,
-            update_id=update_id,
-            max_bytes=self.dlq_max_bytes,
-        )
+        return model_letter(self, envelope, reason, detail, update_id)
