@@ -29,6 +29,23 @@ class Sent(NamedTuple):
     delta: F32
 
 
+def _core(aggregation: AggregationConfig | Mapping[str, Any], initial: F32) -> Aggregator:
+    """The unsharded core at version 0 with parameters `initial`."""
+    config = (
+        aggregation
+        if isinstance(aggregation, AggregationConfig)
+        else AggregationConfig.from_dict(dict(aggregation))
+    )
+    return Aggregator(config, ModelState(np.array(initial, np.float32), 0))
+
+
+def _add(aggregator: Aggregator, update: Sent, now: float) -> None:
+    delta = np.array(update.delta, np.float32)
+    aggregator.add(
+        ClientUpdate(update.update_id, update.base_version, update.num_samples, delta), now
+    )
+
+
 def replay(
     aggregation: AggregationConfig | Mapping[str, Any],
     initial: F32,
@@ -42,18 +59,10 @@ def replay(
     A window closes as soon as `should_close(now)` holds (count windows), and also after
     the updates at the indices in `close_after` (where a time window's timer fired).
     """
-    config = (
-        aggregation
-        if isinstance(aggregation, AggregationConfig)
-        else AggregationConfig.from_dict(dict(aggregation))
-    )
-    aggregator = Aggregator(config, ModelState(np.array(initial, np.float32), 0))
+    aggregator = _core(aggregation, initial)
     out = {0: np.array(initial, np.float32)}
     for index, update in enumerate(updates):
-        delta = np.array(update.delta, np.float32)
-        aggregator.add(
-            ClientUpdate(update.update_id, update.base_version, update.num_samples, delta), now
-        )
+        _add(aggregator, update, now)
         if aggregator.should_close(now) or index in close_after:
             closed = aggregator.close()
             out[closed.state.version] = closed.state.params.copy()
@@ -68,20 +77,11 @@ def replay_windows(
     """Params of every version when window i holds exactly `windows[i]`, in that order:
     the unsharded core over the updates a sharded model's release i + 1 lists in its
     lineage (a sharded count window may close with more than K updates)."""
-    config = (
-        aggregation
-        if isinstance(aggregation, AggregationConfig)
-        else AggregationConfig.from_dict(dict(aggregation))
-    )
-    aggregator = Aggregator(config, ModelState(np.array(initial, np.float32), 0))
+    aggregator = _core(aggregation, initial)
     out = {0: np.array(initial, np.float32)}
     for window in windows:
         for update in window:
-            delta = np.array(update.delta, np.float32)
-            aggregator.add(
-                ClientUpdate(update.update_id, update.base_version, update.num_samples, delta),
-                0.0,
-            )
+            _add(aggregator, update, 0.0)
         closed = aggregator.close()
         out[closed.state.version] = closed.state.params.copy()
     return out
