@@ -209,13 +209,18 @@ def _check_shape(raw: Sequence[Any], max_size: int) -> tuple[tuple[int, ...], in
     size = math.prod(shape)
     if size > max_size:
         raise BadShapeError(f"shape {shape} has {size} elements, more than the limit {max_size}")
+    # An empty tensor's other dimensions are bounded too: numpy refuses to shape even an
+    # empty array whose nonzero dimensions multiply past its index range.
+    spanned = math.prod(d for d in shape if d)
+    if spanned > max_size:
+        raise BadShapeError(f"shape {shape} spans {spanned} elements, more than {max_size}")
     return tuple(shape), size
 
 
 def _unpack_fp32(data: Any, indices: Any, scale: float, size: int) -> NDArray[np.float32]:
     if len(data) != 4 * size:
         raise BadShapeError(f"FP32 of {size} values needs {4 * size} bytes, got {len(data)}")
-    return np.frombuffer(data, dtype=_F32).astype(np.float32)
+    return np.frombuffer(data, dtype=_F32)  # a view: `unpack` copies it unless told not to
 
 
 def _unpack_fp16(data: Any, indices: Any, scale: float, size: int) -> NDArray[np.float32]:
@@ -267,12 +272,15 @@ def unpack(
     *,
     require_finite: bool = False,
     max_size: int = DEFAULT_MAX_SIZE,
+    writable: bool = True,
 ) -> NDArray[np.float32]:
     """Decode a TensorPayload into a new, writable float32 array of its logical shape.
 
     `expected_shape`, when given, must equal the payload's shape (BAD_SHAPE otherwise) and
     also lifts `max_size`: the size is then bounded by what the caller expects. With
-    `require_finite`, NaN or infinity raises `NonFiniteError`.
+    `require_finite`, NaN or infinity raises `NonFiniteError`. With `writable=False`, an
+    FP32 payload on a little-endian host comes back as a read-only view of `data`, not a
+    copy: the job reads each update's delta once, and a copy is a pass over its bytes.
     """
     enc_raw = _field(payload, "encoding", str)
     try:
@@ -296,6 +304,8 @@ def unpack(
     if enc is not TensorEncoding.TOPK and len(indices):
         raise InvalidBodyError(f"{enc} payload has {len(indices)} bytes of indices (must be empty)")
     out = _UNPACKERS[enc](data, indices, scale, size)
+    if writable and not out.flags.writeable or not out.dtype.isnative:
+        out = out.astype(np.float32)
     if require_finite and not bool(np.isfinite(out).all()):
         raise NonFiniteError("tensor has NaN or infinite values")
     return out.reshape(shape)

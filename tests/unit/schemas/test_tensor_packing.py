@@ -62,6 +62,11 @@ def test_fp32_is_exact(x: NDArray[np.float32]) -> None:
     assert y.dtype == np.float32 and y.shape == x.shape
     assert y.tobytes() == x.tobytes()  # bit-exact, signed zeros and NaN payloads included
     assert y.flags.writeable
+    view = unpack(payload, expected_shape=x.shape, writable=False)  # the job's read-once path
+    assert view.tobytes() == x.tobytes() and view.dtype == np.float32
+    assert not view.flags.writeable  # a view of the record's bytes, never changed in place
+    if view.size:
+        assert np.shares_memory(view, np.frombuffer(payload["data"], dtype=np.uint8))
 
 
 @PROPS
@@ -307,3 +312,11 @@ def test_unpack_never_raises_anything_else(
         return
     assert out.dtype == np.float32
     assert list(out.shape) == payload["shape"]
+
+
+def test_an_empty_tensor_with_huge_other_dimensions_is_bad_shape() -> None:
+    """Size 0, but numpy cannot shape it: refused as BAD_SHAPE, not a bare ValueError."""
+    payload = through_the_wire(pack(np.zeros(0, dtype=np.float32), "FP32"))
+    payload["shape"] = [0, 46454, 695122, 71407789]
+    with pytest.raises(BadShapeError, match="spans"):
+        unpack(payload)
