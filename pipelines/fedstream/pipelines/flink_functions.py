@@ -270,12 +270,15 @@ class DeviceGateFunction(KeyedProcessFunction):  # type: ignore[misc]
 
         raw = self._entry.value()
         entry = None if raw is None else RegisteredKey(*raw)
-        waiting = self._pending.value() or []
+        # A device with an entry has nothing waiting: its entry's arrival decided every
+        # waiting update and cleared the deadline (`DeviceGate.on_device_key`), and no
+        # update waits once it is there. So only an unknown device's are read.
+        waiting = (self._pending.value() or []) if entry is None else []
         pending = [Envelope(v, t, p, o) for v, t, p, o, _ in waiting]
         models = {(t, p, o): m for _, t, p, o, m in waiting}
-        deadline = self._deadline.value()
+        deadline = self._deadline.value() if entry is None else None
         # `stored`: whether pending updates and a deadline are held, i.e. what `_save` may
-        # have to clear (a registered device's updates wait for nothing: two JVM calls per
+        # have to clear (a registered device's updates wait for nothing: four JVM calls per
         # update saved)
         stored = (bool(waiting), deadline is not None)
         seconds = None if deadline is None else deadline / 1000.0

@@ -25,6 +25,7 @@ import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -199,11 +200,17 @@ def verify_update(
     if len(signature) != _SIGNATURE_BYTES:
         return f"signature of device {device!r} has {len(signature)} bytes"
     try:
-        public = Ed25519PublicKey.from_public_bytes(entry.public_key)
-        public.verify(bytes(signature), update_statement(record))
+        _public_key(bytes(entry.public_key)).verify(bytes(signature), update_statement(record))
     except InvalidSignature:
         return f"signature of device {device!r} by key {key_id} does not verify"
     return None
+
+
+@lru_cache(maxsize=4096)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of a registered public key, parsed once per key rather than per
+    update (the job verifies every update of a device with the same key)."""
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def device_key_from_env() -> str | None:
