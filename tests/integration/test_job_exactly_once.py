@@ -9,7 +9,9 @@ local mini-cluster with EXACTLY_ONCE checkpoints and transactional sinks. The te
   dedupe paths are exercised; a crashed device's re-send is refused as DUPLICATE);
 - the parameters of every release equal an offline replay of its lineage through the core;
 - and the same holds after the job is SIGKILLed mid-stream and resumed from its latest
-  checkpoint (nothing lost, nothing counted twice, no torn or duplicate version visible).
+  checkpoint (nothing lost, nothing counted twice, no torn or duplicate version visible),
+  also with the model scaled out over two shards (`runtime.model_shards`), whose
+  checkpoint then refuses to restore into a job with another number of shards.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
 MODEL = "digits-linear"
 WINDOW = 4
 AGGREGATION = {"window": {"count": WINDOW, "seconds": None}, "weight_by_samples": True}
+# A sharded count window may close with more than K updates (a partial is never split), so
+# the time bound closes what is left at the end.
+SHARDED_AGGREGATION = {"window": {"count": WINDOW, "seconds": 1.0}, "weight_by_samples": True}
+SHARDED = {"runtime.model_shards": "2", "runtime.parallelism": "2"}
 LEGACY_DEVICE = 2  # device-2 sends no sequence (an SDK from before schema v4)
 
 
@@ -65,8 +71,16 @@ class SentUpdate:
 class Fleet:
     """A few devices producing updates with an idempotent producer, remembering what they sent."""
 
-    def __init__(self, broker: Broker, topics: JobTopics, onnx: bytes, seed: int = 7) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        topics: JobTopics,
+        onnx: bytes,
+        seed: int = 7,
+        aggregation: dict[str, object] | None = None,
+    ) -> None:
         self.broker = broker
+        self.aggregation = aggregation or AGGREGATION
         self.topics = topics
         self.onnx = onnx
         names = ["W", "b"]
@@ -85,7 +99,7 @@ class Fleet:
 
     def register(self, job: JobProcess, timeout: float = 120) -> None:
         """Register, then wait for version 0 as a device would before training on it."""
-        value = registration_bytes(MODEL, self.onnx, ["W", "b"], AGGREGATION, owner_signer())
+        value = registration_bytes(MODEL, self.onnx, ["W", "b"], self.aggregation, owner_signer())
         self.producer.send(self.topics.control, value, key=registration_key(MODEL)).get(timeout=30)
         register_devices(self.broker, self.topics.devices, [f"device-{i}" for i in range(3)])
         wait_for(
@@ -142,7 +156,7 @@ class Fleet:
 def replay(fleet: Fleet, found: list[Release]) -> list[npt.NDArray[np.float32]]:
     """Offline replay of the lineage through the core: the params each version must have."""
     aggregator = Aggregator(
-        AggregationConfig.from_dict(AGGREGATION), ModelState(fleet.initial.copy(), 0)
+        AggregationConfig.from_dict(fleet.aggregation), ModelState(fleet.initial.copy(), 0)
     )
     expected = [fleet.initial.copy()]
     for release in found[1:]:
@@ -173,17 +187,31 @@ def check_invariants(fleet: Fleet, found: list[Release], accepted: set[str]) -> 
         )
 
 
-@pytest.fixture
-def job_env(kafka_broker: Broker, tmp_path: Path) -> Iterator[tuple[JobProcess, Fleet, JobTopics]]:
+Env = tuple[JobProcess, Fleet, JobTopics]
+
+
+def _env(broker: Broker, tmp_path: Path, sharded: bool) -> Iterator[Env]:
     topics = JobTopics()
-    ensure_topics(load(overrides={**topics.overrides(), **kafka_broker.job_overrides()}))
-    job = job_process(kafka_broker, tmp_path / "checkpoints", topics, tmp_path / "job.log")
-    fleet = Fleet(kafka_broker, topics, linear_model(inputs=8, outputs=4))
+    ensure_topics(load(overrides={**topics.overrides(), **broker.job_overrides()}))
+    settings = SHARDED if sharded else {}
+    job = job_process(broker, tmp_path / "checkpoints", topics, tmp_path / "job.log", **settings)
+    aggregation = SHARDED_AGGREGATION if sharded else AGGREGATION
+    fleet = Fleet(broker, topics, linear_model(inputs=8, outputs=4), aggregation=aggregation)
     try:
         yield job, fleet, topics
     finally:
         job.kill()
         fleet.close()
+
+
+@pytest.fixture
+def job_env(kafka_broker: Broker, tmp_path: Path) -> Iterator[Env]:
+    yield from _env(kafka_broker, tmp_path, sharded=False)
+
+
+@pytest.fixture
+def sharded_env(kafka_broker: Broker, tmp_path: Path) -> Iterator[Env]:
+    yield from _env(kafka_broker, tmp_path, sharded=True)
 
 
 def _wait_absorbed(
@@ -244,9 +272,37 @@ def test_every_update_counted_exactly_once_and_params_match_replay(
 
 
 def test_sigkill_mid_stream_then_resume_loses_and_doubles_nothing(
-    kafka_broker: Broker, job_env: tuple[JobProcess, Fleet, JobTopics]
+    kafka_broker: Broker, job_env: Env
 ) -> None:
-    job, fleet, topics = job_env
+    _kill_and_resume(kafka_broker, job_env)
+
+
+def test_sharded_model_sigkill_resume_exactly_once_and_no_restore_with_other_shards(
+    kafka_broker: Broker, sharded_env: Env, tmp_path: Path
+) -> None:
+    """Two shards at parallelism 2: the shards' open partials and sequence windows and the
+    model key's window are all in the checkpoint the resumed job restores. Device 2 has no
+    sequences, so its updates are forwarded to the model key: both paths cross the kill."""
+    job, _, topics = sharded_env
+    _kill_and_resume(kafka_broker, sharded_env)
+    job.kill()
+    published = len(releases(kafka_broker, topics.models))
+    three = job_process(
+        kafka_broker,
+        tmp_path / "checkpoints",
+        topics,
+        tmp_path / "job-3-shards.log",
+        **{**SHARDED, "runtime.model_shards": "3"},
+    )
+    three.start()  # devices would move between shards and lose their dedupe windows
+    wait_for(lambda: not three.alive(), 180, "the 3-shard job to stop", three.log_tail)
+    log = three.log.read_text(errors="replace")
+    assert "resuming from" in log and "Cannot map checkpoint/savepoint state" in log, log[-3000:]
+    assert len(releases(kafka_broker, topics.models)) == published  # it released nothing
+
+
+def _kill_and_resume(kafka_broker: Broker, env: Env) -> None:
+    job, fleet, topics = env
     job.start()
     fleet.register(job)
     accepted = set(fleet.send(24, 0))
