@@ -25,6 +25,7 @@ from pathlib import Path
 
 __all__ = [
     "AGGREGATE_CATEGORIES",
+    "GATE_CATEGORIES",
     "ROUTE_CATEGORIES",
     "ThreadCpu",
     "group_rss_mb",
@@ -171,7 +172,25 @@ AGGREGATE_CATEGORIES: list[tuple[str, list[Match]]] = [
         [_in("aggregator.py", "close"), _in("model_process.py", "_release")],
     ),
 ]
-ENTRIES = {"route": ("_route",), "aggregate": ("_process", "_fire")}
+GATE_CATEGORIES: list[tuple[str, list[Match]]] = [
+    ("decode the Avro record", [_in("codec.py", "decode")]),
+    (
+        "verify the signature (SHA-256 of the update + Ed25519)",
+        [_in("update_signing.py", "verify_update")],
+    ),
+    (
+        "Flink state reads and writes (calls into the JVM)",
+        [
+            _in("state_impl.py", "value", "contains", "get", "update", "put", "remove", "clear"),
+        ],
+    ),
+]
+ENTRIES = {"route": ("_route",), "device_gate": ("_process",), "aggregate": ("_process", "_fire")}
+OPERATOR_CATEGORIES = {
+    "route": ROUTE_CATEGORIES,
+    "device_gate": GATE_CATEGORIES,
+    "aggregate": AGGREGATE_CATEGORIES,
+}
 
 
 def _matches(func: tuple[str, int, str], matchers: Iterable[Match]) -> bool:
@@ -200,13 +219,13 @@ def _records(stats: pstats.Stats, function: str) -> int:
 
 
 def python_breakdown(folder: Path) -> dict[str, dict[str, float]]:
-    """Per operator ("route", "aggregate"): CPU ms per record, by category, plus "total"
-    (everything our function did) and "other" (total minus the categories).
+    """Per operator ("route", "device_gate", "aggregate"): CPU ms per record, by category,
+    plus "total" (everything our function did) and "other" (total minus the categories).
 
     Per record, counted from the profile itself: a killed job's last dump may be up to
     `DUMP_EVERY_S` old, so the number of records it covers is read from it."""
     out: dict[str, dict[str, float]] = {}
-    for operator, categories in (("route", ROUTE_CATEGORIES), ("aggregate", AGGREGATE_CATEGORIES)):
+    for operator, categories in OPERATOR_CATEGORIES.items():
         files = sorted(folder.glob(f"{operator}-*.pstats"))
         if not files:
             continue

@@ -22,7 +22,7 @@ neither (both are keyed state of the same operator).
 
 Flink state stays the only source of truth, but reading a model back from it for every
 record (two model-sized values through the JVM, unpickled and CRC-checked) was most of the
-operator's Python time (bench.throughput --profile: ~75% at 1M parameters). So the
+operator's Python time (cProfile of the job: ~75% at 1M parameters). So the
 function keeps the live `Aggregator` of the last `live_models` models it touched, tagged
 with a per-key *generation* counter that it bumps in state with every write. A record
 reuses the live object only when the generation in state is the one it was saved with;
