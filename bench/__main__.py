@@ -5,7 +5,15 @@ Not part of the test suite's pass/fail: numbers come from here, never from timed
 
 from __future__ import annotations
 
-from bench import codec_bench, core_bench, learning, learning_sweep, signing_bench, throughput
+from bench import (
+    codec_bench,
+    core_bench,
+    learning,
+    learning_sweep,
+    profile_job,
+    signing_bench,
+    throughput,
+)
 
 
 def main() -> None:
@@ -18,6 +26,8 @@ def main() -> None:
     for params in ("100000", "1000000"):
         print(f"== throughput: fedstream vs the plain aggregator, steady state ({params} params)")
         throughput.main(["--params", params])
+    print("== profile: our Python against the framework around it, per update (100k)")
+    profile_job.main(["--params", "100000", "--cprofile"])
     print("== learning: sync FedAvg vs FedBuff vs FedAsync vs compression (3 seeds)", flush=True)
     learning.main([])
     print("== learning, simulated fleets: variants, 10-500 devices, outage (3 seeds)", flush=True)
