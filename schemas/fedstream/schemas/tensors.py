@@ -304,7 +304,7 @@ def unpack(
     if enc is not TensorEncoding.TOPK and len(indices):
         raise InvalidBodyError(f"{enc} payload has {len(indices)} bytes of indices (must be empty)")
     out = _UNPACKERS[enc](data, indices, scale, size)
-    if writable and not out.flags.writeable or not out.dtype.isnative:
+    if (writable and not out.flags.writeable) or not out.dtype.isnative:
         out = out.astype(np.float32)
     if require_finite and not bool(np.isfinite(out).all()):
         raise NonFiniteError("tensor has NaN or infinite values")
