@@ -5,14 +5,17 @@ from __future__ import annotations
 import struct
 import zlib
 
+import crc32c
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstream.pipelines.binary_format import (
+    FLAG_CRC32C,
     HEADER_SIZE,
     BadMagicError,
+    ChecksumError,
     MalformedPayloadError,
     StateFormatError,
     TruncatedError,
@@ -57,11 +60,43 @@ def test_round_trip_of_every_field_type() -> None:
 
 def test_header_layout_is_stable() -> None:
     data = _sample()
-    magic, version, reserved, length = struct.unpack_from("<4sHHQ", data)
-    assert (magic, version, reserved) == (MAGIC, 3, 0)
+    magic, version, flags, length = struct.unpack_from("<4sHHQ", data)
+    assert (magic, version, flags) == (MAGIC, 3, FLAG_CRC32C)
     assert length == len(data) - HEADER_SIZE == len(data) - 20
     (crc,) = struct.unpack_from("<I", data, 16)
-    assert crc == zlib.crc32(data[HEADER_SIZE:], zlib.crc32(data[:16]))
+    assert crc == crc32c.crc32c(data[HEADER_SIZE:], crc32c.crc32c(data[:16]))
+
+
+def _legacy(data: bytes) -> bytes:
+    """`data` framed as releases before the flags wrote it: flags 0, zlib's CRC-32."""
+    header = bytearray(data[:16])
+    struct.pack_into("<H", header, 6, 0)
+    crc = zlib.crc32(data[HEADER_SIZE:], zlib.crc32(bytes(header)))
+    return bytes(header) + struct.pack("<I", crc) + data[HEADER_SIZE:]
+
+
+def test_bytes_of_earlier_releases_still_read_and_their_checksum_is_checked() -> None:
+    legacy = _legacy(_sample())
+    version, r = unseal(legacy, MAGIC, (3,))
+    assert version == 3 and r.u8() == 7
+    damaged = bytearray(legacy)
+    damaged[-1] ^= 0x01
+    with pytest.raises(ChecksumError, match="crc32 "):
+        unseal(bytes(damaged), MAGIC, (3,))
+
+
+def test_a_checksum_of_the_other_algorithm_is_refused() -> None:
+    data = bytearray(_sample())
+    struct.pack_into("<H", data, 6, 0)  # claims zlib's CRC-32 over a CRC-32C frame
+    with pytest.raises(ChecksumError):
+        unseal(bytes(data), MAGIC, (3,))
+
+
+def test_unknown_header_flags_are_refused() -> None:
+    data = bytearray(_sample())
+    struct.pack_into("<H", data, 6, FLAG_CRC32C | 0x8000)
+    with pytest.raises(MalformedPayloadError, match="unknown header flags 0x8001"):
+        unseal(bytes(data), MAGIC, (3,))
 
 
 def test_wrong_magic_version_truncation_trailing() -> None:

@@ -1,5 +1,6 @@
-"""The aggregation core stays pure: numpy only; never onnx, pyflink, kafka or avro. (The thin
-PyFlink functions that share the package are not the core.) `onnx_release` edits ONNX
+"""The aggregation core stays pure: numpy (and crc32c, the C checksum of the state frame)
+only; never onnx, pyflink, kafka or avro. (The thin PyFlink functions that share the
+package are not the core.) `onnx_release` edits ONNX
 bytes itself (`protobuf_wire`): onnx's nanobind extension aborts the JVM in PyFlink's
 thread mode, so nothing the job runs may import it."""
 
@@ -54,7 +55,7 @@ def test_core_module_imports(module: str) -> None:
     roots = imported_roots(module)
     assert not roots & FORBIDDEN
     assert not {r for r in roots if r.startswith("fedstream.")}
-    allowed = {"numpy", "fedstream", "__future__"} | set(sys.stdlib_module_names)
+    allowed = {"numpy", "crc32c", "fedstream", "__future__"} | set(sys.stdlib_module_names)
     assert roots <= allowed, roots - allowed
 
 
