@@ -29,6 +29,7 @@ import pytest
 from kafka import KafkaProducer
 
 from fedstream.jobs.config import load
+from fedstream.jobs.jvm_scratch import folder_of
 from fedstream.jobs.launcher import JobProcess
 from fedstream.jobs.registration import registration_bytes
 from fedstream.jobs.topics import ensure_topics
@@ -310,11 +311,15 @@ def _kill_and_resume(kafka_broker: Broker, env: Env) -> None:
     # Crash while updates are still arriving: some are consumed but not yet checkpointed,
     # and the sink has an open transaction with releases no consumer may ever see.
     accepted |= set(fleet.send(12, 0))
+    killed = folder_of(job.pid or 0)
     job.kill()
+    # the killed JVM's scratch folder, with the planner it unpacked, outlives it...
+    assert list(killed.glob("flink-table-planner_*.jar")), f"no planner jar in {killed}"
     accepted |= set(fleet.send(12, 0))  # produced while the job is down
     job.start()  # resumes the newest checkpoint by default
     accepted |= set(fleet.send(12, 0))
     found = _wait_absorbed(kafka_broker, topics, job, len(accepted), timeout=200)
     check_invariants(fleet, found, accepted)
+    assert not killed.exists(), "the next start did not sweep what the killed job left"
     second_start = job.log.read_text().split("==== start")[-1]
     assert "resuming from" in second_start and "nothing (no checkpoint yet)" not in second_start

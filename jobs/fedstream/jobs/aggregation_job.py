@@ -49,6 +49,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from fedstream.jobs.config import JobConfig, load
+from fedstream.jobs.jvm_scratch import use_private_tmpdir
 from fedstream.jobs.runtime import jar_url, job_jars, use_metrics_reporter
 
 JOB_NAME = "fedstream-aggregation"
@@ -587,6 +588,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"fedstream: {error}") from None
     if args.local:
         use_metrics_reporter()
+        use_private_tmpdir()  # what a SIGKILL leaves in it goes at the next start
     env = StreamExecutionEnvironment.get_execution_environment(
         flink_configuration(config, local=args.local, restore_from=restore)
     )
