@@ -2,6 +2,11 @@
 
 One kafka-python thread consumes updates, decodes them with our codec, keeps a numpy sum
 and produces a model every K updates: no checkpoints, no exactly-once, no signature check.
+With `entry` (the sending device's registry entry) it also verifies each update's
+signature as fedstream's gate does (`verify_update`: SHA-256 of the delta, Ed25519): the
+like-for-like loop, which tells the cost of the streaming framework apart from the cost
+of the trust boundary every fleet needs (a fragmented update is verified whole, its
+fragments' own signatures are not: a little less work than the job does).
 It drains a backlog that is already in its topic (produced before the clock starts), as the
 fedstream job drains a committed transaction, so neither shares the CPU with its load
 generator. Each run gets fresh topics, deleted afterwards (a run writes GBs).
@@ -21,8 +26,9 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from bench.kafka_stack import BenchKafka
 from fedstream.schemas import decode, unpack
 from fedstream.schemas.fragments import FRAGMENT, is_fragment
+from fedstream.schemas.update_signing import RegisteredKey, verify_update
 
-__all__ = ["MAX_BYTES", "PlainRun", "big_record_consumer", "make_topic", "plain_run"]
+__all__ = ["MAX_BYTES", "PlainRun", "big_record_consumer", "checked", "make_topic", "plain_run"]
 
 MAX_BYTES = 16 * 1024 * 1024
 
@@ -105,9 +111,16 @@ def _whole(value: bytes, pieces: list[bytes]) -> bytes | None:
 
 
 def _drain(
-    consumer: KafkaConsumer, producer: KafkaProducer, models: str, params: int, count: int, k: int
+    consumer: KafkaConsumer,
+    producer: KafkaProducer,
+    models: str,
+    params: int,
+    count: int,
+    k: int,
+    entry: RegisteredKey | None,
 ) -> int:
-    """Consume `count` updates: decode, unpack, sum; publish the model every `k`."""
+    """Consume `count` updates: decode, (with `entry`) verify, unpack, sum; publish the
+    model every `k`."""
     model = np.zeros(params, dtype=np.float32)
     total = np.zeros(params, dtype=np.float32)
     seen = 0
@@ -116,7 +129,7 @@ def _drain(
         value = _whole(message.value, pieces)
         if value is None:
             continue
-        record = decode(value, expected="GradientUpdate").record
+        record = checked(decode(value, expected="GradientUpdate").record, entry)
         total += unpack(record["delta"], expected_shape=[params], require_finite=True)
         seen += 1
         if seen % k == 0:
@@ -129,6 +142,14 @@ def _drain(
     return seen
 
 
+def checked(record: dict[str, Any], entry: RegisteredKey | None) -> dict[str, Any]:
+    """`record`, once its signature verifies against `entry` (None: not checked); an
+    update that does not verify stops the run (the benchmark's backlog is all authentic)."""
+    if entry is not None and (problem := verify_update(record, entry)) is not None:
+        raise RuntimeError(f"plain aggregator: {problem}")
+    return record
+
+
 def _publish(producer: KafkaProducer, topic: str, model: bytes) -> None:
     """The model's bytes, in records that fit the topic (fedstream chunks its releases)."""
     room = MAX_BYTES - 4096
@@ -137,17 +158,22 @@ def _publish(producer: KafkaProducer, topic: str, model: bytes) -> None:
 
 
 def plain_run(
-    kafka: BenchKafka, values: list[bytes], params: int, count: int, window: int
+    kafka: BenchKafka,
+    values: list[bytes],
+    params: int,
+    count: int,
+    window: int,
+    entry: RegisteredKey | None = None,
 ) -> PlainRun:
     """Fill a fresh topic with `count` updates (each carried by `values`), then time the
-    aggregator draining it."""
+    aggregator draining it (verifying each signature against `entry` when given)."""
     updates, models = make_topic(kafka), make_topic(kafka)
     try:
         _fill(kafka, updates, values, count)
         consumer = big_record_consumer(kafka, updates, consumer_timeout_ms=30000)
         producer = _producer(kafka)
         cpu, start = time.process_time(), time.perf_counter()
-        seen = _drain(consumer, producer, models, params, count, window)
+        seen = _drain(consumer, producer, models, params, count, window, entry)
         seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
         consumer.close()
         producer.close()

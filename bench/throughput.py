@@ -5,9 +5,11 @@ For one update size (fp32 parameters), in one run on one local broker (issue 13'
 1. **Warm up** the job until the JVM's JIT settles: backlog bursts until the JIT compiler
    threads take under 3% of the job's CPU over a burst (or `--max-warmup-s` passed); the
    warm-up's time and updates are reported, and the JIT's share of every measured run.
-2. **Alternate** `--runs` pairs (default 5): the plain aggregator drains a backlog of n
-   updates from a fresh topic, then fedstream drains n updates committed in one
-   transaction (the order flips every pair, so a drift of the machine hits both alike).
+2. **Alternate** `--runs` rounds (default 5): the plain aggregator drains a backlog of n
+   updates from a fresh topic, then the same loop verifying each update's signature (the
+   like-for-like baseline: fedstream verifies every update; `--no-verifying` skips it),
+   then fedstream drains n updates committed in one transaction (the order flips every
+   round, so a drift of the machine hits all alike).
    n is sized from the warm-up's rate, then per system from its own last run, so that
    every run after a system's first lasts about `--seconds` (default 60). fedstream's time
    runs from the commit until the release holding the last update is *visible* to a
@@ -32,16 +34,19 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.job_session import Burst, JobSession, job_session, log
-
-__all__ = ["REPO", "exit_on_sigterm", "log", "machine", "main"]
 from bench.kafka_stack import broker
 from bench.plain_aggregator import PlainRun, plain_run
 from bench.throughput_stats import jit_settled, percentile, spread
+from fedstream.schemas import decode
+from fedstream.schemas.update_signing import RegisteredKey
+
+__all__ = ["REPO", "exit_on_sigterm", "log", "machine", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,6 +71,8 @@ class Measured:
     args: dict[str, Any]
     warmup: WarmUp
     plain: list[PlainRun] = field(default_factory=list)
+    #: the plain loop that also verifies every signature (`plain_run(..., entry)`)
+    verifying: list[PlainRun] = field(default_factory=list)
     fedstream: list[Burst] = field(default_factory=list)
     latency: Burst | None = None
     offered_per_s: float = 0.0
@@ -103,21 +110,31 @@ def run_size(rate: float, seconds: float, window: int, minimum: int) -> int:
     return max(window, n - n % window)
 
 
-def alternate(session: JobSession, out: Measured, runs: int, count: int) -> None:
-    """`runs` pairs of plain aggregator and fedstream drains, order flipped every pair.
+def _entry(session: JobSession, device: str) -> RegisteredKey:
+    """`device`'s registry entry, as the job reads it from the devices topic."""
+    value = session.fleet.identities.key_bytes(device, created_at=0)
+    return RegisteredKey.from_record(decode(value, expected="DeviceKey").record)
 
-    Both start at `count` (sized from the warm-up); after each run a system's next size
+
+def alternate(session: JobSession, out: Measured, runs: int, count: int) -> None:
+    """`runs` rounds of plain aggregator (and verifying plain loop) and fedstream drains,
+    order flipped every round.
+
+    All start at `count` (sized from the warm-up); after each run a system's next size
     follows its own measured rate, so every run after its first lasts about `--seconds`."""
     a = out.args
     params, window = a["params"], a["window"]
     plain_values = session.fleet.records("plain", "plain", 0, 0, session.delta)
-    counts = {"plain": count, "fedstream": count}
+    entries = {"plain": None, "verifying": _entry(session, "device-0")}
+    kept = {"plain": out.plain, "verifying": out.verifying}
+    systems = ("plain", "verifying", "fedstream") if a["verifying"] else ("plain", "fedstream")
+    counts = dict.fromkeys(systems, count)
     for r in range(runs):
-        order = ("plain", "fedstream") if r % 2 == 0 else ("fedstream", "plain")
-        for system in order:
-            if system == "plain":
-                done = plain_run(session.kafka, plain_values, params, counts[system], window)
-                out.plain.append(done)
+        for system in systems if r % 2 == 0 else systems[::-1]:
+            if system in kept:
+                entry = entries[system]
+                done = plain_run(session.kafka, plain_values, params, counts[system], window, entry)
+                kept[system].append(done)
                 rate, cpu, seconds = done.updates_per_s, done.cpu_ms_per_update, done.seconds
             else:
                 burst = session.backlog(counts[system])
@@ -155,6 +172,20 @@ def run_seconds(m: Measured) -> str:
     return f"{plain:.0f} / {fed:.0f}"
 
 
+def _verifying(m: Measured, fed_rate: float, fed_cpu: float) -> dict[str, Any]:
+    """The verifying loop's medians and fedstream's ratios to them (none: not measured)."""
+    if not m.verifying:
+        return {}
+    rate = spread([p.updates_per_s for p in m.verifying])
+    cpu = spread([p.cpu_ms_per_update for p in m.verifying])
+    return {
+        "verifying_updates_per_s": asdict(rate),
+        "verifying_cpu_ms_per_update": asdict(cpu),
+        "cpu_ratio_vs_verifying": fed_cpu / cpu.median,
+        "throughput_ratio_vs_verifying": fed_rate / rate.median,
+    }
+
+
 def summary(m: Measured) -> dict[str, Any]:
     """Medians, spreads and the issue's three ratios."""
     plain_rate = spread([p.updates_per_s for p in m.plain])
@@ -185,7 +216,7 @@ def summary(m: Measured) -> dict[str, Any]:
         "warmup_share_of_updates": m.warmup.updates / total_updates,
         "job_rss_mb": m.job_rss_mb,
         "checkpoint_bytes_per_param_byte": m.checkpoint_bytes / (m.args["params"] * 4),
-    }
+    } | _verifying(m, fed_rate.median, fed_cpu.median)
 
 
 def markdown(m: Measured, s: dict[str, Any]) -> str:
@@ -205,6 +236,7 @@ def markdown(m: Measured, s: dict[str, Any]) -> str:
             "|---|---:|---:|",
             f"| plain kafka-python + numpy aggregator | {text('plain_updates_per_s')} "
             f"| {text('plain_cpu_ms_per_update', 2)} |",
+            *_verifying_rows(s, text),
             "| **fedstream**, until visible (read_committed) "
             f"| {text('fedstream_visible_updates_per_s')} "
             f"| {text('fedstream_cpu_ms_per_update', 2)} |",
@@ -213,6 +245,7 @@ def markdown(m: Measured, s: dict[str, Any]) -> str:
             "",
             f"- throughput fedstream / plain: {s['throughput_ratio']:.2f} (target ≥ 1.0)",
             f"- CPU per update fedstream / plain: {s['cpu_ratio']:.2f} (target ≤ 1.2)",
+            *_verifying_ratios(s),
             f"- update → visible latency at {s['latency_offered_per_s']:.0f} updates/s offered "
             f"(half the median): p50 {s['latency_ms_p50']:,.0f} ms, "
             f"p99 {s['latency_ms_p99']:,.0f} ms "
@@ -232,6 +265,22 @@ def markdown(m: Measured, s: dict[str, Any]) -> str:
     )
 
 
+def _verifying_rows(s: dict[str, Any], text: Callable[[str, int], str]) -> list[str]:
+    if "verifying_updates_per_s" not in s:
+        return []
+    rate, cpu = text("verifying_updates_per_s", 1), text("verifying_cpu_ms_per_update", 2)
+    return [f"| the same loop verifying each signature (like for like) | {rate} | {cpu} |"]
+
+
+def _verifying_ratios(s: dict[str, Any]) -> list[str]:
+    if "verifying_updates_per_s" not in s:
+        return []
+    return [
+        f"- against the verifying loop: throughput {s['throughput_ratio_vs_verifying']:.2f}, "
+        f"CPU per update {s['cpu_ratio_vs_verifying']:.2f}"
+    ]
+
+
 def write(m: Measured, s: dict[str, Any], out: Path, stem: str) -> None:
     """Raw runs + summary (JSON) and the table (markdown) to `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -241,6 +290,7 @@ def write(m: Measured, s: dict[str, Any], out: Path, stem: str) -> None:
         "machine": machine(),
         "warmup": [_burst(b) for b in m.warmup.bursts],
         "plain_runs": [asdict(p) | {"updates_per_s": p.updates_per_s} for p in m.plain],
+        "verifying_runs": [asdict(p) | {"updates_per_s": p.updates_per_s} for p in m.verifying],
         "fedstream_runs": [_burst(b) for b in m.fedstream],
         "latency_run": _burst(m.latency) if m.latency else None,
     }
@@ -273,7 +323,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--params", type=int, default=100_000)
     add("--window", type=int, default=10)
-    add("--runs", type=int, default=5, help="alternating pairs of plain and fedstream runs")
+    add("--runs", type=int, default=5, help="alternating rounds of plain and fedstream runs")
+    add(
+        "--no-verifying",
+        dest="verifying",
+        action="store_false",
+        help="skip the plain loop that verifies signatures (the like-for-like baseline)",
+    )
     add("--seconds", type=float, default=60.0, help="length of each run (and the latency run)")
     add("--min-updates", type=int, default=100, help="fewest updates of a run")
     add("--warmup-burst", type=int, default=500, help="updates per warm-up burst")

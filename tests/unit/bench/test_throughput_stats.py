@@ -8,8 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.bench_fleet import DEVICES, BenchFleet
+from bench.plain_aggregator import checked
 from bench.throughput import run_size
 from bench.throughput_stats import jit_settled, percentile, spread
+from fedstream.schemas import decode
+from fedstream.schemas.update_signing import RegisteredKey
 
 
 def test_spread_is_median_low_high_and_keeps_every_run() -> None:
@@ -53,3 +56,18 @@ def test_bench_updates_carry_a_sequence_per_device_across_bursts() -> None:
     assert set(seen) == {f"device-{i}" for i in range(DEVICES)}
     for sequences in seen.values():
         assert sequences == sorted(set(sequences))  # strictly increasing, never repeated
+
+
+def test_the_verifying_loop_refuses_an_update_that_does_not_verify() -> None:
+    fleet = BenchFleet()
+    value = fleet.update("m", "u-1", 0, 0, np.ones(8, dtype=np.float32))
+    record = decode(value, expected="GradientUpdate").record
+    key = fleet.identities.key_bytes("device-0", created_at=0)
+    entry = RegisteredKey.from_record(decode(key, expected="DeviceKey").record)
+    assert checked(record, entry) is record and checked(record, None) is record
+    forged = {**record, "num_samples": record["num_samples"] + 1}
+    with pytest.raises(RuntimeError, match="does not verify"):
+        checked(forged, entry)
+    other = fleet.identities.key_bytes("device-1", created_at=0)
+    with pytest.raises(RuntimeError, match="registry entry is for 'device-1'"):
+        checked(record, RegisteredKey.from_record(decode(other, expected="DeviceKey").record))
