@@ -760,7 +760,8 @@ class ModelProcess:
         room = self.models_topic_max_bytes - _RELEASE_OVERHEAD
         ids = lineage["update_ids"] + lineage["device_ids"]
         room -= sum(len(u.encode()) + 8 for u in ids)  # UTF-8 bytes
-        signature, key_id = self._sign(model.model_id, state.version, onnx_bytes, lineage)
+        digest = hashlib.sha256(onnx_bytes).hexdigest()  # once: signed, and on every chunk
+        signature, key_id = self._sign(model.model_id, state.version, onnx_bytes, digest, lineage)
         records = release_chunks(
             model_id=model.model_id,
             version=state.version,
@@ -770,6 +771,7 @@ class ModelProcess:
             max_chunk_bytes=max(room, 1024),
             signature=signature,
             key_id=key_id,
+            sha256=digest,
         )
         # one key per chunk: compaction keeps every chunk of the newest release (schemas.keys)
         return [
@@ -780,10 +782,10 @@ class ModelProcess:
         ]
 
     def _sign(
-        self, model_id: str, version: int, onnx: bytes, lineage: dict[str, Any]
+        self, model_id: str, version: int, onnx: bytes, digest: str, lineage: dict[str, Any]
     ) -> tuple[bytes | None, str | None]:
-        """(signature, key id) of the release, once over the whole file's digest (a
-        chunked release carries it on every chunk); (None, None) without a signer."""
+        """(signature, key id) of the release, once over the whole file's digest `digest`
+        (a chunked release carries it on every chunk); (None, None) without a signer."""
         if self.signer is None:
             return None, None
         from fedstream.schemas.signing import release_statement
@@ -792,7 +794,7 @@ class ModelProcess:
             model_id=model_id,
             version=version,
             onnx_size=len(onnx),
-            sha256=hashlib.sha256(onnx).hexdigest(),
+            sha256=digest,
             lineage=lineage,
         )
         return self.signer.sign(statement), self.signer.key_id

@@ -353,6 +353,7 @@ def release_chunks(
     max_chunk_bytes: int,
     signature: bytes | None = None,
     key_id: str | None = None,
+    sha256: str | None = None,
 ) -> list[ModelRelease]:
     """Split an ONNX file into ModelRelease records of at most `max_chunk_bytes` of ONNX.
 
@@ -360,11 +361,12 @@ def release_chunks(
     fields (lineage grows with the window size). An empty file still yields one record.
     `signature` / `key_id` (one per release, over the whole file: `fedstream.schemas.
     signing`) go on every chunk, so any chunk names the key and verification needs no
-    particular one.
+    particular one. `sha256`: the file's hex digest when the caller computed it already
+    (the job signs it first), else computed here.
     """
     if max_chunk_bytes <= 0:
         raise EncodeError(f"max_chunk_bytes must be > 0, got {max_chunk_bytes}")
-    digest = hashlib.sha256(onnx).hexdigest()
+    digest = sha256 or hashlib.sha256(onnx).hexdigest()
     pieces = [onnx[i : i + max_chunk_bytes] for i in range(0, len(onnx), max_chunk_bytes)]
     pieces = pieces or [b""]
     return [
