@@ -226,30 +226,29 @@ def test_release_chunks_round_trip(onnx: bytes, chunk: int, rnd: Any) -> None:
     assert assemble_release(wire) == onnx
 
 
+def _ten_bytes_in_three(sha256: str | None = None) -> list[Any]:
+    return list(
+        release_chunks(
+            model_id="m",
+            version=3,
+            onnx=b"abcdefghij",
+            lineage=LINEAGE,
+            created_at=0,
+            max_chunk_bytes=4,
+            sha256=sha256,
+        )
+    )
+
+
 def test_release_chunks_carry_the_digest_their_caller_computed() -> None:
     digest = hashlib.sha256(b"abcdefghij").hexdigest()
-    records = release_chunks(
-        model_id="m",
-        version=3,
-        onnx=b"abcdefghij",
-        lineage=LINEAGE,
-        created_at=0,
-        max_chunk_bytes=4,
-        sha256=digest,
-    )
+    records = _ten_bytes_in_three(digest)
     assert [r["sha256"] for r in records] == [digest] * 3
     assert assemble_release(records) == b"abcdefghij"
 
 
 def test_release_assembly_errors() -> None:
-    records: list[Any] = release_chunks(
-        model_id="m",
-        version=3,
-        onnx=b"abcdefghij",
-        lineage=LINEAGE,
-        created_at=0,
-        max_chunk_bytes=4,
-    )
+    records = _ten_bytes_in_three()
     assert len(records) == 3
     with pytest.raises(ReleaseError, match="no chunks"):
         assemble_release([])
