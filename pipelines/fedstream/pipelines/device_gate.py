@@ -45,6 +45,7 @@ from fedstream.schemas.update_signing import (
     RegisteredKey,
     RegistryEntryError,
     entry_problem,
+    registered_public_key,
     verify_update,
 )
 
@@ -156,7 +157,7 @@ class DeviceGate:
             waits = " (a fragment does not wait for it)" if entry is None else ""
             return problem + waits
         assert entry is not None
-        return Ed25519PublicKey.from_public_bytes(entry.public_key)
+        return registered_public_key(bytes(entry.public_key))
 
     def on_timer(self, state: DeviceState, now: float) -> list[Passed | Output]:
         """The grace is over: the updates still waiting are refused (no entry came)."""

@@ -50,6 +50,7 @@ __all__ = [
     "device_key_from_env",
     "device_key_record",
     "entry_problem",
+    "registered_public_key",
     "sign_update",
     "update_statement",
     "verify_update",
@@ -200,16 +201,17 @@ def verify_update(
     if len(signature) != _SIGNATURE_BYTES:
         return f"signature of device {device!r} has {len(signature)} bytes"
     try:
-        _public_key(bytes(entry.public_key)).verify(bytes(signature), update_statement(record))
+        key = registered_public_key(bytes(entry.public_key))
+        key.verify(bytes(signature), update_statement(record))
     except InvalidSignature:
         return f"signature of device {device!r} by key {key_id} does not verify"
     return None
 
 
 @lru_cache(maxsize=4096)
-def _public_key(raw: bytes) -> Ed25519PublicKey:
+def registered_public_key(raw: bytes) -> Ed25519PublicKey:
     """The key object of a registered public key, parsed once per key rather than per
-    update (the job verifies every update of a device with the same key)."""
+    update or fragment (the job verifies every record of a device with the same key)."""
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
