@@ -18,9 +18,10 @@ import numpy.typing as npt
 
 from fedstream.jobs.devices import InMemoryDevices
 from fedstream.jobs.registration import registration_bytes
-from fedstream.schemas import pack
+from fedstream.schemas import decode, pack
 from fedstream.schemas.fragments import encoded_fragments
 from fedstream.schemas.signing import ReleaseSigner
+from fedstream.schemas.update_signing import RegisteredKey
 
 __all__ = [
     "DEVICES",
@@ -65,6 +66,11 @@ class BenchFleet:
             (f"device-{i}", self.identities.key_bytes(f"device-{i}", created_at=now))
             for i in range(DEVICES)
         ]
+
+    def entry(self, device: str) -> RegisteredKey:
+        """`device`'s registry entry, as the job reads it from the devices topic."""
+        value = self.identities.key_bytes(device, created_at=0)
+        return RegisteredKey.from_record(decode(value, expected="DeviceKey").record)
 
     def records(
         self, model_id: str, update_id: str, index: int, base: int, delta: npt.NDArray[np.float32]

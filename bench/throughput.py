@@ -43,8 +43,6 @@ from bench.job_session import Burst, JobSession, job_session, log
 from bench.kafka_stack import broker
 from bench.plain_aggregator import PlainRun, plain_run
 from bench.throughput_stats import jit_settled, percentile, spread
-from fedstream.schemas import decode
-from fedstream.schemas.update_signing import RegisteredKey
 
 __all__ = ["REPO", "exit_on_sigterm", "log", "machine", "main"]
 
@@ -110,12 +108,6 @@ def run_size(rate: float, seconds: float, window: int, minimum: int) -> int:
     return max(window, n - n % window)
 
 
-def _entry(session: JobSession, device: str) -> RegisteredKey:
-    """`device`'s registry entry, as the job reads it from the devices topic."""
-    value = session.fleet.identities.key_bytes(device, created_at=0)
-    return RegisteredKey.from_record(decode(value, expected="DeviceKey").record)
-
-
 def alternate(session: JobSession, out: Measured, runs: int, count: int) -> None:
     """`runs` rounds of plain aggregator (and verifying plain loop) and fedstream drains,
     order flipped every round.
@@ -125,7 +117,7 @@ def alternate(session: JobSession, out: Measured, runs: int, count: int) -> None
     a = out.args
     params, window = a["params"], a["window"]
     plain_values = session.fleet.records("plain", "plain", 0, 0, session.delta)
-    entries = {"plain": None, "verifying": _entry(session, "device-0")}
+    entries = {"plain": None, "verifying": session.fleet.entry("device-0")}
     kept = {"plain": out.plain, "verifying": out.verifying}
     systems = ("plain", "verifying", "fedstream") if a["verifying"] else ("plain", "fedstream")
     counts = dict.fromkeys(systems, count)

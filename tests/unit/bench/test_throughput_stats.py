@@ -12,7 +12,6 @@ from bench.plain_aggregator import checked
 from bench.throughput import run_size
 from bench.throughput_stats import jit_settled, percentile, spread
 from fedstream.schemas import decode
-from fedstream.schemas.update_signing import RegisteredKey
 
 
 def test_spread_is_median_low_high_and_keeps_every_run() -> None:
@@ -62,12 +61,10 @@ def test_the_verifying_loop_refuses_an_update_that_does_not_verify() -> None:
     fleet = BenchFleet()
     value = fleet.update("m", "u-1", 0, 0, np.ones(8, dtype=np.float32))
     record = decode(value, expected="GradientUpdate").record
-    key = fleet.identities.key_bytes("device-0", created_at=0)
-    entry = RegisteredKey.from_record(decode(key, expected="DeviceKey").record)
+    entry = fleet.entry("device-0")
     assert checked(record, entry) is record and checked(record, None) is record
     forged = {**record, "num_samples": record["num_samples"] + 1}
     with pytest.raises(RuntimeError, match="does not verify"):
         checked(forged, entry)
-    other = fleet.identities.key_bytes("device-1", created_at=0)
     with pytest.raises(RuntimeError, match="registry entry is for 'device-1'"):
-        checked(record, RegisteredKey.from_record(decode(other, expected="DeviceKey").record))
+        checked(record, fleet.entry("device-1"))
