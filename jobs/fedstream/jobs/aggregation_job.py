@@ -234,6 +234,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     # Imported here so `--help` and config errors don't pay for loading the core.
     from fedstream.pipelines.flink_functions import (
         EMITTED,
+        JOINED,
         KIND_DEAD,
         KIND_DEVICE,
         KIND_PARTIAL,
@@ -286,15 +287,23 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     # Every split is applied on its branch before any union, so it chains into the task
     # that produced the row: a union (or an operator after one) is a task of its own that
     # every update would be serialized to, only to be dropped.
-    gated = (
-        _key_by(
-            6,
-            _kinds(pre_routed, 1, (KIND_UPDATE, KIND_DEVICE), "pre-routed", "pre-routed"),
-            _kinds(
-                routed, 1, (KIND_UPDATE, KIND_DEVICE), "updates-and-devices", "updates and keys"
-            ),
+    to_gate = [
+        _kinds(pre_routed, 1, (KIND_UPDATE, KIND_DEVICE), "pre-routed", "pre-routed"),
+        _kinds(routed, 1, (KIND_UPDATE, KIND_DEVICE), "updates-and-devices", "updates and keys"),
+    ]
+    shards = config.runtime.model_shards
+    # S = 1: a registered device's updates skip the gate (`_device_join`); the shards of
+    # S > 1 take every update from the gate.
+    keyed, joined = (
+        _device_join(to_gate, limits.max_id_length)
+        if shards == 1
+        else (
+            _key_by(6, *to_gate),
+            [],
         )
-        .process(DeviceGateFunction(_device_gate(config, dlq_bytes)), output_type=ROUTED)
+    )
+    gated = (
+        keyed.process(DeviceGateFunction(_device_gate(config, dlq_bytes)), output_type=ROUTED)
         .uid("device-gate")
         .name("verify device signatures")
     )
@@ -308,7 +317,6 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
     ]
     registrations = _kinds(admitted, 1, (KIND_DEAD,), "decodable", "decodable", keep=False)
     updates = _kinds(gated, 1, (KIND_UPDATE,), "updates", "updates")
-    shards = config.runtime.model_shards
     if shards > 1:
         sharded = _shard(updates, registrations, config, limits, dlq_bytes)
         to_models = _kinds(
@@ -318,7 +326,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         dead_on_arrival.append(_keyed_bytes(refused, -1, 2))
         updates = to_models
     emitted = (
-        _key_by(0, updates, registrations)
+        _key_by(0, updates, *joined, registrations, row_type=JOINED)
         .process(
             AggregateFunction(
                 config.topics.models_max_message_bytes,
@@ -328,6 +336,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
                 dlq_bytes,
                 str(config.signing.key_path()),
                 config.runtime.sequence_window,
+                config.trust.allow_unsigned_updates,
             ),
             output_type=EMITTED,
         )
@@ -362,15 +371,32 @@ def _leading_strings(record: str, names: tuple[str, ...]) -> str:
     """The writer fingerprints (16 hex digits, comma-separated) of every version of
     `record`, current and historical, whose first fields are the strings `names`: the
     versions whose ids the JVM's pre-route may read."""
+    return _leading_fields(record, tuple((name, "string") for name in names))
+
+
+def _leading_fields(record: str, fields: tuple[tuple[str, str], ...]) -> str:
+    """The writer fingerprints (as `_leading_strings`) of every version of `record` whose
+    first fields are `fields` ((name, Avro type) pairs)."""
     from fedstream.schemas import default_registry
 
     registry = default_registry()
-    wanted = [(name, "string") for name in names]
     return ",".join(
         f"{entry.fingerprint:016x}"
         for entry in [registry.get(record), *registry.history(record)]
-        if [(f["name"], f["type"]) for f in entry.schema["fields"][: len(names)]] == wanted
+        if [(f["name"], f["type"]) for f in entry.schema["fields"][: len(fields)]] == list(fields)
     )
+
+
+def device_key_layout() -> tuple[str, int]:
+    """What `io.fedstream.flink.DeviceJoin` may read whole: the writer fingerprints (as
+    `_leading_strings`) of the DeviceKey versions whose fields are exactly the current
+    version's, and how many symbols its status enum has."""
+    from fedstream.schemas import default_registry
+
+    current = default_registry().get("DeviceKey").schema["fields"]
+    layout = [(f["name"], f["type"]) for f in current]
+    status = next(f["type"] for f in current if f["name"] == "status")
+    return _leading_fields("DeviceKey", tuple(layout)), len(status["symbols"])
 
 
 def _kinds(
@@ -441,34 +467,70 @@ def _shard(
     )
 
 
-def _key_by(field: int, *streams: DataStream) -> KeyedStream:
+def _key_by(field: int, *streams: DataStream, row_type: Any = None) -> KeyedStream:
     """The union of `streams` (rows of one type) keyed by their string `field`: what
     `stream.key_by(lambda r: r[field], key_type=Types.STRING())` does, with the key built
     in the JVM on each branch (`io.fedstream.flink.KeyByField`) instead of in PyFlink's
     Python `AddKey` operator. Same Row(key, row) layout and key type ROW(STRING), so the
-    same key groups, and keyed state of checkpoints from before restores unchanged."""
+    same key groups, and keyed state of checkpoints from before restores unchanged.
+    `row_type`: a wider row type the rows are padded to with nulls (default: the first
+    stream's type, rows as they are)."""
     gateway = get_gateway()
-    row_type = streams[0].get_type()
+    row_type = row_type or streams[0].get_type()
+    width = len(row_type.get_field_types())
     pair_type = Types.ROW([Types.STRING(), row_type]).get_java_type_info()
     with_keys = [
         DataStream(
-            s._j_data_stream.map(gateway.jvm.io.fedstream.flink.KeyByField(field)).returns(
+            s._j_data_stream.map(gateway.jvm.io.fedstream.flink.KeyByField(field, width)).returns(
                 pair_type
             )
         )
         for s in streams
     ]
-    return _keyed(with_keys, streams[0])
+    return _keyed(with_keys, streams[0], row_type)
 
 
-def _keyed(pairs: list[DataStream], origin: DataStream) -> KeyedStream:
-    """The union of `pairs` (JVM rows Row(key STRING, row), the rows of `origin`'s type)
-    keyed by that key, as PyFlink's `key_by` keys (key type ROW(STRING))."""
+def _device_join(streams: list[DataStream], max_id_bytes: int) -> tuple[KeyedStream, list[Any]]:
+    """The registry join (`io.fedstream.flink.DeviceJoin`, uid "device-join"), keyed by
+    device id: the union of `streams` (updates and registry records, ROUTED) split into
+    the updates of devices whose newest registry record the JVM holds, JOINED rows of kind
+    "signed" that the aggregate verifies, and the rest, keyed by device id for the device
+    gate. The second is a side output re-read as keyed (it keeps the join's partitioning),
+    so it needs no exchange of its own."""
+    jvm = get_gateway().jvm
+    from fedstream.pipelines.flink_functions import JOINED
+
+    routed_type = streams[0].get_type()
+    key_type = Types.ROW([Types.STRING()]).get_java_type_info()
+    tag = jvm.org.apache.flink.util.OutputTag(
+        "device-gate", Types.ROW([Types.STRING(), routed_type]).get_java_type_info()
+    )
+    fingerprints, symbols = device_key_layout()
+    join = jvm.io.fedstream.flink.DeviceJoin(tag, fingerprints, symbols, max_id_bytes)
+    joined = (
+        _key_by(6, *streams)
+        ._j_data_stream.process(join)
+        .returns(JOINED.get_java_type_info())
+        .uid("device-join")
+        .name("join device keys")
+    )
+    to_gate = (
+        jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils.reinterpretAsKeyedStream(
+            joined.getSideOutput(tag), jvm.KeyByKeySelector(), key_type
+        )
+    )
+    return KeyedStream(to_gate, routed_type, streams[0]), [DataStream(joined)]
+
+
+def _keyed(pairs: list[DataStream], origin: DataStream, row_type: Any = None) -> KeyedStream:
+    """The union of `pairs` (JVM rows Row(key STRING, row), the rows of `row_type`, by
+    default `origin`'s type) keyed by that key, as PyFlink's `key_by` keys (key type
+    ROW(STRING))."""
     union = pairs[0].union(*pairs[1:]) if len(pairs) > 1 else pairs[0]
     keyed = union._j_data_stream.keyBy(
         get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
-    return KeyedStream(keyed, origin.get_type(), origin)
+    return KeyedStream(keyed, row_type or origin.get_type(), origin)
 
 
 def _device_gate(config: JobConfig, dlq_bytes: int) -> Any:

@@ -27,12 +27,21 @@ any update (`_decide`). A fragment of a device with no usable entry is refused a
 up to a record's worth of unverified bytes per claimed device id, which anyone able to
 write the topic could claim. The SDK reports the refusal in the dead letters; the device
 sends again once registered.
+
+**The join.** A registered device's updates mostly skip this step: the JVM keeps each
+device's newest well-formed registry record too (`io.fedstream.flink.DeviceJoin`) and
+sends an update of a device it knows straight to the aggregate operator with that record
+attached, which calls the same `authenticate` (`joined_entry` parses the record). What
+the JVM does not know (no record yet, a record from before the join existed, a broken
+newest record, fragments) still comes here, and every registry record does, so this
+state stays complete.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -49,7 +58,14 @@ from fedstream.schemas.update_signing import (
     verify_update,
 )
 
-__all__ = ["DeviceGate", "DeviceState", "Passed", "route_device_key"]
+__all__ = [
+    "DeviceGate",
+    "DeviceState",
+    "Passed",
+    "authenticate",
+    "joined_entry",
+    "route_device_key",
+]
 
 UPDATE = "GradientUpdate"
 DEVICE_KEY = "DeviceKey"
@@ -184,18 +200,49 @@ class DeviceGate:
         return record.get("signature") is not None  # an unsigned update has nothing to wait for
 
     def _decide(self, state: DeviceState, envelope: Envelope, note: str = "") -> Passed | Output:
-        try:
-            record = decode(envelope.value, expected=UPDATE).record
-        except CodecError as error:  # route() decoded it once already; keep this total
-            return dead_letter(envelope, error, max_bytes=self.dlq_max_bytes)
-        problem = verify_update(record, state.entry, allow_unsigned=self.allow_unsigned)
-        if problem is None:
-            return Passed(envelope)
-        return dead_letter(
-            envelope,
-            "UNAUTHENTICATED",
-            problem + note,
-            model_id=str(record["model_id"]),
-            update_id=str(record["update_id"]),
-            max_bytes=self.dlq_max_bytes,
-        )
+        return authenticate(envelope, state.entry, self.allow_unsigned, self.dlq_max_bytes, note)
+
+
+def authenticate(
+    envelope: Envelope,
+    entry: RegisteredKey | str | None,
+    allow_unsigned: bool,
+    dlq_max_bytes: int | None,
+    note: str = "",
+) -> Passed | Output:
+    """The update in `envelope` passed if `verify_update` finds it authentic against its
+    device's registry `entry` (a str: why the device has no usable one), else its
+    UNAUTHENTICATED dead letter (`note` appended to the reason): the one decision of the
+    gate and of the aggregate operator, which verifies the updates the JVM joined to
+    their entry (`joined_entry`)."""
+    try:
+        record = decode(envelope.value, expected=UPDATE).record
+    except CodecError as error:  # route() decoded it once already; keep this total
+        return dead_letter(envelope, error, max_bytes=dlq_max_bytes)
+    if isinstance(entry, str):
+        problem: str | None = entry
+    else:
+        problem = verify_update(record, entry, allow_unsigned=allow_unsigned)
+    if problem is None:
+        return Passed(envelope)
+    return dead_letter(
+        envelope,
+        "UNAUTHENTICATED",
+        problem + note,
+        model_id=str(record["model_id"]),
+        update_id=str(record["update_id"]),
+        max_bytes=dlq_max_bytes,
+    )
+
+
+@lru_cache(maxsize=4096)
+def joined_entry(raw: bytes) -> RegisteredKey | str:
+    """The registry entry a DeviceKey record (the bytes `io.fedstream.flink.DeviceJoin`
+    attaches to an update) makes, or why it makes none. The join checked its key and key
+    id already; this checks them again and fails closed: an entry the gate would not
+    accept vouches for nothing. Cached per record: a device sends many updates under one
+    entry."""
+    try:
+        return RegisteredKey.from_record(decode(raw, expected=DEVICE_KEY).record)
+    except (CodecError, RegistryEntryError) as error:
+        return f"the registry entry is unusable: {error}"

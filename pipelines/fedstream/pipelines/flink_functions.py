@@ -48,7 +48,14 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from fedstream.pipelines.admission import admit_registration, take_registration_fragment
 from fedstream.pipelines.aggregator import Aggregator
-from fedstream.pipelines.device_gate import DeviceGate, DeviceState, Passed, route_device_key
+from fedstream.pipelines.device_gate import (
+    DeviceGate,
+    DeviceState,
+    Passed,
+    authenticate,
+    joined_entry,
+    route_device_key,
+)
 from fedstream.pipelines.job_metrics import ModelMetrics
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
@@ -73,6 +80,9 @@ if TYPE_CHECKING:
 
 KIND_UPDATE, KIND_REGISTRATION, KIND_DEAD = "update", "registration", "dead"
 KIND_DEVICE = "device"
+#: an update the JVM joined to its device's registry record (`io.fedstream.flink.DeviceJoin`),
+#: which the aggregate verifies: the record is in field 7 (JOINED)
+KIND_SIGNED = "signed"
 #: a shard's partial window (FSPW bytes) for its model's key (`shard_process.py`)
 KIND_PARTIAL = "partial"
 #: a record the JVM's pre-route (`io.fedstream.flink.UpdateRouter`) left to `RouteFunction`
@@ -92,6 +102,11 @@ ROUTED = Types.ROW_NAMED(
         Types.LONG(),
         Types.STRING(),
     ],
+)
+#: ROUTED and the device's registry record (DeviceKey bytes; null but on a KIND_SIGNED row):
+#: the input of AggregateFunction, where the joined updates meet the gate's
+JOINED = Types.ROW_NAMED(
+    [*ROUTED.get_field_names(), "device_key"], [*ROUTED.get_field_types(), BYTES]
 )
 #: (kind, value, key): what AggregateFunction emits, "release" or "dead_letter" records
 #: with their Kafka key (`Output.key`).
@@ -545,6 +560,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         dlq_max_bytes: int | None = None,
         signing_key_file: str | None = None,
         sequence_window: int = DEFAULT_WIDTH,
+        allow_unsigned: bool = False,
     ) -> None:
         if live_models < 0:
             raise ValueError(f"live_models must be >= 0, got {live_models}")
@@ -556,6 +572,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._live_models = live_models
         self._limits = limits or InputLimits()
         self._dlq_max_bytes = dlq_max_bytes
+        self._allow_unsigned = allow_unsigned  # trust.allow_unsigned_updates, for KIND_SIGNED
         self._registrations: dict[str, RegisteredModel] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -725,6 +742,10 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
     def _process(self, value: Row, ctx: Any) -> list[Row]:
         model_id, kind = value[0], value[1]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
+        if kind == KIND_SIGNED:
+            refused = self._authenticate(model_id, envelope, value[7])
+            if refused:
+                return refused
         process, loaded = self._load(model_id)
         now = ctx.timer_service().current_processing_time() / 1000.0
         process.partial_stalenesses = []
@@ -745,6 +766,26 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         if process.last_staleness is not None:  # set only when the update was absorbed
             self._metrics.absorbed(model_id, process.last_staleness)
         return rows
+
+    def _authenticate(self, model_id: str, envelope: Envelope, device_key: Any) -> list[Row]:
+        """A joined update's check, as the device gate's (`device_gate.authenticate`, the
+        entry from the record the JVM attached): [] when it is authentic, else the row of
+        its dead letter. Contained: a failure is this record's INTERNAL dead letter."""
+        try:
+            entry = "no registry entry came with it" if device_key is None else None
+            decided = authenticate(
+                envelope,
+                entry or joined_entry(bytes(device_key)),
+                self._allow_unsigned,
+                self._dlq_max_bytes,
+            )
+        except Exception as error:  # contained: this record only, no state was touched
+            detail = f"{type(error).__name__}: {error}"
+            decided = dead_letter(envelope, "INTERNAL", detail, max_bytes=self._dlq_max_bytes)
+        if isinstance(decided, Passed):
+            return []
+        self._metrics.refused(model_id, decided.reason)
+        return [Row(decided.kind, decided.value, decided.key)]
 
     def _count_folded(self, model_id: str, process: ModelProcess, rows: list[Row]) -> list[Row]:
         """Count the updates partials added to the model's window (metrics); `rows` as is."""

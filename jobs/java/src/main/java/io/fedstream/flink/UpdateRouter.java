@@ -1,12 +1,5 @@
 package io.fedstream.flink;
 
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.CharBuffer;
-import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CharsetDecoder;
-import java.nio.charset.CodingErrorAction;
-import java.nio.charset.StandardCharsets;
 import java.util.HashSet;
 import java.util.Set;
 import org.apache.flink.api.common.functions.MapFunction;
@@ -46,7 +39,6 @@ public final class UpdateRouter implements MapFunction<Row, Row>, ResultTypeQuer
 
     public static final String UPDATE = "update";
     public static final String DEVICE = "device";
-    private static final int HEADER = 10;
 
     private final String updatesTopic;
     private final String devicesTopic;
@@ -79,20 +71,10 @@ public final class UpdateRouter implements MapFunction<Row, Row>, ResultTypeQuer
         }
         this.updatesTopic = updatesTopic;
         this.devicesTopic = devicesTopic;
-        this.updateFingerprints = parse(updateFingerprints);
-        this.fragmentFingerprints = parse(fragmentFingerprints);
-        this.deviceFingerprints = parse(deviceFingerprints);
+        this.updateFingerprints = AvroPrefix.fingerprints(updateFingerprints);
+        this.fragmentFingerprints = AvroPrefix.fingerprints(fragmentFingerprints);
+        this.deviceFingerprints = AvroPrefix.fingerprints(deviceFingerprints);
         this.maxIdBytes = maxIdBytes;
-    }
-
-    private static HashSet<Long> parse(String fingerprints) {
-        HashSet<Long> set = new HashSet<>();
-        for (String hex : fingerprints.split(",")) {
-            if (!hex.isEmpty()) {
-                set.add(Long.parseUnsignedLong(hex, 16));
-            }
-        }
-        return set;
     }
 
     @Override
@@ -128,59 +110,18 @@ public final class UpdateRouter implements MapFunction<Row, Row>, ResultTypeQuer
      * fingerprints}, or null if it is anything else or they are malformed or too long.
      */
     private String[] ids(byte[] value, Set<Long> fingerprints, int count) {
-        if (value == null || value.length < HEADER || value[0] != (byte) 0xc3 || value[1] != 1) {
-            return null;
-        }
-        long fingerprint = ByteBuffer.wrap(value, 2, 8).order(ByteOrder.LITTLE_ENDIAN).getLong();
-        if (!fingerprints.contains(fingerprint)) {
+        AvroPrefix body = AvroPrefix.of(value, fingerprints, maxIdBytes);
+        if (body == null) {
             return null;
         }
         String[] ids = new String[count];
-        int[] pos = {HEADER};
-        CharsetDecoder utf8 =
-                StandardCharsets.UTF_8
-                        .newDecoder()
-                        .onMalformedInput(CodingErrorAction.REPORT)
-                        .onUnmappableCharacter(CodingErrorAction.REPORT);
         for (int i = 0; i < count; i++) {
-            ids[i] = string(value, pos, utf8);
+            ids[i] = body.string();
             if (ids[i] == null) {
                 return null;
             }
         }
         return ids;
-    }
-
-    /** The Avro string at pos[0] (advanced past it), or null if malformed or too long. */
-    private String string(byte[] value, int[] pos, CharsetDecoder utf8) {
-        long length = zigzagLong(value, pos);
-        if (length < 0 || length > maxIdBytes || pos[0] + length > value.length) {
-            return null;
-        }
-        try {
-            CharBuffer chars = utf8.decode(ByteBuffer.wrap(value, pos[0], (int) length));
-            pos[0] += (int) length;
-            return chars.toString();
-        } catch (CharacterCodingException e) {
-            return null;
-        }
-    }
-
-    /** An Avro long (zig-zag varint, at most 10 bytes) at pos[0], or -1 if malformed. */
-    private static long zigzagLong(byte[] value, int[] pos) {
-        long raw = 0;
-        for (int shift = 0; shift < 64; shift += 7) {
-            if (pos[0] >= value.length) {
-                return -1;
-            }
-            byte b = value[pos[0]++];
-            raw |= (long) (b & 0x7f) << shift;
-            if ((b & 0x80) == 0) {
-                long decoded = (raw >>> 1) ^ -(raw & 1);
-                return decoded < 0 ? -1 : decoded;
-            }
-        }
-        return -1;
     }
 
     @Override
