@@ -44,6 +44,10 @@ _GROUPS = (
     ),
     ("aggregate", "aggregate task (Python) -> release sink"),
     ("verify device", "device gate task (Python: verify signatures) -> keyed shuffle"),
+    (
+        "join device",
+        "device join task (JVM; the Python gate for the rare update) -> keyed shuffle",
+    ),
     ("dlq-", "dead-letter sink task"),
     ("kafka-producer", "Kafka producer I/O (sinks)"),
     ("GC Thread", "JVM garbage collection"),

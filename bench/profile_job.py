@@ -40,8 +40,9 @@ from fedstream.pipelines.profiling import DUMP_EVERY_S, MODE_VAR, read_times
 
 __all__ = ["main"]
 
-#: the Python operators and the thread group of the task each runs in
-OPERATORS = {"device_gate": thread_group("verify device"), "aggregate": thread_group("aggregate")}
+#: the Python operators and the thread group of the task each runs in (the device gate is
+#: chained into the JVM's device join, which hands it the rare update: `DeviceJoin`)
+OPERATORS = {"device_gate": thread_group("join device"), "aggregate": thread_group("aggregate")}
 
 
 @contextmanager

@@ -123,7 +123,7 @@ def test_the_join_sends_only_known_devices_updates_past_the_gate(tmp_path: Path)
     env.set_parallelism(1)
     to_gate, joined = _device_join([env.from_collection(rows, type_info=ROUTED)], MAX_ID)
     where = to_gate.map(lambda r: f"gate {r[1]} {r[5]}", Types.STRING()).union(
-        joined[0].map(lambda r: f"{r[1]} {r[5]} {bytes(r[7]) == key}", Types.STRING())
+        joined.map(lambda r: f"{r[1]} {r[5]} {bytes(r[7]) == key}", Types.STRING())
     )
     with where.execute_and_collect("device-join-routing") as results:
         seen = sorted(results)
@@ -140,18 +140,19 @@ def test_the_join_sends_only_known_devices_updates_past_the_gate(tmp_path: Path)
     )
 
 
-@pytest.fixture(scope="module")
-def joined(tmp_path_factory: pytest.TempPathFactory) -> JobOutput:
-    """One job: device-0's updates (one forged), a device revoked between two updates, a
-    device whose first update comes before its registry record, and one whose newest
-    record is broken."""
+@pytest.fixture(scope="module", params=[1, 2], ids=["unsharded", "two-shards"])
+def joined(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> JobOutput:
+    """One job: device-0's updates (sequenced, so that two shards sum them; one forged), a
+    device revoked between two updates, a device whose first update comes before its
+    registry record, and one whose newest record is broken. Twice: with one key per
+    model, and with two shards, which verify the joined updates themselves."""
     tmp = tmp_path_factory.mktemp("device-join")
     feed = Feed()
     feed.register("m", ONNX, {"window": {"count": 4}})
     forged: Any = decode(update_bytes("m", "forged", np.ones(SIZE))).record
     forged["num_samples"] = 99
     for i in range(7):
-        feed.update("m", f"d{i}", np.full(SIZE, 0.1 * i))
+        feed.update("m", f"d{i}", np.full(SIZE, 0.1 * i), sequence=i)
     feed.raw(encode("GradientUpdate", forged))
     feed.update("m", "r0", np.ones(SIZE), device_id="rev")
     feed.device("rev", status="REVOKED")
@@ -163,7 +164,8 @@ def joined(tmp_path_factory: pytest.TempPathFactory) -> JobOutput:
     feed.raw(broken("brk", key_id="0123456789abcdef"), DEVICES_TOPIC)
     feed.update("m", "b1", np.ones(SIZE), device_id="brk")  # the gate's older entry decides
     feed.sleep(1.5)
-    return run_job(feed, job_config(tmp), name="device-join")
+    config = job_config(tmp, **{"runtime.model_shards": request.param})
+    return run_job(feed, config, name="device-join")
 
 
 def test_joined_updates_are_verified_and_absorbed(joined: JobOutput) -> None:

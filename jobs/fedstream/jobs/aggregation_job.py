@@ -279,11 +279,13 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         .name("admit models")
     )
     # Before anything else, every update meets its device's registry entry (keyed by
-    # device_id) and goes on only if it is authentic (README.md, "Signed updates").
-    # Routing, splitting by kind and keying happen in the JVM (`_pre_route`, `_kinds`,
-    # `_key_by`): an update crosses into Python only in the gate and the aggregate
-    # operator. Updates and device keys both come from the pre-route, so a device's key
-    # and its updates reach the gate in the order they were read.
+    # device_id) and counts only if it is authentic (README.md, "Signed updates"): in the
+    # JVM's join, which attaches the entry for the aggregate (or the shard) to verify, or
+    # in the Python gate for what the join does not know (`_device_join`). Routing,
+    # splitting by kind and keying happen in the JVM (`_pre_route`, `_kinds`, `_key_by`):
+    # a registered device's update crosses into Python once. Updates and device keys both
+    # come from the pre-route, so a device's key and its updates reach the join (and the
+    # gate) in the order they were read.
     # Every split is applied on its branch before any union, so it chains into the task
     # that produced the row: a union (or an operator after one) is a task of its own that
     # every update would be serialized to, only to be dropped.
@@ -292,16 +294,7 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         _kinds(routed, 1, (KIND_UPDATE, KIND_DEVICE), "updates-and-devices", "updates and keys"),
     ]
     shards = config.runtime.model_shards
-    # S = 1: a registered device's updates skip the gate (`_device_join`); the shards of
-    # S > 1 take every update from the gate.
-    keyed, joined = (
-        _device_join(to_gate, limits.max_id_length)
-        if shards == 1
-        else (
-            _key_by(6, *to_gate),
-            [],
-        )
-    )
+    keyed, joined = _device_join(to_gate, limits.max_id_length)
     gated = (
         keyed.process(DeviceGateFunction(_device_gate(config, dlq_bytes)), output_type=ROUTED)
         .uid("device-gate")
@@ -315,8 +308,10 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
             (gated, "unauthenticated"),
         )
     ]
-    registrations = _kinds(admitted, 1, (KIND_DEAD,), "decodable", "decodable", keep=False)
-    updates = _kinds(gated, 1, (KIND_UPDATE,), "updates", "updates")
+    registrations = _padded(
+        _kinds(admitted, 1, (KIND_DEAD,), "decodable", "decodable", keep=False), JOINED
+    )
+    updates = [_padded(_kinds(gated, 1, (KIND_UPDATE,), "updates", "updates"), JOINED), joined]
     if shards > 1:
         sharded = _shard(updates, registrations, config, limits, dlq_bytes)
         to_models = _kinds(
@@ -324,9 +319,9 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         )
         refused = _kinds(sharded, 1, (KIND_DEAD,), f"shard-refused-{shards}", "refused by shards")
         dead_on_arrival.append(_keyed_bytes(refused, -1, 2))
-        updates = to_models
+        updates = [_padded(to_models, JOINED)]
     emitted = (
-        _key_by(0, updates, *joined, registrations, row_type=JOINED)
+        _key_by(0, *updates, registrations)
         .process(
             AggregateFunction(
                 config.topics.models_max_message_bytes,
@@ -425,32 +420,44 @@ def _keyed_bytes(stream: DataStream, key_field: int, value_field: int) -> DataSt
 
 
 def _shard(
-    updates: DataStream, registrations: DataStream, config: JobConfig, limits: Any, dlq_bytes: int
+    updates: list[DataStream],
+    registrations: DataStream,
+    config: JobConfig,
+    limits: Any,
+    dlq_bytes: int,
 ) -> DataStream:
     """The shards of every model (runtime.model_shards S > 1; README, "Scaling out one
-    model"): updates keyed by `model_id#shard` (`io.fedstream.flink.ShardKey`, murmur2 of the
-    device id mod S), registrations fanned out to all S keys (`ShardFanout`), both in the
-    JVM; `ShardFunction` absorbs updates into partial windows. Out: ROUTED rows for the
-    model's key (forwarded updates, KIND_PARTIAL) and KIND_DEAD rows. The uids name S, so a
-    checkpoint of another S > 1 does not restore (Flink refuses the unclaimed state)."""
+    model"): updates (JOINED rows: the gate's, then the join's) keyed by `model_id#shard`
+    (`io.fedstream.flink.ShardKey`, murmur2 of the device id mod S), registrations fanned
+    out to all S keys (`ShardFanout`), both in the JVM; `ShardFunction` verifies the
+    joined updates and absorbs updates into partial windows. Out: ROUTED rows for the
+    model's key (forwarded updates, KIND_PARTIAL) and KIND_DEAD rows. The uids name S, so
+    a checkpoint of another S > 1 does not restore (Flink refuses the unclaimed state)."""
     from fedstream.pipelines.flink_functions import ROUTED
     from fedstream.pipelines.shard_function import ShardFunction
 
     shards = config.runtime.model_shards
     jvm = get_gateway().jvm
-    pair_type = Types.ROW([Types.STRING(), updates.get_type()]).get_java_type_info()
-    keyed_updates = updates._j_data_stream.map(jvm.io.fedstream.flink.ShardKey(0, 6, shards))
+    pair_type = Types.ROW([Types.STRING(), registrations.get_type()]).get_java_type_info()
     fanned_out = registrations._j_data_stream.flatMap(jvm.io.fedstream.flink.ShardFanout(0, shards))
     pairs = [
         DataStream(
-            keyed_updates.returns(pair_type).uid(f"shard-key-{shards}").name("key by shard")
-        ),
+            stream._j_data_stream.map(jvm.io.fedstream.flink.ShardKey(0, 6, shards))
+            .returns(pair_type)
+            .uid(uid)
+            .name("key by shard")
+        )
+        for stream, uid in zip(
+            updates, (f"shard-key-{shards}", f"shard-key-joined-{shards}"), strict=True
+        )
+    ]
+    pairs.append(
         DataStream(
             fanned_out.returns(pair_type).uid(f"shard-fanout-{shards}").name("to every shard")
-        ),
-    ]
+        )
+    )
     return (
-        _keyed(pairs, updates)
+        _keyed(pairs, registrations)
         .process(
             ShardFunction(
                 shards,
@@ -459,6 +466,7 @@ def _shard(
                 dlq_bytes,
                 config.runtime.sequence_window,
                 config.runtime.live_models,
+                config.trust.allow_unsigned_updates,
             ),
             output_type=ROUTED,
         )
@@ -467,30 +475,35 @@ def _shard(
     )
 
 
-def _key_by(field: int, *streams: DataStream, row_type: Any = None) -> KeyedStream:
+def _key_by(field: int, *streams: DataStream) -> KeyedStream:
     """The union of `streams` (rows of one type) keyed by their string `field`: what
     `stream.key_by(lambda r: r[field], key_type=Types.STRING())` does, with the key built
     in the JVM on each branch (`io.fedstream.flink.KeyByField`) instead of in PyFlink's
     Python `AddKey` operator. Same Row(key, row) layout and key type ROW(STRING), so the
-    same key groups, and keyed state of checkpoints from before restores unchanged.
-    `row_type`: a wider row type the rows are padded to with nulls (default: the first
-    stream's type, rows as they are)."""
+    same key groups, and keyed state of checkpoints from before restores unchanged."""
     gateway = get_gateway()
-    row_type = row_type or streams[0].get_type()
-    width = len(row_type.get_field_types())
+    row_type = streams[0].get_type()
     pair_type = Types.ROW([Types.STRING(), row_type]).get_java_type_info()
     with_keys = [
         DataStream(
-            s._j_data_stream.map(gateway.jvm.io.fedstream.flink.KeyByField(field, width)).returns(
+            s._j_data_stream.map(gateway.jvm.io.fedstream.flink.KeyByField(field)).returns(
                 pair_type
             )
         )
         for s in streams
     ]
-    return _keyed(with_keys, streams[0], row_type)
+    return _keyed(with_keys, streams[0])
 
 
-def _device_join(streams: list[DataStream], max_id_bytes: int) -> tuple[KeyedStream, list[Any]]:
+def _padded(stream: DataStream, row_type: Any) -> DataStream:
+    """`stream`'s rows padded with null fields to `row_type`, a wider row type that begins
+    with theirs (`io.fedstream.flink.PadRow`, in the JVM). Stateless."""
+    width = len(row_type.get_field_types())
+    padded = stream._j_data_stream.map(get_gateway().jvm.io.fedstream.flink.PadRow(width))
+    return DataStream(padded.returns(row_type.get_java_type_info()))
+
+
+def _device_join(streams: list[DataStream], max_id_bytes: int) -> tuple[KeyedStream, DataStream]:
     """The registry join (`io.fedstream.flink.DeviceJoin`, uid "device-join"), keyed by
     device id: the union of `streams` (updates and registry records, ROUTED) split into
     the updates of devices whose newest registry record the JVM holds, JOINED rows of kind
@@ -519,18 +532,17 @@ def _device_join(streams: list[DataStream], max_id_bytes: int) -> tuple[KeyedStr
             joined.getSideOutput(tag), jvm.KeyByKeySelector(), key_type
         )
     )
-    return KeyedStream(to_gate, routed_type, streams[0]), [DataStream(joined)]
+    return KeyedStream(to_gate, routed_type, streams[0]), DataStream(joined)
 
 
-def _keyed(pairs: list[DataStream], origin: DataStream, row_type: Any = None) -> KeyedStream:
-    """The union of `pairs` (JVM rows Row(key STRING, row), the rows of `row_type`, by
-    default `origin`'s type) keyed by that key, as PyFlink's `key_by` keys (key type
-    ROW(STRING))."""
+def _keyed(pairs: list[DataStream], origin: DataStream) -> KeyedStream:
+    """The union of `pairs` (JVM rows Row(key STRING, row), the rows of `origin`'s type)
+    keyed by that key, as PyFlink's `key_by` keys (key type ROW(STRING))."""
     union = pairs[0].union(*pairs[1:]) if len(pairs) > 1 else pairs[0]
     keyed = union._j_data_stream.keyBy(
         get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
-    return KeyedStream(keyed, row_type or origin.get_type(), origin)
+    return KeyedStream(keyed, origin.get_type(), origin)
 
 
 def _device_gate(config: JobConfig, dlq_bytes: int) -> Any:

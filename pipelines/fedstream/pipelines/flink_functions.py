@@ -181,6 +181,30 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
         return _routed_row(routed.model_id or "", kind, envelope, routed.device_id)
 
 
+def joined_refusal(
+    value: Row, envelope: Envelope, allow_unsigned: bool, dlq_max_bytes: int | None
+) -> Output | None:
+    """None when the KIND_SIGNED row `value` (an update the JVM joined to its device's
+    registry record, `io.fedstream.flink.DeviceJoin`) is authentic, else its dead letter:
+    the device gate's own decision (`device_gate.authenticate`) against the record in
+    field 7. Contained: a failure is this record's INTERNAL dead letter."""
+    try:
+        raw = value[7] if len(value) > 7 else None
+        entry = "no registry entry came with it" if raw is None else joined_entry(bytes(raw))
+        decided = authenticate(envelope, entry, allow_unsigned, dlq_max_bytes)
+    except Exception as error:  # contained: this record only, no state was touched
+        detail = f"{type(error).__name__}: {error}"
+        return dead_letter(envelope, "INTERNAL", detail, max_bytes=dlq_max_bytes)
+    return None if isinstance(decided, Passed) else decided
+
+
+def as_passed(value: Row) -> Row:
+    """An authentic update's JOINED row (KIND_SIGNED once `joined_refusal` passed it, or
+    KIND_UPDATE from the gate) as the gate passes an update on: a ROUTED row of
+    KIND_UPDATE."""
+    return Row(value[0], KIND_UPDATE, *(value[i] for i in range(2, 7)))
+
+
 def _routed_row(model_id: str, kind: str, envelope: Envelope, device_id: str) -> Row:
     return Row(
         model_id,
@@ -743,9 +767,10 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         model_id, kind = value[0], value[1]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
         if kind == KIND_SIGNED:
-            refused = self._authenticate(model_id, envelope, value[7])
-            if refused:
-                return refused
+            letter = joined_refusal(value, envelope, self._allow_unsigned, self._dlq_max_bytes)
+            if letter is not None:
+                self._metrics.refused(model_id, letter.reason)
+                return [Row(letter.kind, letter.value, letter.key)]
         process, loaded = self._load(model_id)
         now = ctx.timer_service().current_processing_time() / 1000.0
         process.partial_stalenesses = []
@@ -766,26 +791,6 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         if process.last_staleness is not None:  # set only when the update was absorbed
             self._metrics.absorbed(model_id, process.last_staleness)
         return rows
-
-    def _authenticate(self, model_id: str, envelope: Envelope, device_key: Any) -> list[Row]:
-        """A joined update's check, as the device gate's (`device_gate.authenticate`, the
-        entry from the record the JVM attached): [] when it is authentic, else the row of
-        its dead letter. Contained: a failure is this record's INTERNAL dead letter."""
-        try:
-            entry = "no registry entry came with it" if device_key is None else None
-            decided = authenticate(
-                envelope,
-                entry or joined_entry(bytes(device_key)),
-                self._allow_unsigned,
-                self._dlq_max_bytes,
-            )
-        except Exception as error:  # contained: this record only, no state was touched
-            detail = f"{type(error).__name__}: {error}"
-            decided = dead_letter(envelope, "INTERNAL", detail, max_bytes=self._dlq_max_bytes)
-        if isinstance(decided, Passed):
-            return []
-        self._metrics.refused(model_id, decided.reason)
-        return [Row(decided.kind, decided.value, decided.key)]
 
     def _count_folded(self, model_id: str, process: ModelProcess, rows: list[Row]) -> list[Row]:
         """Count the updates partials added to the model's window (metrics); `rows` as is."""

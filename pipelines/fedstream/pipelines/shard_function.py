@@ -19,9 +19,12 @@ from fedstream.pipelines.flink_functions import (
     KIND_DEAD,
     KIND_PARTIAL,
     KIND_REGISTRATION,
+    KIND_SIGNED,
     _current_key,
     _envelope,
     _FlinkWindowStore,
+    as_passed,
+    joined_refusal,
     silence_warnings,
     timer_millis,
 )
@@ -39,9 +42,11 @@ __all__ = ["ShardFunction"]
 class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
     """One shard of a sharded model (`shard_process.ShardProcess`), keyed by
     `model_id#shard` (runtime.model_shards > 1): registrations (fanned out to every shard
-    key) and the updates of the shard's devices in; out go ROUTED rows for the model's
-    key (a forwarded update as it came, or a KIND_PARTIAL row with the partial window's
-    FSPW bytes) and KIND_DEAD rows (refusals, the dead letters the unsharded job writes).
+    key) and the updates of the shard's devices in (JOINED rows: those the JVM joined to
+    their device's registry record, KIND_SIGNED, are verified here first); out go ROUTED
+    rows for the model's key (a forwarded update as the gate passes one, or a KIND_PARTIAL
+    row with the partial window's FSPW bytes) and KIND_DEAD rows (refusals, the dead
+    letters the unsharded job writes).
 
     Keyed state: the registration (`RegisteredModel.to_state`), the open partial (FSPW,
     absent while empty), a flush timer, and the devices' sequence windows as in
@@ -59,8 +64,10 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
         dlq_max_bytes: int | None = None,
         sequence_window: int = DEFAULT_WIDTH,
         live_partials: int = 8,
+        allow_unsigned: bool = False,
     ) -> None:
         self._shards = shards
+        self._allow_unsigned = allow_unsigned  # trust.allow_unsigned_updates, for KIND_SIGNED
         self._flush_seconds = flush_ms / 1000.0
         self._limits = limits or InputLimits()
         self._dlq_max_bytes = dlq_max_bytes
@@ -94,8 +101,20 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
         with self._profile:
-            rows = self._handle(value, ctx, 0.0)
+            rows = self._verified(value, ctx)
         yield from rows
+
+    def _verified(self, value: Row, ctx: Any) -> list[Row]:
+        """An update the JVM joined to its device's registry record is verified first (as
+        the aggregate does; `joined_refusal`), and goes on as the gate passes one."""
+        if value[1] != KIND_SIGNED:
+            return self._handle(value, ctx, 0.0)
+        envelope = _envelope(value)
+        letter = joined_refusal(value, envelope, self._allow_unsigned, self._dlq_max_bytes)
+        if letter is None:
+            return self._handle(as_passed(value), ctx, 0.0)
+        self._metrics.refused(value[0] or None, letter.reason)
+        return [Row("", KIND_DEAD, letter.value, "", 0, 0, "")]
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
         with self._profile:
@@ -194,7 +213,7 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
         for output in outputs:
             if output.kind == FORWARD:
                 assert value is not None
-                rows.append(value)
+                rows.append(as_passed(value))
             elif output.kind == PARTIAL:
                 rows.append(Row(model_id, KIND_PARTIAL, output.value, "", -1, -1, ""))
             else:

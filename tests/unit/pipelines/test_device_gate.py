@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedstream.pipelines.device_gate import DeviceGate, DeviceState, Passed, route_device_key
+from fedstream.pipelines.device_gate import (
+    DeviceGate,
+    DeviceState,
+    Passed,
+    authenticate,
+    joined_entry,
+    route_device_key,
+)
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import Envelope, Output
 from fedstream.schemas import decode, encode
+from fedstream.schemas.update_signing import RegisteredKey
 from tests.support.devices import DEVICES_TOPIC, device_key_bytes
 from tests.support.records import UPDATES_TOPIC, update_bytes
 
@@ -25,6 +33,13 @@ def env(value: bytes, offset: int = 0, topic: str = UPDATES_TOPIC) -> Envelope:
 
 def upd(uid: str, device: str = "gate-dev", **kw: object) -> Envelope:
     return env(update_bytes("m", uid, np.ones(3), device_id=device, **kw), offset=hash(uid) % 999)  # type: ignore[arg-type]
+
+
+def tampered(value: bytes, **changes: object) -> bytes:
+    """A signed update with fields changed after signing (the signature kept)."""
+    record = decode(value).record
+    record.update(changes)
+    return encode("GradientUpdate", record)
 
 
 def reasons(outputs: list[Passed | Output]) -> list[str]:
@@ -131,3 +146,25 @@ def test_route_keys_registry_records_by_device_and_bounds_the_id() -> None:
     assert (device, dead) == ("gate-dev", None)
     long_id, dead = route_device_key(env(device_key_bytes("x" * 17), 0, DEVICES_TOPIC), limits)
     assert long_id is None and dead is not None and dead.reason == "BAD_FIELD"
+
+
+def test_a_joined_update_is_decided_as_the_gate_decides_it() -> None:
+    """The aggregate's check of an update the JVM joined to its device's registry record
+    (`joined_entry` + `authenticate`) gives the gate's verdicts, and fails closed on a
+    record the gate would not take."""
+    entry = joined_entry(device_key_bytes("gate-dev"))
+    assert isinstance(entry, RegisteredKey)
+    source = upd("j")
+    assert authenticate(source, entry, False, None) == GATE.on_update(registered(), source, 0.0)[0]
+    forged = env(tampered(source.value, num_samples=7))
+    refused = authenticate(forged, entry, False, None)
+    assert isinstance(refused, Output) and refused.reason == "UNAUTHENTICATED"
+    revoked = joined_entry(device_key_bytes("gate-dev", status="REVOKED"))
+    assert reasons([authenticate(source, revoked, False, None)]) == ["UNAUTHENTICATED"]
+    record = decode(device_key_bytes("gate-dev")).record
+    record["key_id"] = "0123456789abcdef"
+    unusable = joined_entry(encode("DeviceKey", record))
+    assert isinstance(unusable, str) and "not the key's id" in unusable
+    letter = authenticate(source, unusable, True, None)
+    assert isinstance(letter, Output) and letter.reason == "UNAUTHENTICATED"
+    assert "unusable" in decode(letter.value).record["detail"]
