@@ -1,14 +1,21 @@
 """The aggregation job: fl.updates + fl.control -> per-model windows -> fl.models / fl.dlq.
 
-    Kafka (read_committed)   key_by(device_id)     key_by(model_id)       KafkaSink EXACTLY_ONCE
-    fl.updates ┐            verify signature                            ┌─> fl.models (releases)
-    fl.devices ├─ route ──> (device gate) ──────> aggregate (keyed state) ─┤
-    fl.control ┘   └──── undecodable, UNAUTHENTICATED ────────────────────┴─> fl.dlq (dead letters)
+    Kafka (read_committed)  key_by(device_id)     key_by(model_id)    KafkaSink EXACTLY_ONCE
+    fl.updates ┐           registry join ─ known ─> aggregate ──┬─> fl.models (releases)
+    fl.devices ├─ route ─> (JVM) └─ rest ─> gate ─┘ (verify)    │
+    fl.control ┘   └──── undecodable, UNAUTHENTICATED ──────────┴─> fl.dlq (dead letters)
 
-With `runtime.model_shards` S > 1 a shard operator sits between the gate and the aggregate,
+Every update is verified against its device's registry entry before it can change a
+model: an update of a device whose newest registry record the JVM's join holds goes to
+the aggregate with that record attached and is verified there; everything else (every
+registry record, devices not known yet, fragments) is verified by the Python device gate
+(`_device_join`; README.md, "Signed updates").
+
+With `runtime.model_shards` S > 1 a shard operator sits between the join (and the gate)
+and the aggregate,
 keyed by `model_id#shard` (murmur2 of the device id mod S): it absorbs a FedBuff model's
 updates into partial windows, which the aggregate combines (`_shard`; README, "Scaling out
-one model"). S = 1 is the topology above, with the same uids and state.
+one model"), verifying the joined updates itself. S = 1 is the topology above.
 
 Every output record carries its Kafka key (`fedstream.schemas.keys`): a release chunk
 `<model_id>#<chunk_index>`, partitioned by model id, so fl.models can be compacted and
@@ -18,9 +25,10 @@ schemas: `io.fedstream.flink.RowBytes` and `ModelPartitioner` (jobs/java, built 
 `make jars`). The splits by kind and the keying run in the JVM too (`RowKindFilter`,
 `KeyedBytes`, `KeyByField`), and so does routing the common records (`UpdateRouter`: a
 well-formed update or device key is keyed from its first Avro strings; anything else goes
-to the Python route, which writes its dead letter): an update crosses into Python twice
-(the device gate, the aggregate operator) instead of eleven times (once for every Python
-lambda in between), and no union task receives every update only to drop it.
+to the Python route, which writes its dead letter), and so does the registry join
+(`DeviceJoin`): a registered device's update crosses into Python once (the aggregate)
+instead of eleven times (once for every Python lambda in between), and no union task
+receives every update only to drop it.
 
 The source is the Kafka connector's table source in `raw` format, converted to a DataStream:
 it is the same KafkaSource underneath, and it also hands over each record's topic, partition
