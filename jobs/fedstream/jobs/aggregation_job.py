@@ -12,10 +12,10 @@ registry record, devices not known yet, fragments) is verified by the Python dev
 (`_device_join`; README.md, "Signed updates").
 
 With `runtime.model_shards` S > 1 a shard operator sits between the join (and the gate)
-and the aggregate,
-keyed by `model_id#shard` (murmur2 of the device id mod S): it absorbs a FedBuff model's
-updates into partial windows, which the aggregate combines (`_shard`; README, "Scaling out
-one model"), verifying the joined updates itself. S = 1 is the topology above.
+and the aggregate, keyed by `model_id#shard` (murmur2 of the device id mod S): it
+verifies the joined updates itself and absorbs a FedBuff model's updates into partial
+windows, which the aggregate combines (`_shard`; README, "Scaling out one model"). S = 1
+is the topology above.
 
 Every output record carries its Kafka key (`fedstream.schemas.keys`): a release chunk
 `<model_id>#<chunk_index>`, partitioned by model id, so fl.models can be compacted and
