@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from fedstream.jobs.devices import InMemoryDevices
 from fedstream.jobs.registration import registration_bytes
-from fedstream.schemas import decode, pack
+from fedstream.schemas import decode, encode, pack
 from fedstream.schemas.fragments import encoded_fragments
 from fedstream.schemas.signing import ReleaseSigner
 from fedstream.schemas.update_signing import RegisteredKey
@@ -53,9 +53,12 @@ def record_values(value: bytes, record_id: str, signer: str, key: ReleaseSigner)
 
 
 class BenchFleet:
-    """`DEVICES` signing devices; `update` is the next update of device `index % DEVICES`."""
+    """`DEVICES` registered devices; `update` is the next update of device `index % DEVICES`,
+    signed unless `signed` is False (a legacy fleet: the job must then accept unsigned
+    updates, `trust.allow_unsigned_updates`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, signed: bool = True) -> None:
+        self.signed = signed
         self.identities = InMemoryDevices()
         self._sequences: defaultdict[str, itertools.count[int]] = defaultdict(itertools.count)
 
@@ -83,23 +86,25 @@ class BenchFleet:
     def update(
         self, model_id: str, update_id: str, index: int, base: int, delta: npt.NDArray[np.float32]
     ) -> bytes:
-        """A signed update of device `index % DEVICES`, with that device's next sequence."""
+        """An update of device `index % DEVICES` (signed unless the fleet is not), with that
+        device's next sequence."""
         device = f"device-{index % DEVICES}"
-        return self.identities.signed_bytes(
-            {
-                "update_id": update_id,
-                "device_id": device,
-                "model_id": model_id,
-                "base_version": base,
-                "num_samples": 10,
-                "created_at": int(time.time() * 1000),
-                "delta": pack(delta, "FP32"),
-                "metrics": None,
-                "sequence": next(self._sequences[device]),
-                "key_id": None,
-                "signature": None,
-            }
-        )
+        record = {
+            "update_id": update_id,
+            "device_id": device,
+            "model_id": model_id,
+            "base_version": base,
+            "num_samples": 10,
+            "created_at": int(time.time() * 1000),
+            "delta": pack(delta, "FP32"),
+            "metrics": None,
+            "sequence": next(self._sequences[device]),
+            "key_id": None,
+            "signature": None,
+        }
+        if not self.signed:
+            return encode("GradientUpdate", record)
+        return self.identities.signed_bytes(record)
 
 
 def model_shape(params: int) -> tuple[int, int]:

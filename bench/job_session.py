@@ -322,7 +322,8 @@ def job_session(
         watcher,
         producer,
         backlog,
-        BenchFleet(),
+        # a job that takes unsigned updates (a legacy fleet's) is sent unsigned ones
+        BenchFleet(signed=not config.trust.allow_unsigned_updates),
         config.topics.updates,
         "bench-model-0",
         window,

@@ -19,6 +19,10 @@ For one update size (fp32 parameters), in one run on one local broker (issue 13'
 3. **Latency**: updates offered at half the median fedstream throughput for `--seconds`,
    each one timed from its send until its release is visible; p50 / p99.
 
+`--unsigned` runs a legacy fleet instead (unsigned updates, `trust.allow_unsigned_updates`
+on, no verifying loop): what the job costs without the signature check, against the plain
+loop, which never makes it.
+
 Medians and spreads go to bench/results/throughput_<params>.json (every run's raw numbers)
 and .md. `--quick` is a few-second smoke run of the whole method (tiny model, short runs).
 
@@ -322,6 +326,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip the plain loop that verifies signatures (the like-for-like baseline)",
     )
+    add(
+        "--unsigned",
+        action="store_true",
+        help="a legacy fleet: unsigned updates, trust.allow_unsigned_updates on, no verifying "
+        "loop (the job's cost without the signature check, against the plain loop)",
+    )
     add("--seconds", type=float, default=60.0, help="length of each run (and the latency run)")
     add("--min-updates", type=int, default=100, help="fewest updates of a run")
     add("--warmup-burst", type=int, default=500, help="updates per warm-up burst")
@@ -334,6 +344,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     add("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    if args.unsigned:
+        args.verifying = False
+        args.job_set.append("trust.allow_unsigned_updates=true")
     if args.quick:
         args.params, args.runs, args.seconds, args.min_updates = 10_000, 2, 2.0, 20
         args.warmup_burst, args.max_warmup_s = 50, 5.0

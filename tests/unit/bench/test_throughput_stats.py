@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 from bench.bench_fleet import DEVICES, BenchFleet
 from bench.plain_aggregator import checked
-from bench.throughput import run_size
+from bench.throughput import arguments, run_size
 from bench.throughput_stats import jit_settled, percentile, spread
 from fedstream.schemas import decode
+from fedstream.schemas.update_signing import verify_update
 
 
 def test_spread_is_median_low_high_and_keeps_every_run() -> None:
@@ -68,3 +69,16 @@ def test_the_verifying_loop_refuses_an_update_that_does_not_verify() -> None:
         checked(forged, entry)
     with pytest.raises(RuntimeError, match="registry entry is for 'device-1'"):
         checked(record, fleet.entry("device-1"))
+
+
+def test_an_unsigned_fleet_sends_what_only_a_legacy_job_accepts() -> None:
+    """`--unsigned`: the updates carry no key id or signature; the job's check passes them
+    only with trust.allow_unsigned_updates, which `bench.throughput` then sets."""
+    fleet = BenchFleet(signed=False)
+    record = decode(fleet.update("m", "u0", 3, 0, np.ones(4, np.float32))).record
+    assert record["signature"] is None and record["key_id"] is None
+    entry = fleet.entry("device-3")
+    assert verify_update(record, entry, allow_unsigned=True) is None
+    assert verify_update(record, entry) == "update of device 'device-3' is not signed"
+    args = arguments(["--unsigned"])
+    assert not args.verifying and "trust.allow_unsigned_updates=true" in args.job_set
