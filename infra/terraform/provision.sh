@@ -26,8 +26,18 @@
 #                            the configuration (beside the broker data it describes; never
 #                            in the repository)
 #   FEDSTREAM_TF_CACHE, FEDSTREAM_TERRAFORM      see tools.sh
+#   FEDSTREAM_TF_ATTEMPTS    3: how often apply/plan/destroy run when they fail on a
+#                            transient broker error (below); 1 turns the retry off
 #   TF_VAR_<name>            any other variable of infra/terraform/local, e.g.
 #                            TF_VAR_updates_partitions=4
+#
+# Transient broker errors: the kafka provider's client (IBM/sarama) can lose a race when
+# Terraform creates resources in parallel. Broker.Open marks the connection "opened" before
+# it takes the connection lock, so a request that slips in between fails with "kafka: broker
+# not connected" although the broker is healthy. Terraform's state records what was done,
+# so running the same command again finishes the job. provision.sh does that, up to
+# FEDSTREAM_TF_ATTEMPTS times, for that message and for "run out of available brokers" (a
+# broker restarting under us) only; any other error fails at once.
 set -euo pipefail
 umask 077
 
@@ -150,6 +160,23 @@ init() {
 
 tf() { "$TF" -chdir="$WORK/config/local" "$@"; }
 
+TRANSIENT='kafka: broker not connected|client has run out of available brokers'
+
+tf_retrying() {  # tf "$@", run again (see "Transient broker errors") while it may help
+  local attempts="${FEDSTREAM_TF_ATTEMPTS:-3}" attempt=1 rc log="$WORK/last-command.log"
+  [[ "$attempts" =~ ^[1-9][0-9]*$ ]] || die "FEDSTREAM_TF_ATTEMPTS must be a positive number"
+  while :; do
+    rc=0
+    tf "$@" 2>&1 | tee "$log" || rc="${PIPESTATUS[0]}"
+    if ((rc != 1 || attempt >= attempts)) || ! grep -Eq "$TRANSIENT" "$log"; then
+      return "$rc"
+    fi
+    attempt=$((attempt + 1))
+    say "transient broker error (the provider lost its connection race); running $1 again, attempt $attempt of $attempts"
+    sleep 2
+  done
+}
+
 cmd="${1:-}"
 case "$cmd" in
   apply | plan | destroy | output) ;;
@@ -172,13 +199,13 @@ case "$cmd" in
   apply)
     say "applying infra/terraform/local to $bootstrap as admin ($(basename "$TF"); state: $WORK/terraform.tfstate)"
     start=$SECONDS
-    tf apply -auto-approve -input=false -no-color -compact-warnings
+    tf_retrying apply -auto-approve -input=false -no-color -compact-warnings
     write_client_configs
     say "applied in $((SECONDS - start)) s: topics, users $(printf '%s ' "${ROLES[@]}")and their ACLs at $bootstrap"
     ;;
   plan)
     rc=0
-    tf plan -detailed-exitcode -input=false -no-color -compact-warnings || rc=$?
+    tf_retrying plan -detailed-exitcode -input=false -no-color -compact-warnings || rc=$?
     case "$rc" in
       0) say "no changes: $bootstrap matches infra/terraform/local" ;;
       2) say "changes pending at $bootstrap (run: provision.sh apply)" ;;
@@ -189,7 +216,7 @@ case "$cmd" in
   destroy)
     say "destroying what infra/terraform/local created at $bootstrap (state: $WORK/terraform.tfstate)"
     start=$SECONDS
-    tf destroy -auto-approve -input=false -no-color -compact-warnings
+    tf_retrying destroy -auto-approve -input=false -no-color -compact-warnings
     say "destroyed in $((SECONDS - start)) s; the password files stay in $CRED for a later apply"
     ;;
 esac

@@ -130,7 +130,7 @@ class Stack:
             text=True,
             timeout=timeout,
         )
-        label = command if not extra else f"{command} (invalid values)"
+        label = command if not extra else f"{command} ({', '.join(sorted(extra))})"
         self.timings[label] = time.monotonic() - start
         self.printed.append(done.stdout + done.stderr)
         return done
@@ -530,9 +530,48 @@ def test_invalid_values_are_refused_at_plan_time(stack: Stack) -> None:
     )
     assert done.returncode == 1, done.stdout + done.stderr
     output = " ".join((done.stdout + done.stderr).split())
+    assert "running plan again" not in output, "only a transient broker error is retried"
     assert "updates_partitions must be a whole number >= 1." in output
     assert "replication_factor cannot exceed broker_count" in output
     assert "updates_retention_ms must be -1 (keep forever) or a positive number" in output
+
+
+def _flaky_terraform(folder: Path, failures: int) -> tuple[Path, Path]:
+    """The real terraform behind a wrapper whose first `failures` plans fail the way the
+    provider's client does when it loses its connection race (provision.sh, "Transient
+    broker errors"); the race itself cannot be triggered on purpose. Returns the wrapper
+    and the file that counts its plans."""
+    real = terraform_tools().binary
+    count = folder / "plans"
+    wrapper = folder / "terraform"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ " $* " == *" plan "* ]]; then\n'
+        f'  n=$(( $(cat "{count}" 2>/dev/null || echo 0) + 1 )); echo "$n" >"{count}"\n'
+        f"  if ((n <= {failures})); then\n"
+        '    echo "Error: kafka: broker not connected" >&2; exit 1\n'
+        "  fi\n"
+        "fi\n"
+        f'exec "{real}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper, count
+
+
+def test_a_transient_broker_error_is_retried(stack: Stack, tmp_path: Path) -> None:
+    wrapper, count = _flaky_terraform(tmp_path, failures=1)
+    done = stack.provision("plan", {"FEDSTREAM_TERRAFORM": str(wrapper)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "running plan again, attempt 2 of 3" in done.stdout
+    assert "No changes." in done.stdout and count.read_text().strip() == "2"
+
+
+def test_a_lasting_broker_error_fails_after_the_attempts(stack: Stack, tmp_path: Path) -> None:
+    wrapper, count = _flaky_terraform(tmp_path, failures=99)
+    extra = {"FEDSTREAM_TERRAFORM": str(wrapper), "FEDSTREAM_TF_ATTEMPTS": "2"}
+    done = stack.provision("plan", extra)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert count.read_text().strip() == "2" and "kafka: broker not connected" in done.stdout
 
 
 def test_second_plan_reports_no_changes(stack: Stack) -> None:
@@ -554,8 +593,8 @@ def test_destroy_leaves_no_topic_user_or_acl(stack: Stack) -> None:
         assert _acls(admin) == set()
     finally:
         admin.close()
-    # provision.sh printed what it did (apply, two plans, destroy), never a secret
-    assert len(stack.printed) == 4 and "Destroy complete!" in stack.printed[-1]
+    # provision.sh printed what it did (apply, four plans, destroy), never a secret
+    assert len(stack.printed) == 6 and "Destroy complete!" in stack.printed[-1]
     secrets = [(stack.credentials / f"{r}.password").read_text().strip() for r in (*ROLES, "admin")]
     for output in stack.printed:
         assert not [s for s in secrets if s in output]
