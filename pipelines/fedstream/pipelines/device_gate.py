@@ -79,6 +79,10 @@ class Passed:
     #: its model, when the gate read it (an update assembled from fragments); else the
     #: caller knows it from routing
     model_id: str | None = None
+    #: the decoded GradientUpdate when `authenticate` decoded it in this process, so that
+    #: the aggregate, verifying a joined update itself, does not decode it a second time
+    #: (a copy of the whole delta: about 1 ms at 1M parameters)
+    record: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -224,7 +228,7 @@ def authenticate(
     else:
         problem = verify_update(record, entry, allow_unsigned=allow_unsigned)
     if problem is None:
-        return Passed(envelope)
+        return Passed(envelope, record=record)
     return dead_letter(
         envelope,
         "UNAUTHENTICATED",

@@ -181,25 +181,25 @@ class RouteFunction(MapFunction):  # type: ignore[misc]
         return _routed_row(routed.model_id or "", kind, envelope, routed.device_id)
 
 
-def joined_refusal(
+def joined_check(
     value: Row, envelope: Envelope, allow_unsigned: bool, dlq_max_bytes: int | None
-) -> Output | None:
-    """None when the KIND_SIGNED row `value` (an update the JVM joined to its device's
-    registry record, `io.fedstream.flink.DeviceJoin`) is authentic, else its dead letter:
-    the device gate's own decision (`device_gate.authenticate`) against the record in
-    field 7. Contained: a failure is this record's INTERNAL dead letter."""
+) -> Passed | Output:
+    """Passed (with the record it decoded) when the KIND_SIGNED row `value` (an update the
+    JVM joined to its device's registry record, `io.fedstream.flink.DeviceJoin`) is
+    authentic, else its dead letter: the device gate's own decision
+    (`device_gate.authenticate`) against the record in field 7. Contained: a failure is
+    this record's INTERNAL dead letter."""
     try:
         raw = value[7] if len(value) > 7 else None
         entry = "no registry entry came with it" if raw is None else joined_entry(bytes(raw))
-        decided = authenticate(envelope, entry, allow_unsigned, dlq_max_bytes)
+        return authenticate(envelope, entry, allow_unsigned, dlq_max_bytes)
     except Exception as error:  # contained: this record only, no state was touched
         detail = f"{type(error).__name__}: {error}"
         return dead_letter(envelope, "INTERNAL", detail, max_bytes=dlq_max_bytes)
-    return None if isinstance(decided, Passed) else decided
 
 
 def as_passed(value: Row) -> Row:
-    """An authentic update's JOINED row (KIND_SIGNED once `joined_refusal` passed it, or
+    """An authentic update's JOINED row (KIND_SIGNED once `joined_check` passed it, or
     KIND_UPDATE from the gate) as the gate passes an update on: a ROUTED row of
     KIND_UPDATE."""
     return Row(value[0], KIND_UPDATE, *(value[i] for i in range(2, 7)))
@@ -766,11 +766,13 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
     def _process(self, value: Row, ctx: Any) -> list[Row]:
         model_id, kind = value[0], value[1]
         envelope = Envelope(bytes(value[2]), value[3], int(value[4]), int(value[5]))
+        record = None  # the decoded update, when the signature check decoded it
         if kind == KIND_SIGNED:
-            letter = joined_refusal(value, envelope, self._allow_unsigned, self._dlq_max_bytes)
-            if letter is not None:
-                self._metrics.refused(model_id, letter.reason)
-                return [Row(letter.kind, letter.value, letter.key)]
+            checked = joined_check(value, envelope, self._allow_unsigned, self._dlq_max_bytes)
+            if not isinstance(checked, Passed):
+                self._metrics.refused(model_id, checked.reason)
+                return [Row(checked.kind, checked.value, checked.key)]
+            record = checked.record
         process, loaded = self._load(model_id)
         now = ctx.timer_service().current_processing_time() / 1000.0
         process.partial_stalenesses = []
@@ -786,7 +788,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             return self._count_folded(model_id, process, rows)
         process.last_staleness = None
         rows = self._run(
-            model_id, process, loaded, ctx, envelope, lambda e: process.on_update(e, now)
+            model_id, process, loaded, ctx, envelope, lambda e: process.on_update(e, now, record)
         )
         if process.last_staleness is not None:  # set only when the update was absorbed
             self._metrics.absorbed(model_id, process.last_staleness)

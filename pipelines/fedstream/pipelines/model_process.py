@@ -557,9 +557,13 @@ class ModelProcess:
             outputs += self.on_partial(data, clock)
         return outputs
 
-    def on_update(self, envelope: Envelope, now: float) -> list[Output]:
+    def on_update(
+        self, envelope: Envelope, now: float, record: dict[str, Any] | None = None
+    ) -> list[Output]:
+        """Absorb or refuse one update; `record`: its decoded GradientUpdate when the
+        caller decoded it already (verifying its signature), else it is decoded here."""
         try:
-            record = read_update(envelope.value)
+            record = read_update(envelope.value) if record is None else record
         except CodecError as error:  # route() decoded it once already; keep this total
             return [self.refuse(envelope, error)]
         update_id = str(record["update_id"])

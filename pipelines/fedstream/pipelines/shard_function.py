@@ -15,6 +15,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
+from fedstream.pipelines.device_gate import Passed
 from fedstream.pipelines.flink_functions import (
     KIND_DEAD,
     KIND_PARTIAL,
@@ -24,7 +25,7 @@ from fedstream.pipelines.flink_functions import (
     _envelope,
     _FlinkWindowStore,
     as_passed,
-    joined_refusal,
+    joined_check,
     silence_warnings,
     timer_millis,
 )
@@ -106,15 +107,14 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     def _verified(self, value: Row, ctx: Any) -> list[Row]:
         """An update the JVM joined to its device's registry record is verified first (as
-        the aggregate does; `joined_refusal`), and goes on as the gate passes one."""
+        the aggregate does; `joined_check`), and goes on as the gate passes one."""
         if value[1] != KIND_SIGNED:
             return self._handle(value, ctx, 0.0)
-        envelope = _envelope(value)
-        letter = joined_refusal(value, envelope, self._allow_unsigned, self._dlq_max_bytes)
-        if letter is None:
-            return self._handle(as_passed(value), ctx, 0.0)
-        self._metrics.refused(value[0] or None, letter.reason)
-        return [Row("", KIND_DEAD, letter.value, "", 0, 0, "")]
+        checked = joined_check(value, _envelope(value), self._allow_unsigned, self._dlq_max_bytes)
+        if isinstance(checked, Passed):
+            return self._handle(as_passed(value), ctx, 0.0, checked.record)
+        self._metrics.refused(value[0] or None, checked.reason)
+        return [Row("", KIND_DEAD, checked.value, "", 0, 0, "")]
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
         with self._profile:
@@ -122,8 +122,11 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
             rows = self._handle(None, ctx, timestamp / 1000.0)
         yield from rows
 
-    def _handle(self, value: Row | None, ctx: Any, timer: float) -> list[Row]:
-        """One record (`value`) or the flush timer (`value` None, `timer` its time)."""
+    def _handle(
+        self, value: Row | None, ctx: Any, timer: float, record: dict[str, Any] | None = None
+    ) -> list[Row]:
+        """One record (`value`; an update's decoded `record` when verifying it decoded it)
+        or the flush timer (`value` None, `timer` its time)."""
         key = _current_key(ctx)
         process, generation = self._load(key)
         envelope = None if value is None else _envelope(value)
@@ -136,7 +139,7 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
                 elif value[1] == KIND_REGISTRATION:
                     outputs = process.on_registration(envelope)
                 else:
-                    outputs = process.on_update(envelope, now)
+                    outputs = process.on_update(envelope, now, record)
         except Exception as error:  # contained: this event only, the state is not written
             self._live.pop(key, None)
             text = f"{type(error).__name__}: {error}"

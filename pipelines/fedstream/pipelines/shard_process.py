@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from fedstream.pipelines.limits import InputLimits
 from fedstream.pipelines.model_process import (
@@ -116,11 +117,14 @@ class ShardProcess:
         self.registration, self.model_id = model, model.model_id
         return []
 
-    def on_update(self, envelope: Envelope, now: float) -> list[Output]:
-        """Absorb, refuse or forward one update (module docstring)."""
+    def on_update(
+        self, envelope: Envelope, now: float, record: dict[str, Any] | None = None
+    ) -> list[Output]:
+        """Absorb, refuse or forward one update (module docstring); `record`: its decoded
+        GradientUpdate when the caller decoded it already, else it is decoded here."""
         self.partial_changed = False
         try:
-            record = read_update(envelope.value)
+            record = read_update(envelope.value) if record is None else record
         except CodecError as error:
             return [self.refuse(envelope, error)]
         update_id, device_id = str(record["update_id"]), str(record["device_id"])

@@ -155,7 +155,9 @@ def test_a_joined_update_is_decided_as_the_gate_decides_it() -> None:
     entry = joined_entry(device_key_bytes("gate-dev"))
     assert isinstance(entry, RegisteredKey)
     source = upd("j")
-    assert authenticate(source, entry, False, None) == GATE.on_update(registered(), source, 0.0)[0]
+    passed = authenticate(source, entry, False, None)
+    assert passed == GATE.on_update(registered(), source, 0.0)[0]
+    assert isinstance(passed, Passed) and passed.record == decode(source.value).record
     forged = env(tampered(source.value, num_samples=7))
     refused = authenticate(forged, entry, False, None)
     assert isinstance(refused, Output) and refused.reason == "UNAUTHENTICATED"

@@ -378,6 +378,27 @@ def test_duplicate_in_the_open_window_is_refused_and_not_counted() -> None:
     assert process.aggregator is not None and process.aggregator.buffer.count == 1
 
 
+def test_an_update_decoded_by_its_signature_check_is_not_decoded_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The aggregate verifies a joined update itself (`flink_functions.joined_check`) and
+    hands on the record that check decoded: the window gets the same release as from
+    the bytes, and the bytes are not decoded a second time."""
+    sources = [update(f"u{i}", seed=i, offset=i) for i in range(2)]
+    from_bytes = registered(window={"count": 2})
+    expected = [from_bytes.on_update(source, 0.0) for source in sources]
+
+    def decoded_twice(value: bytes) -> None:
+        raise AssertionError("the update was decoded a second time")
+
+    given_records = registered(window={"count": 2})
+    records = [decode(source.value).record for source in sources]
+    monkeypatch.setattr("fedstream.pipelines.model_process.read_update", decoded_twice)
+    got = [given_records.on_update(s, 0.0, r) for s, r in zip(sources, records, strict=True)]
+    assert got[0] == expected[0] == []
+    assert only_release(got[1]).params().tolist() == only_release(expected[1]).params().tolist()
+
+
 def test_duplicate_after_the_window_closed_is_refused() -> None:
     process = registered(window={"count": 2})
     process.on_update(update("u1", 1), 0.0)
