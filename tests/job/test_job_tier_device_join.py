@@ -148,7 +148,10 @@ def joined(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     model, and with two shards, which verify the joined updates themselves."""
     tmp = tmp_path_factory.mktemp("device-join")
     feed = Feed()
-    feed.register("m", ONNX, {"window": {"count": 4}})
+    # count or time, whichever first (as in test_job_tier_shards): with two shards the
+    # count a window reaches depends on when each shard's partial arrives, so a last window
+    # short of the count is closed by its time bound within the final sleep
+    feed.register("m", ONNX, {"window": {"count": 4, "seconds": 1.0}})
     forged: Any = decode(update_bytes("m", "forged", np.ones(SIZE))).record
     forged["num_samples"] = 99
     for i in range(7):
@@ -163,7 +166,7 @@ def joined(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     feed.update("m", "b0", np.ones(SIZE), device_id="brk")
     feed.raw(broken("brk", key_id="0123456789abcdef"), DEVICES_TOPIC)
     feed.update("m", "b1", np.ones(SIZE), device_id="brk")  # the gate's older entry decides
-    feed.sleep(1.5)
+    feed.sleep(3.0)
     config = job_config(tmp, **{"runtime.model_shards": request.param})
     return run_job(feed, config, name="device-join")
 
