@@ -10,6 +10,9 @@ it. Two ways to feed it:
 * `paced`: updates sent one by one at a given rate while the job runs (latency).
 
 CPU is the job's process group, per thread group, from /proc (`job_profile.ThreadCpu`).
+A local job logs to `<its folder>/flink-log`, where `bench.checkpoint_log` reads the
+checkpoints that completed during a burst: the wait a release has for one is most of its
+latency.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ import numpy.typing as npt
 from kafka import KafkaProducer
 
 from bench.bench_fleet import BenchFleet, bench_delta, record_values, registration_value
+from bench.checkpoint_log import Checkpoint, completed_between
 from bench.job_profile import ThreadCpu, group_rss_mb
 from bench.kafka_stack import BenchKafka, signing_keys
 from bench.plain_aggregator import MAX_BYTES, big_record_consumer
@@ -117,6 +121,10 @@ class Burst:
     """per absorbed update: sent (paced) or committed (backlog) -> its release visible"""
     cpu_s: dict[str, float]
     """the job's CPU seconds meanwhile, by thread group"""
+    release_waits_ms: list[float] = field(default_factory=list)
+    """per release: built (its created_at) -> visible, the wait for its checkpoint and commit"""
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    """the job's checkpoints completed meanwhile (from its Flink log; none on a cluster)"""
 
     @property
     def job_cpu_s(self) -> float:
@@ -157,6 +165,8 @@ class JobSession:
     #: the window's time bound (s): the updates left in an open count window are released
     #: by its timer, so every update of a burst is waited for; None: count only
     window_seconds: float | None = None
+    #: where the job's Flink log is written (a local job's), for its checkpoints
+    flink_log: Path | None = None
 
     def _values(self, n: int) -> Iterator[tuple[str, list[bytes]]]:
         """(update_id, its Kafka values) of n fresh updates based on the newest version."""
@@ -217,7 +227,9 @@ class JobSession:
         ]
         visible = max(r.visible_at for r in releases) - start
         built = max(r.built_at for r in releases) - wall
-        return Burst(len(sent), visible, built, sorted(latencies), cpu)
+        waits = [((r.visible_at - start) - (r.built_at - wall)) * 1000 for r in releases]
+        taken = completed_between(self.flink_log, wall, wall + visible)
+        return Burst(len(sent), visible, built, sorted(latencies), cpu, sorted(waits), taken)
 
     def _wait(self, update_ids: set[str], expected: int) -> list[Seen]:
         deadline = time.monotonic() + 900
@@ -261,14 +273,33 @@ def _overrides(
 
 
 def _start(overrides: dict[str, str], work: Path, profile_dir: Path | None) -> JobProcess:
+    """A local mini-cluster whose Flink log goes to `work/flink-log` (`_flink_log`)."""
     job = JobProcess(overrides, work / "job.log")
+    extra = {"FLINK_LOG_DIR": str(_flink_log(work))}
     if profile_dir is not None:
-        os.environ[ENV_VAR] = str(profile_dir)
-    try:
+        extra[ENV_VAR] = str(profile_dir)
+    with _environment(extra):  # the job's process copies os.environ as it starts
         job.start()
-    finally:
-        os.environ.pop(ENV_VAR, None)
     return job
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` set, restored afterwards."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _flink_log(work: Path) -> Path:
+    return work / "flink-log"
 
 
 def _register(session: JobSession, owner_key: Path, params: int) -> None:
@@ -330,6 +361,7 @@ def job_session(
         bench_delta(params),
         work,
         window_seconds=window_seconds,
+        flink_log=None if start else _flink_log(work),
     )
     try:
         backlog.init_transactions()

@@ -40,6 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,7 @@ def summary(m: Measured) -> dict[str, Any]:
         "latency_ms_p50": percentile(lat, 50),
         "latency_ms_p99": percentile(lat, 99),
         "latency_target_ms": m.args["checkpoint_interval_ms"] + 1000,
+        **_waits(m.latency),
         "warmup_seconds": m.warmup.seconds,
         "warmup_updates": m.warmup.updates,
         "warmup_settled": m.warmup.settled,
@@ -213,6 +215,29 @@ def summary(m: Measured) -> dict[str, Any]:
         "job_rss_mb": m.job_rss_mb,
         "checkpoint_bytes_per_param_byte": m.checkpoint_bytes / (m.args["params"] * 4),
     } | _verifying(m, fed_rate.median, fed_cpu.median)
+
+
+def _waits(b: Burst) -> dict[str, float]:
+    """Where a paced update's latency goes after its window closed: the release's wait
+    from built to visible, and the checkpoints that completed meanwhile (their duration,
+    and the time from one completion to the next; 0: none logged)."""
+    durations = [c.duration_ms for c in b.checkpoints]
+    done = [c.completed_at for c in b.checkpoints]
+    gaps = [(later - earlier) * 1000 for earlier, later in pairwise(done)]
+
+    def p(values: list[float], q: float) -> float:
+        return percentile(values, q) if values else 0.0
+
+    return {
+        "latency_release_wait_ms_p50": p(b.release_waits_ms, 50),
+        "latency_release_wait_ms_p99": p(b.release_waits_ms, 99),
+        "latency_checkpoints": len(durations),
+        "latency_checkpoint_ms_p50": p(durations, 50),
+        "latency_checkpoint_ms_p99": p(durations, 99),
+        "latency_checkpoint_ms_max": max(durations, default=0.0),
+        "latency_checkpoint_every_ms_p50": p(gaps, 50),
+        "latency_checkpoint_every_ms_p99": p(gaps, 99),
+    }
 
 
 def markdown(m: Measured, s: dict[str, Any]) -> str:
@@ -246,6 +271,15 @@ def markdown(m: Measured, s: dict[str, Any]) -> str:
             f"(half the median): p50 {s['latency_ms_p50']:,.0f} ms, "
             f"p99 {s['latency_ms_p99']:,.0f} ms "
             f"(target ≤ {s['latency_target_ms']:,} ms)",
+            f"  - of which built → visible (the wait for a checkpoint and its commit): "
+            f"p50 {s['latency_release_wait_ms_p50']:,.0f} ms, "
+            f"p99 {s['latency_release_wait_ms_p99']:,.0f} ms; "
+            f"{s['latency_checkpoints']} checkpoints completed meanwhile, taking "
+            f"p50 {s['latency_checkpoint_ms_p50']:,.0f} ms, "
+            f"p99 {s['latency_checkpoint_ms_p99']:,.0f} ms, "
+            f"max {s['latency_checkpoint_ms_max']:,.0f} ms, one completed every "
+            f"p50 {s['latency_checkpoint_every_ms_p50']:,.0f} ms "
+            f"(p99 {s['latency_checkpoint_every_ms_p99']:,.0f} ms)",
             f"- warm-up: {s['warmup_seconds']:.0f} s, {s['warmup_updates']:,} updates "
             f"({s['warmup_share_of_updates']:.0%} of the job's updates), JIT settled: "
             f"{s['warmup_settled']}; JIT share of the job's CPU in the runs: "
@@ -305,6 +339,8 @@ def _burst(b: Burst) -> dict[str, Any]:
         "cpu_s_by_thread_group": b.cpu_s,
         "latency_ms_p50": percentile(b.latencies_ms, 50),
         "latency_ms_p99": percentile(b.latencies_ms, 99),
+        "release_waits_ms": b.release_waits_ms,
+        "checkpoints": [asdict(c) for c in b.checkpoints],
     }
 
 
