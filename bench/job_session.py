@@ -167,6 +167,8 @@ class JobSession:
     window_seconds: float | None = None
     #: where the job's Flink log is written (a local job's), for its checkpoints
     flink_log: Path | None = None
+    #: the job's checkpoint.dir (default: `work/checkpoints`)
+    checkpoints: Path | None = None
 
     def _values(self, n: int) -> Iterator[tuple[str, list[bytes]]]:
         """(update_id, its Kafka values) of n fresh updates based on the newest version."""
@@ -247,14 +249,15 @@ class JobSession:
 
     def checkpoint_bytes(self) -> int:
         """Bytes of the newest checkpoint (hashmap backend: a full snapshot)."""
-        checkpoints = sorted(self.work.glob("checkpoints/*/chk-*"), key=lambda p: p.stat().st_mtime)
+        root = self.checkpoints or self.work / "checkpoints"
+        checkpoints = sorted(root.glob("*/chk-*"), key=lambda p: p.stat().st_mtime)
         if not checkpoints:
             return 0
         return sum(f.stat().st_size for f in checkpoints[-1].rglob("*") if f.is_file())
 
 
 def _overrides(
-    kafka: BenchKafka, work: Path, suffix: str, keys: dict[str, str], extra: dict[str, str]
+    kafka: BenchKafka, checkpoints: Path, suffix: str, keys: dict[str, str], extra: dict[str, str]
 ) -> dict[str, str]:
     return {
         **kafka.job_overrides(),
@@ -265,7 +268,7 @@ def _overrides(
         "topics.partitions": "2",
         "kafka.group_id": f"bench-{suffix}",
         "kafka.transactional_id_prefix": f"bench-{suffix}",
-        "checkpoint.dir": (work / "checkpoints").as_uri(),
+        "checkpoint.dir": checkpoints.as_uri(),
         "runtime.restart_attempts": "0",
         **keys,  # releases and registrations signed, as always
         **extra,
@@ -330,16 +333,24 @@ def job_session(
     profile_dir: Path | None = None,
     start: Callable[[dict[str, str], Path, Path | None], JobProcess] | None = None,
     window_seconds: float | None = None,
+    checkpoint_root: Path | None = None,
 ) -> Iterator[JobSession]:
     """A job on `kafka` with one model of `params` parameters and count window `window`
     (also closed after `window_seconds` when given), config overrides `extra`; killed
     (with its JVM) on the way out, also on errors.
     `start(overrides, work folder, profile folder)` starts it (default: a local
-    mini-cluster, `JobProcess`)."""
+    mini-cluster, `JobProcess`). Its checkpoints go to a folder of their own under
+    `checkpoint_root` (another device than the broker's, as in production), or by
+    default to its work folder, on the broker's disk."""
     suffix = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="fedstream-bench-job-"))
+    checkpoints = (
+        Path(tempfile.mkdtemp(prefix="fedstream-bench-checkpoints-", dir=checkpoint_root))
+        if checkpoint_root
+        else work / "checkpoints"
+    )
     keys, owner_key = signing_keys(work)
-    overrides = _overrides(kafka, work, suffix, keys, extra)
+    overrides = _overrides(kafka, checkpoints, suffix, keys, extra)
     config = load(overrides=overrides)
     ensure_topics(config)
     job = (start or _start)(overrides, work, profile_dir)
@@ -362,6 +373,7 @@ def job_session(
         work,
         window_seconds=window_seconds,
         flink_log=None if start else _flink_log(work),
+        checkpoints=checkpoints,
     )
     try:
         backlog.init_transactions()
@@ -372,4 +384,4 @@ def job_session(
         job.kill()
         producer.close()
         backlog.close()
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the job's log stays
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the job's log stays

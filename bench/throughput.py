@@ -145,9 +145,13 @@ def measure(args: argparse.Namespace) -> Measured:
     """The whole method on a fresh broker: warm-up, alternating runs, latency."""
     extra = dict(pair.split("=", 1) for pair in args.job_set)
     extra["checkpoint.interval_ms"] = str(args.checkpoint_interval_ms)
-    with broker(args.port) as kafka, job_session(kafka, args.params, args.window, extra) as session:
+    root = args.checkpoint_dir
+    with (
+        broker(args.port) as kafka,
+        job_session(kafka, args.params, args.window, extra, checkpoint_root=root) as session,
+    ):
         out = Measured(
-            vars(args) | {"out": str(args.out)},
+            vars(args) | {"out": str(args.out), "checkpoint_dir": root and str(root)},
             warm_up(session, args.warmup_burst, args.max_warmup_s),
         )
         rate = out.warmup.bursts[-1].updates_per_s
@@ -373,6 +377,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     add("--warmup-burst", type=int, default=500, help="updates per warm-up burst")
     add("--max-warmup-s", type=float, default=600.0, help="warm up at most this long")
     add("--checkpoint-interval-ms", type=int, default=1000)
+    add(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="put the job's checkpoints under this folder, on another device than the "
+        "broker's log (as in production: object storage); default: on the broker's disk",
+    )
     add("--port", type=int, default=int(os.environ.get("FEDSTREAM_KAFKA_PORT", "49092")))
     add("--job-set", action="append", default=[], metavar="KEY=VALUE", help="job config override")
     add("--name", default="", help="suffix of the result files (a lever's variant)")
@@ -380,6 +391,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     add("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    if args.checkpoint_dir is not None and not args.checkpoint_dir.is_dir():
+        parser.error(f"--checkpoint-dir {args.checkpoint_dir}: not a folder")
     if args.unsigned:
         args.verifying = False
         args.job_set.append("trust.allow_unsigned_updates=true")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -82,3 +84,13 @@ def test_an_unsigned_fleet_sends_what_only_a_legacy_job_accepts() -> None:
     assert verify_update(record, entry) == "update of device 'device-3' is not signed"
     args = arguments(["--unsigned"])
     assert not args.verifying and "trust.allow_unsigned_updates=true" in args.job_set
+
+
+def test_checkpoints_go_under_an_existing_folder_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert arguments(["--checkpoint-dir", str(tmp_path)]).checkpoint_dir == tmp_path
+    assert arguments([]).checkpoint_dir is None  # default: the job's folder
+    with pytest.raises(SystemExit):
+        arguments(["--checkpoint-dir", str(tmp_path / "missing")])
+    assert "not a folder" in capsys.readouterr().err
