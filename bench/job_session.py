@@ -123,6 +123,8 @@ class Burst:
     """the job's CPU seconds meanwhile, by thread group"""
     release_waits_ms: list[float] = field(default_factory=list)
     """per release: built (its created_at) -> visible, the wait for its checkpoint and commit"""
+    to_built_ms: list[float] = field(default_factory=list)
+    """per absorbed update: sent -> its release built (the window's fill, the job's queue)"""
     checkpoints: list[Checkpoint] = field(default_factory=list)
     """the job's checkpoints completed meanwhile (from its Flink log; none on a cluster)"""
 
@@ -230,8 +232,23 @@ class JobSession:
         visible = max(r.visible_at for r in releases) - start
         built = max(r.built_at for r in releases) - wall
         waits = [((r.visible_at - start) - (r.built_at - wall)) * 1000 for r in releases]
+        to_built = [
+            (r.built_at - wall + start - sent[u]) * 1000
+            for r in releases
+            for u in r.update_ids
+            if u in sent
+        ]
         taken = completed_between(self.flink_log, wall, wall + visible)
-        return Burst(len(sent), visible, built, sorted(latencies), cpu, sorted(waits), taken)
+        return Burst(
+            len(sent),
+            visible,
+            built,
+            sorted(latencies),
+            cpu,
+            release_waits_ms=sorted(waits),
+            to_built_ms=sorted(to_built),
+            checkpoints=taken,
+        )
 
     def _wait(self, update_ids: set[str], expected: int) -> list[Seen]:
         deadline = time.monotonic() + 900

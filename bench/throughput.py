@@ -17,7 +17,12 @@ For one update size (fp32 parameters), in one run on one local broker (issue 13'
    consumed the last update and flushed its models. CPU per update: the job's whole
    process group (/proc, every thread) against the benchmark process (the aggregator).
 3. **Latency**: updates offered at half the median fedstream throughput for `--seconds`,
-   each one timed from its send until its release is visible; p50 / p99.
+   each one timed from its send until its release is visible; p50 / p99. Where it goes:
+   each release's wait from built to visible, and the checkpoints that completed
+   meanwhile, from the job's Flink log (`bench.checkpoint_log`). On one machine the job's
+   checkpoints share the broker's disk unless `--checkpoint-dir` puts them elsewhere (as
+   object storage does in production): the broker's fsync of every rolled segment then
+   stalls them (at 1M, ~2 s every ~20 s).
 
 `--unsigned` runs a legacy fleet instead (unsigned updates, `trust.allow_unsigned_updates`
 on, no verifying loop): what the job costs without the signature check, against the plain
@@ -222,9 +227,10 @@ def summary(m: Measured) -> dict[str, Any]:
 
 
 def _waits(b: Burst) -> dict[str, float]:
-    """Where a paced update's latency goes after its window closed: the release's wait
-    from built to visible, and the checkpoints that completed meanwhile (their duration,
-    and the time from one completion to the next; 0: none logged)."""
+    """Where a paced update's latency goes: until its release was built (the window's
+    fill and the job's queue), then the release's wait from built to visible, and the
+    checkpoints that completed meanwhile (their duration, and the time from one
+    completion to the next; 0: none logged)."""
     durations = [c.duration_ms for c in b.checkpoints]
     done = [c.completed_at for c in b.checkpoints]
     gaps = [(later - earlier) * 1000 for earlier, later in pairwise(done)]
@@ -233,6 +239,8 @@ def _waits(b: Burst) -> dict[str, float]:
         return percentile(values, q) if values else 0.0
 
     return {
+        "latency_to_built_ms_p50": p(b.to_built_ms, 50),
+        "latency_to_built_ms_p99": p(b.to_built_ms, 99),
         "latency_release_wait_ms_p50": p(b.release_waits_ms, 50),
         "latency_release_wait_ms_p99": p(b.release_waits_ms, 99),
         "latency_checkpoints": len(durations),
@@ -275,7 +283,10 @@ def markdown(m: Measured, s: dict[str, Any]) -> str:
             f"(half the median): p50 {s['latency_ms_p50']:,.0f} ms, "
             f"p99 {s['latency_ms_p99']:,.0f} ms "
             f"(target ≤ {s['latency_target_ms']:,} ms)",
-            f"  - of which built → visible (the wait for a checkpoint and its commit): "
+            f"  - sent → release built (the window's fill, the job's queue): "
+            f"p50 {s['latency_to_built_ms_p50']:,.0f} ms, "
+            f"p99 {s['latency_to_built_ms_p99']:,.0f} ms",
+            f"  - built → visible (the wait for a checkpoint and its commit): "
             f"p50 {s['latency_release_wait_ms_p50']:,.0f} ms, "
             f"p99 {s['latency_release_wait_ms_p99']:,.0f} ms; "
             f"{s['latency_checkpoints']} checkpoints completed meanwhile, taking "
@@ -344,6 +355,7 @@ def _burst(b: Burst) -> dict[str, Any]:
         "latency_ms_p50": percentile(b.latencies_ms, 50),
         "latency_ms_p99": percentile(b.latencies_ms, 99),
         "release_waits_ms": b.release_waits_ms,
+        "to_built_ms": b.to_built_ms,
         "checkpoints": [asdict(c) for c in b.checkpoints],
     }
 
