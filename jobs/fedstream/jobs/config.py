@@ -141,7 +141,9 @@ class CheckpointConfig:
     # how often; also the release latency floor (a release is visible when its checkpoint
     # completes)
     interval_ms: int = 2000
-    # where retained checkpoints go (a URI); `fedstream run` / `submit` resume from here
+    # where retained checkpoints go (a URI); `fedstream run` / `submit` resume from here.
+    # Not on a broker's disk: its fsync of each rolled log segment stalls the checkpoints'
+    # writes for seconds, and releases wait for them (README, Troubleshooting)
     dir: str = "file:///tmp/fedstream/checkpoints"
     # hashmap (state on the heap) | rocksdb (on disk, for many or large models)
     backend: str = "hashmap"
