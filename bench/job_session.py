@@ -163,14 +163,14 @@ class JobSession:
     window: int
     delta: npt.NDArray[np.float32]
     work: Path
+    checkpoints: Path
+    """the job's checkpoint.dir"""
     bursts: int = 0
     #: the window's time bound (s): the updates left in an open count window are released
     #: by its timer, so every update of a burst is waited for; None: count only
     window_seconds: float | None = None
     #: where the job's Flink log is written (a local job's), for its checkpoints
     flink_log: Path | None = None
-    #: the job's checkpoint.dir (default: `work/checkpoints`)
-    checkpoints: Path | None = None
 
     def _values(self, n: int) -> Iterator[tuple[str, list[bytes]]]:
         """(update_id, its Kafka values) of n fresh updates based on the newest version."""
@@ -266,8 +266,7 @@ class JobSession:
 
     def checkpoint_bytes(self) -> int:
         """Bytes of the newest checkpoint (hashmap backend: a full snapshot)."""
-        root = self.checkpoints or self.work / "checkpoints"
-        checkpoints = sorted(root.glob("*/chk-*"), key=lambda p: p.stat().st_mtime)
+        checkpoints = sorted(self.checkpoints.glob("*/chk-*"), key=lambda p: p.stat().st_mtime)
         if not checkpoints:
             return 0
         return sum(f.stat().st_size for f in checkpoints[-1].rglob("*") if f.is_file())
@@ -388,9 +387,9 @@ def job_session(
         window,
         bench_delta(params),
         work,
+        checkpoints,
         window_seconds=window_seconds,
         flink_log=None if start else _flink_log(work),
-        checkpoints=checkpoints,
     )
     try:
         backlog.init_transactions()
