@@ -328,21 +328,23 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         refused = _kinds(sharded, 1, (KIND_DEAD,), f"shard-refused-{shards}", "refused by shards")
         dead_on_arrival.append(_keyed_bytes(refused, -1, 2))
         updates = [_padded(to_models, JOINED)]
+    flushing = (
+        config.runtime.python_execution_mode == "thread"
+        and config.runtime.window_writes == "checkpoint"
+    )
+    aggregate = AggregateFunction(
+        config.topics.models_max_message_bytes,
+        config.runtime.dedupe_versions,
+        config.runtime.live_models,
+        limits,
+        dlq_bytes,
+        str(config.signing.key_path()),
+        config.runtime.sequence_window,
+        config.trust.allow_unsigned_updates,
+        defer_window_writes=flushing,
+    )
     emitted = (
-        _key_by(0, *updates, registrations)
-        .process(
-            AggregateFunction(
-                config.topics.models_max_message_bytes,
-                config.runtime.dedupe_versions,
-                config.runtime.live_models,
-                limits,
-                dlq_bytes,
-                str(config.signing.key_path()),
-                config.runtime.sequence_window,
-                config.trust.allow_unsigned_updates,
-            ),
-            output_type=EMITTED,
-        )
+        _process(_key_by(0, *updates, registrations), aggregate, EMITTED, flushing=flushing)
         .uid("aggregate")
         .name("aggregate per model")
     )
@@ -541,6 +543,30 @@ def _device_join(streams: list[DataStream], max_id_bytes: int) -> tuple[KeyedStr
         )
     )
     return KeyedStream(to_gate, routed_type, streams[0]), DataStream(joined)
+
+
+def _process(keyed: KeyedStream, function: Any, output_type: Any, *, flushing: bool) -> DataStream:
+    """`keyed.process(function, output_type)`; `flushing` (thread mode only) runs it in
+    `io.fedstream.flink.FlushingKeyedProcessOperator` (PyFlink's own thread-mode operator,
+    which `KeyedStream.process` would build, plus a flush call before each checkpoint
+    barrier: `fedstream.pipelines.deferred_windows`). Same state and timers, so the uid's
+    checkpoints restore either way."""
+    if not flushing:
+        return keyed.process(function, output_type=output_type)
+    from pyflink.datastream.data_stream import _create_j_data_stream_python_function_info
+    from pyflink.fn_execution.flink_fn_execution_pb2 import UserDefinedDataStreamFunction
+    from pyflink.util.java_utils import get_j_env_configuration
+
+    java = keyed._j_data_stream
+    operator = get_gateway().jvm.io.fedstream.flink.FlushingKeyedProcessOperator(
+        get_j_env_configuration(java.getExecutionEnvironment()),
+        _create_j_data_stream_python_function_info(
+            function, UserDefinedDataStreamFunction.KEYED_PROCESS
+        ),
+        java.getTransformation().getOutputType(),
+        output_type.get_java_type_info(),
+    )
+    return DataStream(java.transform("KEYED PROCESS", output_type.get_java_type_info(), operator))
 
 
 def _keyed(pairs: list[DataStream], origin: DataStream) -> KeyedStream:

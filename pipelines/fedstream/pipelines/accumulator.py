@@ -90,6 +90,7 @@ class Accumulator:
         self._total_samples = 0
         self._total_weight = 0.0
         self._first_added_at: float | None = None
+        self._revision = 0
 
     # -- read-only view of the tally -------------------------------------------------
     @property
@@ -125,6 +126,13 @@ class Accumulator:
         """Clock value of the first update in the window (starts the time window)."""
         return self._first_added_at
 
+    @property
+    def revision(self) -> int:
+        """Bumped before every in-place change (`add`, `add_sum`, `clear`): a caller that
+        holds a window newer than its saved copy tells from it whether a failed step may
+        have touched the window (`deferred_windows`)."""
+        return self._revision
+
     def lineage(self) -> Lineage:
         return Lineage.of(self._ids, self._stalenesses, self._total_samples, self._devices)
 
@@ -149,6 +157,7 @@ class Accumulator:
         """
         _check_factors(weight=weight, scale=scale)
         self._check_vector("delta", delta)
+        self._revision += 1
         self._add_delta(delta, float(weight), float(scale))
         self._tally([update_id], [device_id], staleness, int(num_samples), float(weight), now)
 
@@ -200,6 +209,7 @@ class Accumulator:
     def clear(self) -> None:
         """Empty this accumulator in place for the next window, keeping its buffers
         (no re-allocation per window)."""
+        self._revision += 1
         self._ids = []
         self._devices = []
         self._stalenesses = []
@@ -363,6 +373,7 @@ class RunningSumAccumulator(DeltaAccumulator):
         self._check_vector("weighted_sum", weighted_sum)
         if not update_ids or len(device_ids) != len(update_ids):
             raise ValueError("a group needs update ids, and one device id per update id")
+        self._revision += 1
         self._add_delta(weighted_sum, float(multiplier), 1.0)
         self._tally(update_ids, device_ids, staleness, int(num_samples), float(weight), now)
         # A group waited on its shard: the window started at its earliest arrival.

@@ -236,6 +236,15 @@ class Aggregator:
             self.window_policy(), self._buffer.count, self._buffer.first_added_at, now
         )
 
+    def closes_with_next(self, now: float) -> bool:
+        """True if one more update absorbed at clock `now` would close the window (what
+        `should_close` would say after it): the job saves a window it holds unsaved before
+        such an update (`deferred_windows`)."""
+        first = self._buffer.first_added_at
+        return window_should_close(
+            self.window_policy(), self._buffer.count + 1, now if first is None else first, now
+        )
+
     def window_policy(self) -> WindowConfig:
         """The window in force: the configured one, with an adaptive window's current K."""
         window = self._config.window

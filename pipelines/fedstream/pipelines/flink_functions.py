@@ -48,6 +48,12 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from fedstream.pipelines.admission import admit_registration, take_registration_fragment
 from fedstream.pipelines.aggregator import Aggregator
+from fedstream.pipelines.deferred_windows import (
+    FLUSH_TIMESTAMP,
+    DeferredWindows,
+    UnsavedWindowError,
+    window_mark,
+)
 from fedstream.pipelines.device_gate import (
     DeviceGate,
     DeviceState,
@@ -573,7 +579,9 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     `live_models`: how many models' aggregators stay in memory between records (each
     costs about its parameters plus its open window); 0 reads every record's model from
-    Flink state."""
+    Flink state. `defer_window_writes`: the job runs this function in
+    `FlushingKeyedProcessOperator`, which calls the flush before each checkpoint, so an
+    open window may be written once per checkpoint (`deferred_windows`)."""
 
     def __init__(
         self,
@@ -585,9 +593,11 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         signing_key_file: str | None = None,
         sequence_window: int = DEFAULT_WIDTH,
         allow_unsigned: bool = False,
+        defer_window_writes: bool = False,
     ) -> None:
         if live_models < 0:
             raise ValueError(f"live_models must be >= 0, got {live_models}")
+        self._defer = defer_window_writes
         # Only the path travels in the job graph; the key is read on the worker (`open`).
         self._signing_key_file = signing_key_file
         self._max_bytes = models_topic_max_bytes
@@ -633,6 +643,8 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         )
         # open() also runs after a restore: nothing kept from before it may be trusted.
         self._live: OrderedDict[str, _Live] = OrderedDict()
+        self._unsaved = DeferredWindows(self._live_models if self._defer else 0)
+        self._key_context: Any = None  # a record's context: the current key, in a flush
         self._metrics = ModelMetrics(runtime_context.get_metrics_group())
         self._profile = OperatorProfile("aggregate")
 
@@ -701,6 +713,18 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         """What decides which state to write back: (version, updates in the open window)."""
         return process.version, (process.aggregator.buffer.count if process.aggregator else 0)
 
+    def _save_window(self, model_id: str, aggregator: Aggregator) -> None:
+        self._buffer.update(aggregator.buffer.to_bytes())
+        self._unsaved.saved(model_id)
+
+    def _flush(self) -> None:
+        """Write the current key's unsaved window (`FlushingKeyedProcessOperator`)."""
+        if self._key_context is None:  # no record yet: nothing to save
+            return
+        model_id = str(self._key_context.get_current_key())
+        if model_id in self._unsaved:
+            self._save_window(model_id, self._live[model_id].aggregator)
+
     def _save(
         self,
         model_id: str,
@@ -708,6 +732,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         ctx: Any,
         before: tuple[int, int],
         loaded: _Loaded,
+        may_defer: bool,
     ) -> None:
         wrote = False
         if process.registration is not None and not loaded.registered:
@@ -721,12 +746,16 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
                 self._held.clear()
         after = self._mark(process)
         # A rejected update changes nothing: write back only what moved, since every write
-        # of a model-sized value crosses to the JVM (and into the next checkpoint).
+        # of a model-sized value crosses to the JVM (and into the next checkpoint). A
+        # window that only grew may wait for the flush before the checkpoint.
         if process.aggregator is not None and after != before:
             if after[0] != before[0]:
                 self._model.update(process.aggregator.state.to_bytes())
-            self._buffer.update(process.aggregator.buffer.to_bytes())
-            wrote = True
+            elif may_defer and loaded.generation is not None and self._unsaved.defer(model_id):
+                after = before  # the live copy is the newer one until the flush
+            if after != before:
+                self._save_window(model_id, process.aggregator)
+                wrote = True
         generation = loaded.generation
         if wrote:
             generation = (generation or 0) + 1
@@ -747,18 +776,22 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             return
         self._live[model_id] = _Live(generation, aggregator)
         self._live.move_to_end(model_id)
-        while len(self._live) > self._live_models:
-            self._live.popitem(last=False)  # the least recently used model
+        while len(self._live) > self._live_models:  # the least recently used saved model
+            del self._live[next(m for m in self._live if m not in self._unsaved)]
 
     # -- events -----------------------------------------------------------------------
     def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
         # Rows are built before the first is handed to Flink: the profile then covers this
         # record's Python work and nothing downstream of it.
+        self._key_context = ctx
         with self._profile:
             rows = self._process(value, ctx)
         yield from rows
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
+        if timestamp == FLUSH_TIMESTAMP:  # not a timer: the checkpoint is coming
+            self._flush()
+            return
         with self._profile:
             rows = self._fire(timestamp, ctx)
         yield from rows
@@ -787,8 +820,16 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             )
             return self._count_folded(model_id, process, rows)
         process.last_staleness = None
+        # An update that leaves the window open may leave it unsaved until the flush.
+        may_defer = self._unsaved.limit > 0 and not process.closes_with_next(now)
         rows = self._run(
-            model_id, process, loaded, ctx, envelope, lambda e: process.on_update(e, now, record)
+            model_id,
+            process,
+            loaded,
+            ctx,
+            envelope,
+            lambda e: process.on_update(e, now, record),
+            may_defer=may_defer,
         )
         if process.last_staleness is not None:  # set only when the update was absorbed
             self._metrics.absorbed(model_id, process.last_staleness)
@@ -818,21 +859,34 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
         ctx: Any,
         envelope: Envelope | None,
         handle: Callable[[Envelope], list[Output]],
+        *,
+        may_defer: bool = False,
     ) -> list[Row]:
         """One event of one model through `contain`, then state written back as it says.
 
         After a failure the live copy (which the failed event may have changed) is
-        dropped and the model is re-read from Flink state, the only source of truth."""
+        dropped and the model is re-read from Flink state, the only source of truth; a
+        window still unsaved is written first unless the event may leave it so
+        (`may_defer`: see `deferred_windows` for a failure then)."""
+        if model_id in self._unsaved and not may_defer and process.aggregator is not None:
+            self._save_window(model_id, process.aggregator)
         before = self._mark(process)
+        mark = window_mark(process.aggregator)
 
         def reload() -> ModelProcess:
+            if model_id in self._unsaved:  # state is older than the truth: keep the live one
+                if window_mark(process.aggregator) != mark:
+                    raise UnsavedWindowError(
+                        f"a failed step changed the unsaved window of model {model_id!r}"
+                    )
+                return self._load(model_id)[0]
             self._live.pop(model_id, None)
             return self._load(model_id, fresh=True)[0]
 
         contained = contain(lambda: handle(envelope or NO_SOURCE), reload, envelope, model_id)
         kept = contained.replacement or process
         if contained.persist:
-            self._save(model_id, kept, ctx, before, loaded)
+            self._save(model_id, kept, ctx, before, loaded, may_defer)
         return self._emit(model_id, contained.outputs, kept, timed=envelope is None)
 
     def _emit(

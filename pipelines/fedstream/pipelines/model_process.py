@@ -719,6 +719,14 @@ class ModelProcess:
     def deadline(self) -> float | None:
         return None if self.aggregator is None else self.aggregator.deadline()
 
+    def closes_with_next(self, now: float) -> bool:
+        """True if one more absorbed update at `now` would close the open window, by the
+        window's own rule or by `limits.max_window_updates` (`_window_full`)."""
+        if self.aggregator is None:
+            return False
+        full = self.aggregator.buffer.count + 1 >= self.limits.max_window_updates
+        return full or self.aggregator.closes_with_next(now)
+
     def state_bytes(self) -> tuple[bytes | None, bytes | None]:
         """(model state, open window) in their versioned binary formats."""
         if self.aggregator is None:

@@ -40,6 +40,7 @@ def test_overrides_replace_single_keys_and_coerce_numbers() -> None:
         ({"kafka": {"transaction_timeout_ms": 1000}}, "transaction_timeout_ms must exceed"),
         ({"runtime": {"python_execution_mode": "fast"}}, "thread or process"),
         ({"runtime": {"live_models": -1}}, "runtime.live_models must be >= 0"),
+        ({"runtime": {"window_writes": "never"}}, "window_writes must be checkpoint or update"),
         ({"trust": {"allow_unsigned_updates": "yes"}}, "must be true or false"),
         ({"trust": {"registration_grace_ms": -1}}, "registration_grace_ms must be >= 0"),
         ({"trust": {"max_pending_per_device": 0}}, "max_pending_per_device must be > 0"),

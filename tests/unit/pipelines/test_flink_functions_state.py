@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fedstream.pipelines.model_process as model_process
+from fedstream.pipelines.deferred_windows import FLUSH_TIMESTAMP
 from fedstream.pipelines.flink_functions import (
     KIND_REGISTRATION,
     KIND_UPDATE,
@@ -140,13 +141,22 @@ def delta(model: str, update_id: str) -> np.ndarray[Any, Any]:
     st.lists(st.tuples(st.integers(0, 24), st.integers(0, 24)), max_size=2),
     st.sampled_from([0, 1, 8]),
     st.booleans(),
+    st.booleans(),
 )
 def test_the_shell_computes_what_the_job_logic_does_across_restores(
-    inputs: list[tuple[bytes, str]], restores: list[tuple[int, int]], live: int, reopen: bool
+    inputs: list[tuple[bytes, str]],
+    restores: list[tuple[int, int]],
+    live: int,
+    reopen: bool,
+    defer: bool,
 ) -> None:
     """`live`: models kept in memory (0: every record read from state; 1: two models
     evict each other). `reopen=False` rolls the state back under a function that keeps
-    its memory (Flink always re-runs `open`; the generation check must cope anyway)."""
+    its memory (Flink always re-runs `open`; the generation check must cope anyway).
+    `defer`: windows written once per checkpoint (`deferred_windows`), so every snapshot
+    is taken after the flush the JVM operator calls before a barrier; and a restore
+    re-runs `open`, as in Flink (the unsaved windows are memory that a restore drops)."""
+    reopen = reopen or defer
     reference = InMemoryJob()
     expected: list[tuple[str, bytes]] = []
     for value, topic in inputs:
@@ -158,13 +168,19 @@ def test_the_shell_computes_what_the_job_logic_does_across_restores(
         offsets.append(seen[topic])
         seen[topic] += 1
     store = Store()
-    function = AggregateFunction(16 << 20, 64, live_models=live)
+    function = AggregateFunction(16 << 20, 64, live_models=live, defer_window_writes=defer)
     function.open(FakeContext(store))
     got: list[tuple[str, bytes]] = []
     snapshots: dict[int, tuple[dict[Any, Any], int]] = {}
     position, pending = 0, sorted((max(a, b), min(a, b)) for a, b in restores)
+    checkpoints = {back for _, back in pending}  # only where a restore goes back to
     while position < len(inputs):
-        snapshots[position] = (copy.deepcopy(store.values), len(got))
+        if position in checkpoints:
+            if defer:  # the barrier: every model's unsaved window is written first
+                for model in sorted(AGGREGATION):
+                    store.key = model
+                    assert list(function.on_timer(FLUSH_TIMESTAMP, FakeContext(store))) == []
+            snapshots[position] = (copy.deepcopy(store.values), len(got))
         if pending and pending[0][0] == position:
             # A failure at `position`; restore the snapshot taken before record `back`:
             # the state goes back, and so does the output (the sink's open transaction
