@@ -117,13 +117,13 @@ def test_a_failure_before_the_window_changed_keeps_the_unsaved_updates(
 ) -> None:
     deferred, store = started(["a"])
     update(deferred, store, "a", "u1", 0)
-    real = model_process.to_client_update
-    monkeypatch.setattr(
-        model_process, "to_client_update", lambda *a: (_ for _ in ()).throw(OSError("x"))
-    )
-    (letter,) = update(deferred, store, "a", "u2", 1)
+    with monkeypatch.context() as patch:  # fails before the window changes
+        patch.setattr(
+            "fedstream.pipelines.model_process.to_client_update",
+            lambda *a: (_ for _ in ()).throw(OSError("x")),
+        )
+        (letter,) = update(deferred, store, "a", "u2", 1)
     assert decode(letter[1]).record["reason"] == "INTERNAL"
-    monkeypatch.setattr(model_process, "to_client_update", real)
     update(deferred, store, "a", "u3", 2)
     update(deferred, store, "a", "u4", 3)
     (release,) = update(deferred, store, "a", "u5", 4)
