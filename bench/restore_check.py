@@ -2,6 +2,7 @@
 groups and state formats unchanged: issue 13's topology changes were checked this way.)
 
     python -m bench.restore_check --old-ref main
+    python -m bench.restore_check --old-ref main --reverse   # the rollback
 
 The older version is `git archive`d into a temporary folder and run first (its folders
 ahead on PYTHONPATH), on a fresh broker with one model (window K = 10): it absorbs 25
@@ -9,8 +10,9 @@ updates, so 5 wait in the open window, and is SIGKILLed once a checkpoint holds 
 checkout's job then resumes from that checkpoint and absorbs 25 more. It passes when
 versions 0-5 are released and every one of the 50 updates is in exactly one release's
 lineage: the open window, the dedupe state and the device gate's keys all came through
-(an update of a device whose key was lost would be refused). Not a test (it needs two
-versions of the code); exit status 1 on failure.
+(an update of a device whose key was lost would be refused). `--reverse` checks the
+rollback instead: this checkout's job runs first and the older one resumes from its
+checkpoint. Not a test (it needs two versions of the code); exit status 1 on failure.
 """
 
 from __future__ import annotations
@@ -80,30 +82,40 @@ class Feed:
             time.sleep(0.2)
 
 
-def check(kafka: BenchKafka, old_path: str, work: Path) -> bool:
+def start_job(overrides: dict[str, str], log_file: Path, pythonpath: str | None) -> JobProcess:
+    """A job of this checkout (`pythonpath` None) or of the one exported there."""
+    if pythonpath is not None:
+        os.environ["PYTHONPATH"] = pythonpath
+    try:
+        job = JobProcess(overrides, log_file)
+        job.start()
+    finally:
+        if pythonpath is not None:
+            os.environ.pop("PYTHONPATH")
+    return job
+
+
+def check(kafka: BenchKafka, old_path: str, work: Path, *, reverse: bool = False) -> bool:
     keys, owner = signing_keys(work)
     overrides = _overrides(kafka, work, uuid.uuid4().hex[:8], keys, {})
     ensure_topics(load(overrides=overrides))
     feed = Feed(kafka, overrides)
-    os.environ["PYTHONPATH"] = old_path
-    old = JobProcess(overrides, work / "old.log")
-    old.start()
-    os.environ.pop("PYTHONPATH")
+    first_path, second_path = (None, old_path) if reverse else (old_path, None)
+    first = start_job(overrides, work / "first.log", first_path)
     try:
         feed.register(owner)
-        feed.wait(1, old)
+        feed.wait(1, first)
         sent = feed.send(range(25), "a", 0)
-        feed.wait(3, old)  # versions 0-2; 5 updates in the open window
+        feed.wait(3, first)  # versions 0-2; 5 updates in the open window
         time.sleep(4)  # a checkpoint (every second) holds them
     finally:
-        old.kill()
-    new = JobProcess(overrides, work / "new.log")
-    new.start()
+        first.kill()
+    second = start_job(overrides, work / "second.log", second_path)
     try:
         sent += feed.send(range(25, 50), "b", 2)
-        feed.wait(6, new)
+        feed.wait(6, second)
     finally:
-        new.kill()
+        second.kill()
         feed.watcher.close()
     lineage = [u for seen in feed.watcher.holding(set(sent)) for u in seen.update_ids]
     log(f"releases: {feed.watcher.count()}; updates absorbed {len(lineage)} of {len(sent)}")
@@ -114,14 +126,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old-ref", default="main", help="git ref of the older job version")
     parser.add_argument(
+        "--reverse", action="store_true", help="this job first, the older one resumes (rollback)"
+    )
+    parser.add_argument(
         "--port", type=int, default=int(os.environ.get("FEDSTREAM_KAFKA_PORT", "49092"))
     )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="fedstream-restore-check-"))
     old_path = old_checkout(args.old_ref, Path(tempfile.mkdtemp(prefix="fedstream-old-")))
     with broker(args.port) as kafka:
-        passed = check(kafka, old_path, work)
-    log(f"restore from {args.old_ref}: {'PASSED' if passed else 'FAILED'} (logs in {work})")
+        passed = check(kafka, old_path, work, reverse=args.reverse)
+    what = f"restore into {args.old_ref}" if args.reverse else f"restore from {args.old_ref}"
+    log(f"{what}: {'PASSED' if passed else 'FAILED'} (logs in {work})")
     raise SystemExit(0 if passed else 1)
 
 

@@ -320,18 +320,19 @@ def topology(rows: DataStream, config: JobConfig) -> tuple[DataStream, DataStrea
         _kinds(admitted, 1, (KIND_DEAD,), "decodable", "decodable", keep=False), JOINED
     )
     updates = [_padded(_kinds(gated, 1, (KIND_UPDATE,), "updates", "updates"), JOINED), joined]
+    # thread mode: open windows (and shards' partials) written once per checkpoint
+    flushing = (
+        config.runtime.python_execution_mode == "thread"
+        and config.runtime.window_writes == "checkpoint"
+    )
     if shards > 1:
-        sharded = _shard(updates, registrations, config, limits, dlq_bytes)
+        sharded = _shard(updates, registrations, config, limits, dlq_bytes, flushing=flushing)
         to_models = _kinds(
             sharded, 1, (KIND_UPDATE, KIND_PARTIAL), f"shard-out-{shards}", "to models"
         )
         refused = _kinds(sharded, 1, (KIND_DEAD,), f"shard-refused-{shards}", "refused by shards")
         dead_on_arrival.append(_keyed_bytes(refused, -1, 2))
         updates = [_padded(to_models, JOINED)]
-    flushing = (
-        config.runtime.python_execution_mode == "thread"
-        and config.runtime.window_writes == "checkpoint"
-    )
     aggregate = AggregateFunction(
         config.topics.models_max_message_bytes,
         config.runtime.dedupe_versions,
@@ -435,12 +436,15 @@ def _shard(
     config: JobConfig,
     limits: Any,
     dlq_bytes: int,
+    *,
+    flushing: bool,
 ) -> DataStream:
     """The shards of every model (runtime.model_shards S > 1; README, "Scaling out one
     model"): updates (JOINED rows: the gate's, then the join's) keyed by `model_id#shard`
     (`io.fedstream.flink.ShardKey`, murmur2 of the device id mod S), registrations fanned
     out to all S keys (`ShardFanout`), both in the JVM; `ShardFunction` verifies the
-    joined updates and absorbs updates into partial windows. Out: ROUTED rows for the
+    joined updates and absorbs updates into partial windows (`flushing`: in the operator
+    that writes them once per checkpoint, as `_process` says). Out: ROUTED rows for the
     model's key (forwarded updates, KIND_PARTIAL) and KIND_DEAD rows. The uids name S, so
     a checkpoint of another S > 1 does not restore (Flink refuses the unclaimed state)."""
     from fedstream.pipelines.flink_functions import ROUTED
@@ -466,20 +470,18 @@ def _shard(
             fanned_out.returns(pair_type).uid(f"shard-fanout-{shards}").name("to every shard")
         )
     )
+    function = ShardFunction(
+        shards,
+        config.runtime.shard_flush_ms,
+        limits,
+        dlq_bytes,
+        config.runtime.sequence_window,
+        config.runtime.live_models,
+        config.trust.allow_unsigned_updates,
+        defer_partial_writes=flushing,
+    )
     return (
-        _keyed(pairs, registrations)
-        .process(
-            ShardFunction(
-                shards,
-                config.runtime.shard_flush_ms,
-                limits,
-                dlq_bytes,
-                config.runtime.sequence_window,
-                config.runtime.live_models,
-                config.trust.allow_unsigned_updates,
-            ),
-            output_type=ROUTED,
-        )
+        _process(_keyed(pairs, registrations), function, ROUTED, flushing=flushing)
         .uid(f"shard-{shards}")
         .name("shard updates")
     )

@@ -181,11 +181,12 @@ class RuntimeConfig:
     # Models whose aggregator stays in Python memory between records, per subtask (each
     # about 2x its parameters); the rest are read from Flink state per record. 0 = none.
     live_models: int = 8
-    # When a model's open window is written to Flink state: "checkpoint" = once, just
-    # before each checkpoint barrier (thread mode: io.fedstream.flink.
-    # FlushingKeyedProcessOperator; at most live_models windows wait unsaved, the rest
-    # are written per update), "update" = after every absorbed update, as in PyFlink's
-    # own operator (and always in process mode). Checkpoints of either restore into both.
+    # When a model's open window (and a shard's open partial) is written to Flink state:
+    # "checkpoint" = once, just before each checkpoint barrier (thread mode:
+    # io.fedstream.flink.FlushingKeyedProcessOperator; at most live_models windows wait
+    # unsaved, the rest are written per update), "update" = after every absorbed update,
+    # as in PyFlink's own operator (and always in process mode). Checkpoints of either
+    # restore into both.
     window_writes: str = "checkpoint"
     # Shards per model (README, "Scaling out one model"): 1 = one key per model, as before
     # (same operators, uids and state). S > 1: a FedBuff "mean" model's updates are

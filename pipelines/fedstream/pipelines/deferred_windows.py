@@ -26,14 +26,27 @@ Why nothing is lost or doubled:
 - At most `limit` windows (the live cache's size, `runtime.live_models`) wait unsaved;
   a model past that is written after each update as before, so memory stays bounded.
 
+A shard of a sharded model (`shard_function.ShardFunction`, `runtime.model_shards` > 1)
+runs in the same operator and defers its open partial window the same way: an update
+that cannot send the partial on (`ShardProcess.flushes_with_next`) leaves it unsaved,
+anything else (the update that sends it, the flush timer, a registration) writes it
+first, and a failure is judged by `partial_mark`.
+
 In process mode (no such operator) nothing is deferred.
 """
 
 from __future__ import annotations
 
 from fedstream.pipelines.aggregator import Aggregator
+from fedstream.pipelines.partial_window import PartialWindow
 
-__all__ = ["FLUSH_TIMESTAMP", "DeferredWindows", "UnsavedWindowError", "window_mark"]
+__all__ = [
+    "FLUSH_TIMESTAMP",
+    "DeferredWindows",
+    "UnsavedWindowError",
+    "partial_mark",
+    "window_mark",
+]
 
 #: The `on_timer` time that means "save this key's window now" (Java's Long.MIN_VALUE,
 #: `FlushingKeyedProcessOperator.FLUSH_TIMESTAMP`): no processing-time timer has it.
@@ -52,6 +65,12 @@ def window_mark(aggregator: Aggregator | None) -> tuple[int, int]:
     if aggregator is None:
         return (0, -1)
     return (id(aggregator.state), aggregator.buffer.revision)
+
+
+def partial_mark(partial: PartialWindow | None) -> tuple[int, int]:
+    """`window_mark` of a shard's open partial: the object (replaced when it is sent on)
+    and its revision (bumped by every in-place add)."""
+    return (0, -1) if partial is None else (id(partial), partial.revision)
 
 
 class DeferredWindows:

@@ -169,6 +169,7 @@ class PartialWindow:
         self._sums: dict[int, FloatVector] = {}
         self._entries: dict[int, list[PartialEntry]] = {}
         self._scratch: FloatVector | None = None
+        self._revision = 0
 
     @classmethod
     def for_config(cls, config: AggregationConfig, num_params: int) -> PartialWindow:
@@ -195,6 +196,13 @@ class PartialWindow:
     @property
     def count(self) -> int:
         return sum(len(e) for e in self._entries.values())
+
+    @property
+    def revision(self) -> int:
+        """Bumped before every in-place change (`try_add` past its checks), like
+        `Accumulator.revision`: whether a failed step may have touched a partial that is
+        newer than its saved copy (`deferred_windows`)."""
+        return self._revision
 
     @property
     def first_added_at(self) -> float | None:
@@ -253,6 +261,7 @@ class PartialWindow:
         multiplier = sample_weight(self._settings.weight_by_samples, n) * clip_factor(
             checked, self._settings.clip_norm
         )
+        self._revision += 1
         self._accumulate(int(b), cast(FloatVector, update.delta), multiplier)
         self._entries.setdefault(int(b), []).append(
             PartialEntry(update.update_id, update.device_id, n, float(now))

@@ -15,6 +15,12 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
+from fedstream.pipelines.deferred_windows import (
+    FLUSH_TIMESTAMP,
+    DeferredWindows,
+    UnsavedWindowError,
+    partial_mark,
+)
 from fedstream.pipelines.device_gate import Passed
 from fedstream.pipelines.flink_functions import (
     KIND_DEAD,
@@ -55,7 +61,9 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
     back whenever it changes, so a checkpoint holds exactly what was absorbed; like
     `AggregateFunction`, the last `live_partials` partials stay in memory between records,
     reused only while the per-key generation in state is the one they were saved with
-    (a restore re-runs `open` and empties that cache)."""
+    (a restore re-runs `open` and empties that cache). `defer_partial_writes`: the job runs
+    this function in `FlushingKeyedProcessOperator`, so a partial that only grew may be
+    written once per checkpoint instead (`deferred_windows`)."""
 
     def __init__(
         self,
@@ -66,8 +74,10 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
         sequence_window: int = DEFAULT_WIDTH,
         live_partials: int = 8,
         allow_unsigned: bool = False,
+        defer_partial_writes: bool = False,
     ) -> None:
         self._shards = shards
+        self._defer = defer_partial_writes
         self._allow_unsigned = allow_unsigned  # trust.allow_unsigned_updates, for KIND_SIGNED
         self._flush_seconds = flush_ms / 1000.0
         self._limits = limits or InputLimits()
@@ -94,6 +104,8 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
         )
         self._registrations: dict[str, tuple[bytes, RegisteredModel]] = {}
         self._live: OrderedDict[str, tuple[int, PartialWindow | None]] = OrderedDict()
+        self._unsaved = DeferredWindows(self._live_partials if self._defer else 0)
+        self._key_context: Any = None  # a record's context: the current key, in a flush
         self._metrics = ModelMetrics(runtime_context.get_metrics_group())
         self._profile = OperatorProfile("shard")
 
@@ -101,6 +113,7 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._profile.dump()
 
     def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
+        self._key_context = ctx
         with self._profile:
             rows = self._verified(value, ctx)
         yield from rows
@@ -117,6 +130,9 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
         return [Row("", KIND_DEAD, checked.value, "", 0, 0, "")]
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Row]:
+        if timestamp == FLUSH_TIMESTAMP:  # not a timer: the checkpoint is coming
+            self._flush()
+            return
         with self._profile:
             self._timer.clear()
             rows = self._handle(None, ctx, timestamp / 1000.0)
@@ -132,6 +148,10 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
         envelope = None if value is None else _envelope(value)
         now = ctx.timer_service().current_processing_time() / 1000.0
         registered = process.registration is not None
+        may_defer = self._may_defer(value, process)
+        if key in self._unsaved and not may_defer:  # a step that may send the partial on
+            self._write_partial(key, process.partial)
+        mark = partial_mark(process.partial)
         try:
             with np.errstate(all="ignore"):
                 if value is None or envelope is None:
@@ -141,7 +161,7 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
                 else:
                     outputs = process.on_update(envelope, now, record)
         except Exception as error:  # contained: this event only, the state is not written
-            self._live.pop(key, None)
+            self._forget_failed(key, process, mark)
             text = f"{type(error).__name__}: {error}"
             letter = process.refuse(envelope or NO_SOURCE, "INTERNAL", text)
             self._metrics.refused(process.model_id, letter.reason)
@@ -150,7 +170,7 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
             raw = process.registration.to_state()
             self._registration.update(raw)
             self._registrations[key] = (raw, process.registration)
-        self._save(key, process, generation, ctx)
+        self._save(key, process, generation, ctx, may_defer)
         return self._rows(process, value, outputs)
 
     def _load(self, key: str) -> tuple[ShardProcess, int | None]:
@@ -183,26 +203,59 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
         )
         return process, generation
 
+    def _may_defer(self, value: Row | None, process: ShardProcess) -> bool:
+        """Whether this event may leave the partial unsaved until the flush: an update
+        that cannot send the partial on, in a function run by the flushing operator."""
+        return (
+            value is not None
+            and value[1] != KIND_REGISTRATION
+            and self._unsaved.limit > 0
+            and not process.flushes_with_next()
+        )
+
+    def _forget_failed(self, key: str, process: ShardProcess, mark: tuple[int, int]) -> None:
+        """After a failed step the partial is read from state again; an unsaved one is
+        kept if the step left it untouched, else only a restart is consistent."""
+        if key not in self._unsaved:
+            self._live.pop(key, None)
+        elif partial_mark(process.partial) != mark:
+            raise UnsavedWindowError(f"a failed step changed the unsaved partial of {key!r}")
+
+    def _write_partial(self, key: str, partial: PartialWindow | None) -> None:
+        if partial is None or partial.count == 0:
+            self._partial.clear()
+        else:
+            self._partial.update(partial.to_bytes())
+        self._unsaved.saved(key)
+
+    def _flush(self) -> None:
+        """Write the current key's unsaved partial (`FlushingKeyedProcessOperator`)."""
+        if self._key_context is None:  # no record yet: nothing to save
+            return
+        key = _current_key(self._key_context)
+        if key in self._unsaved:
+            self._write_partial(key, self._live[key][1])
+
     def _save(
         self,
         key: str,
         process: ShardProcess,
         generation: int | None,
         ctx: Any,
+        may_defer: bool = False,
     ) -> None:
         partial = process.partial
-        if process.partial_changed:
-            if partial is None or partial.count == 0:
-                self._partial.clear()
-            else:
-                self._partial.update(partial.to_bytes())
+        # A partial that only grew may wait for the flush before the next checkpoint.
+        defer = may_defer and generation is not None and partial is not None
+        if process.partial_changed and not (defer and self._unsaved.defer(key)):
+            self._write_partial(key, partial)
             generation = (generation or 0) + 1
             self._generation.update(generation)
         if generation is not None and self._live_partials > 0:
             self._live[key] = (generation, partial)
             self._live.move_to_end(key)
-            while len(self._live) > self._live_partials:
-                self._live.popitem(last=False)
+            while len(self._live) > self._live_partials:  # the least recently used saved one
+                del self._live[next(k for k in self._live if k not in self._unsaved)]
         deadline = process.deadline()
         if deadline is not None:
             millis = timer_millis(deadline)

@@ -193,6 +193,18 @@ class ShardProcess:
         cap = self.limits.max_window_updates
         return max(1, min(math.ceil((count or cap) / self.shards), cap))
 
+    def flushes_with_next(self) -> bool:
+        """Whether the next update may send the open partial on (it reaches the flush
+        count, or names a base version the full partial has no room for): the step a
+        caller must not run on a partial that state does not hold yet
+        (`deferred_windows`). False without a registration: the update is forwarded."""
+        if self.registration is None:
+            return False
+        partial = self.partial
+        count = 0 if partial is None else partial.count
+        full = partial is not None and len(partial.base_versions) >= partial.settings.max_bases
+        return full or count + 1 >= self.flush_count()
+
     def deadline(self) -> float | None:
         """When the open partial must go on: `flush_seconds` (at most the window's own
         seconds) after its first update; None while it is empty."""
