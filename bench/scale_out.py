@@ -140,7 +140,8 @@ def _one_run(kafka: Any, variant: Variant, args: argparse.Namespace, size: dict[
         job.start()
         return job
 
-    extra = variant.overrides() | {"checkpoint.interval_ms": str(args.checkpoint_interval_ms)}
+    extra = dict(pair.split("=", 1) for pair in args.job_set)
+    extra |= variant.overrides() | {"checkpoint.interval_ms": str(args.checkpoint_interval_ms)}
     with job_session(
         kafka, args.params, args.window, extra, start=start, window_seconds=args.window_seconds
     ) as session:
@@ -185,6 +186,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     add("--warmup-burst", type=int, default=100, help="updates per warm-up burst")
     add("--max-warmup-s", type=float, default=300.0, help="warm up each job at most this long")
     add("--checkpoint-interval-ms", type=int, default=1000)
+    add("--job-set", action="append", default=[], metavar="KEY=VALUE", help="job config override")
     add("--port", type=int, default=int(os.environ.get("FEDSTREAM_KAFKA_PORT", "49092")))
     add("--name", default="", help="suffix of the result files")
     add("--out", type=Path, default=REPO / "bench" / "results")

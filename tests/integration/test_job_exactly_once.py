@@ -54,8 +54,16 @@ WINDOW = 4
 AGGREGATION = {"window": {"count": WINDOW, "seconds": None}, "weight_by_samples": True}
 # A sharded count window may close with more than K updates (a partial is never split), so
 # the time bound closes what is left at the end.
-SHARDED_AGGREGATION = {"window": {"count": WINDOW, "seconds": 1.0}, "weight_by_samples": True}
-SHARDED = {"runtime.model_shards": "2", "runtime.parallelism": "2"}
+# K = 14 over 2 shards (all 3 devices hash to shard 0): a shard sends its partial on at 7
+# updates or 30 s after its first (longer than the crash takes to come), so the checkpoints
+# before the crash hold an open partial (5 of the 12 sequenced updates among the first 23,
+# 6 of the 20 among the first 35), written to state at the barrier, not per update
+SHARDED_AGGREGATION = {"window": {"count": 14, "seconds": 30.0}, "weight_by_samples": True}
+SHARDED = {
+    "runtime.model_shards": "2",
+    "runtime.parallelism": "2",
+    "runtime.shard_flush_ms": "30000",
+}
 LEGACY_DEVICE = 2  # device-2 sends no sequence (an SDK from before schema v4)
 
 
@@ -282,8 +290,9 @@ def test_sharded_model_sigkill_resume_exactly_once_and_no_restore_with_other_sha
     kafka_broker: Broker, sharded_env: Env, tmp_path: Path
 ) -> None:
     """Two shards at parallelism 2: the shards' open partials and sequence windows and the
-    model key's window are all in the checkpoint the resumed job restores. Device 2 has no
-    sequences, so its updates are forwarded to the model key: both paths cross the kill."""
+    model key's window are all in the checkpoint the resumed job restores (an open partial
+    of 5 or 6 updates, `SHARDED_AGGREGATION`). Device 2 has no sequences, so
+    its updates are forwarded to the model key: both paths cross the kill."""
     job, _, topics = sharded_env
     _kill_and_resume(kafka_broker, sharded_env)
     job.kill()
