@@ -37,6 +37,9 @@ In process mode (no such operator) nothing is deferred.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any
+
 from fedstream.pipelines.aggregator import Aggregator
 from fedstream.pipelines.partial_window import PartialWindow
 
@@ -97,6 +100,13 @@ class DeferredWindows:
             return False
         self._unsaved.add(model_id)
         return True
+
+    def trim(self, live: MutableMapping[str, Any], size: int) -> None:
+        """Evict the least recently used entries of the live cache `live` (oldest first)
+        past `size`, never an unsaved one: its window exists only there until the flush.
+        `size` >= `limit`, so a saved entry is always there to evict."""
+        while len(live) > size:
+            del live[next(key for key in live if key not in self._unsaved)]
 
     def saved(self, model_id: str) -> None:
         """`model_id`'s window in state is the one in memory again."""

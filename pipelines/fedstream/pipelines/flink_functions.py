@@ -776,8 +776,7 @@ class AggregateFunction(KeyedProcessFunction):  # type: ignore[misc]
             return
         self._live[model_id] = _Live(generation, aggregator)
         self._live.move_to_end(model_id)
-        while len(self._live) > self._live_models:  # the least recently used saved model
-            del self._live[next(m for m in self._live if m not in self._unsaved)]
+        self._unsaved.trim(self._live, self._live_models)
 
     # -- events -----------------------------------------------------------------------
     def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:

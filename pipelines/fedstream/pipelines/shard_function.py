@@ -254,8 +254,7 @@ class ShardFunction(KeyedProcessFunction):  # type: ignore[misc]
         if generation is not None and self._live_partials > 0:
             self._live[key] = (generation, partial)
             self._live.move_to_end(key)
-            while len(self._live) > self._live_partials:  # the least recently used saved one
-                del self._live[next(k for k in self._live if k not in self._unsaved)]
+            self._unsaved.trim(self._live, self._live_partials)
         deadline = process.deadline()
         if deadline is not None:
             millis = timer_millis(deadline)

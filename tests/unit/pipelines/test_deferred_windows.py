@@ -158,5 +158,8 @@ def test_the_bookkeeping() -> None:
     unsaved.saved("a")
     assert "a" not in unsaved and unsaved.defer("b")
     assert not DeferredWindows(0).defer("a")
+    live = {"b": 1, "c": 2, "d": 3}  # oldest first; b is unsaved
+    unsaved.trim(live, 1)
+    assert live == {"b": 1}
     with pytest.raises(ValueError, match="limit"):
         DeferredWindows(-1)
