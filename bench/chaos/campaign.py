@@ -138,7 +138,7 @@ class Campaign:
         shown = restored.group(1).replace(f"{REPO}/", "") if restored else "?"  # repo-relative
         return match.group(1), shown
 
-    def wait_running(self, timeout: float = 180) -> None:
+    def wait_running(self, timeout: float = 180, poll_s: float = 0.1) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.stack.rest_or_none(f"/jobs/{self.watch.job_id}")
@@ -148,8 +148,22 @@ class Campaign:
                 and all(v.get("status") == "RUNNING" for v in job.get("vertices", []))
             ):
                 return
-            time.sleep(0.1)
+            time.sleep(poll_s)
         raise RuntimeError(f"job {self.watch.job_id} not running within {timeout:.0f}s")
+
+    def deployed_victim(self, timeout: float = 180) -> tuple[int | None, str]:
+        """The TaskManager the new job's tasks were deployed to, found while they still
+        initialize: no checkpoint can complete before every task runs, so a kill right
+        after `wait_running` lands before the first checkpoint. Resolving the pid after
+        the job runs (REST plus `flink.sh pids`, seconds on a busy machine) raced the
+        first checkpoint, which comes at most one interval after the tasks run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.stack.job_taskmanager(self.watch.job_id)
+            if pid is not None:
+                return pid, "the job's"
+            time.sleep(0.1)
+        return self._victim(Fault(0, "taskmanager", "now", 0, 0.0))
 
     def owner_key(self) -> Path:
         """The model owner's private key (made once): the job acts only on registrations
@@ -207,10 +221,11 @@ class Campaign:
             return stack.broker_pid(fault.target), ""
         return None, ""
 
-    def inject(self, fault: Fault) -> dict[str, Any]:
+    def inject(self, fault: Fault, victim: tuple[int | None, str] | None = None) -> dict[str, Any]:
+        """Kill what `fault` names once its trigger comes (`victim`: resolved earlier)."""
         stack, fleet = self.stack, self.fleet
         assert fleet is not None
-        pid, role = self._victim(fault)
+        pid, role = victim or self._victim(fault)
         observed = self.wait_trigger(fault.trigger)
         at = time.time()
         if pid is not None:
@@ -275,10 +290,6 @@ class Campaign:
             self.stack.admin(), DEVICES_TOPIC, self.trust / "devices",
             [f"device-{i}" for i in range(settings.devices)],
         )  # fmt: skip
-        job, _ = self.submit()
-        self.watch.start()
-        self.wait_running()
-        self.say(f"chaos: job {job} running at {self._elapsed():.0f} s")
         self.fleet = Fleet(
             self.work / "fleet", settings.devices, bootstrap=self.stack.bootstrap,
             security=self.stack.security("device"),
@@ -286,9 +297,14 @@ class Campaign:
             model_id=self.model_id, params=PARAMS, seed=settings.seed, rate=settings.rate,
             device_keys=device_keys,
         )  # fmt: skip
+        job, _ = self.submit()
+        self.watch.start()
+        victim = self.deployed_victim() if faults[0].trigger == "before_first_checkpoint" else None
+        self.wait_running(poll_s=0.02 if victim else 0.1)
+        self.say(f"chaos: job {job} running at {self._elapsed():.0f} s")
         for fault in faults:
             time.sleep(fault.gap_s)
-            event = self.inject(fault)
+            event = self.inject(fault, victim if fault.index == 0 else None)
             recovery = self.wait_recovery(event["at"])
             event["to_next_checkpoint_s"] = recovery
             self.events.append(event)
