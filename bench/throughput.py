@@ -153,7 +153,14 @@ def measure(args: argparse.Namespace) -> Measured:
     root = args.checkpoint_dir
     with (
         broker(args.port) as kafka,
-        job_session(kafka, args.params, args.window, extra, checkpoint_root=root) as session,
+        job_session(
+            kafka,
+            args.params,
+            args.window,
+            extra,
+            checkpoint_root=root,
+            window_seconds=args.window_seconds,
+        ) as session,
     ):
         out = Measured(
             vars(args) | {"out": str(args.out), "checkpoint_dir": root and str(root)},
@@ -390,6 +397,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     add("--max-warmup-s", type=float, default=600.0, help="warm up at most this long")
     add("--checkpoint-interval-ms", type=int, default=1000)
     add(
+        "--window-seconds",
+        type=float,
+        default=None,
+        help="the window's time bound (default: count windows only); needed with "
+        "runtime.model_shards > 1, whose count windows may close with more than K updates",
+    )
+    add(
         "--checkpoint-dir",
         type=Path,
         default=None,
@@ -405,6 +419,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.checkpoint_dir is not None and not args.checkpoint_dir.is_dir():
         parser.error(f"--checkpoint-dir {args.checkpoint_dir}: not a folder")
+    if problem := _job_set_problem(args.job_set, args.window_seconds):
+        parser.error(problem)
     if args.unsigned:
         args.verifying = False
         args.job_set.append("trust.allow_unsigned_updates=true")
@@ -412,6 +428,18 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         args.params, args.runs, args.seconds, args.min_updates = 10_000, 2, 2.0, 20
         args.warmup_burst, args.max_warmup_s = 50, 5.0
     return args
+
+
+def _job_set_problem(pairs: list[str], window_seconds: float | None) -> str | None:
+    """Why `--job-set` pairs cannot run, or None. A sharded job's count window may close
+    with more than K updates (the shards' partials arrive whole), so a burst cannot tell
+    how many of its updates stay open: without a time bound it would wait for them forever."""
+    if bad := [pair for pair in pairs if "=" not in pair]:
+        return f"--job-set takes KEY=VALUE, not {bad[0]!r}"
+    shards = dict(pair.split("=", 1) for pair in pairs).get("runtime.model_shards", "1")
+    if shards.strip() != "1" and window_seconds is None:
+        return f"runtime.model_shards={shards} needs --window-seconds (the window's time bound)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

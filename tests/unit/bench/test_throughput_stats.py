@@ -94,3 +94,17 @@ def test_checkpoints_go_under_an_existing_folder_only(
     with pytest.raises(SystemExit):
         arguments(["--checkpoint-dir", str(tmp_path / "missing")])
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_a_sharded_job_needs_the_windows_time_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    """A sharded window may close with more than K updates: without `--window-seconds` a
+    burst would wait for updates its count cannot place (it hung); bad pairs fail early."""
+    with pytest.raises(SystemExit):
+        arguments(["--job-set", "runtime.model_shards=2"])
+    assert "needs --window-seconds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        arguments(["--job-set", "runtime.model_shards"])
+    assert "takes KEY=VALUE" in capsys.readouterr().err
+    sharded = ["--job-set", "runtime.model_shards=2", "--window-seconds", "1"]
+    assert arguments(sharded).window_seconds == 1.0
+    assert arguments(["--job-set", "runtime.model_shards=1"]).window_seconds is None
