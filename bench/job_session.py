@@ -27,10 +27,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from kafka import KafkaProducer
+from kafka import KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import CoordinatorNotAvailableError
 
 from bench.bench_fleet import BenchFleet, bench_delta, record_values, registration_value
 from bench.checkpoint_log import Checkpoint, completed_between
@@ -171,6 +174,8 @@ class JobSession:
     window_seconds: float | None = None
     #: where the job's Flink log is written (a local job's), for its checkpoints
     flink_log: Path | None = None
+    #: the job's Kafka consumer group: its source commits offsets there with each checkpoint
+    group_id: str = ""
 
     def _values(self, n: int) -> Iterator[tuple[str, list[bytes]]]:
         """(update_id, its Kafka values) of n fresh updates based on the newest version."""
@@ -185,6 +190,7 @@ class JobSession:
 
     def backlog(self, n: int) -> Burst:
         """n updates committed in one transaction; timed from the commit."""
+        delete_checkpointed(self.kafka.client_kwargs(), self.topic, self.group_id)
         self.backlog_producer.begin_transaction()
         ids = []
         for update_id, value in self._values(n):
@@ -198,6 +204,7 @@ class JobSession:
     def paced(self, n: int, rate: float) -> Burst:
         """n updates sent at `rate` per second (open loop); timed from the first send."""
         sent: dict[str, float] = {}
+        delete_checkpointed(self.kafka.client_kwargs(), self.topic, self.group_id)
         values = self._values(n)
         before, start, wall = self.cpu(), time.perf_counter(), time.time()
         for i, (update_id, value) in enumerate(values):
@@ -270,6 +277,27 @@ class JobSession:
         if not checkpoints:
             return 0
         return sum(f.stat().st_size for f in checkpoints[-1].rglob("*") if f.is_file())
+
+
+def delete_checkpointed(client: dict[str, Any], topic: str, group_id: str) -> int:
+    """Delete the records of partition 0 of `topic` below the offset `group_id` committed
+    (a Flink Kafka source commits with each completed checkpoint, so nothing the job could
+    still need goes); the new start offset (0: nothing committed yet). A 60 s run writes
+    10-16 GB of updates, and five rounds of them are more than a VM's disk holds; Kafka
+    frees the segments below the start offset in the background."""
+    admin = KafkaAdminClient(**client)
+    try:
+        partition = TopicPartition(topic, 0)
+        try:
+            committed = admin.list_group_offsets({group_id: [partition]}).get(group_id, {})
+        except CoordinatorNotAvailableError:  # no group has committed on this broker yet
+            return 0
+        offset = committed[partition].offset if partition in committed else -1
+        if offset > 0:
+            admin.delete_records({partition: offset})
+        return max(offset, 0)
+    finally:
+        admin.close()
 
 
 def _overrides(
@@ -372,7 +400,10 @@ def job_session(
     job = (start or _start)(overrides, work, profile_dir)
     client = {**kafka.client_kwargs(), "acks": "all", "max_request_size": MAX_BYTES}
     producer = KafkaProducer(**client, enable_idempotence=True)
-    backlog = KafkaProducer(**client, transactional_id=f"bench-backlog-{suffix}")
+    # a backlog of a 60 s run takes longer to produce than kafka-python's 60 s default
+    backlog = KafkaProducer(
+        **client, transactional_id=f"bench-backlog-{suffix}", transaction_timeout_ms=900_000
+    )
     watcher = ReleaseWatcher(kafka, config.topics.models)
     session = JobSession(
         kafka,
@@ -390,6 +421,7 @@ def job_session(
         checkpoints,
         window_seconds=window_seconds,
         flink_log=None if start else _flink_log(work),
+        group_id=config.kafka.group_id,
     )
     try:
         backlog.init_transactions()
