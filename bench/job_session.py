@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -160,6 +159,8 @@ class JobSession:
     producer: KafkaProducer
     backlog_producer: KafkaProducer
     """transactional: a backlog burst is committed at once"""
+    admin: KafkaAdminClient
+    """frees the updates a checkpoint holds before each burst (`delete_checkpointed`)"""
     fleet: BenchFleet
     topic: str
     model_id: str
@@ -190,7 +191,7 @@ class JobSession:
 
     def backlog(self, n: int) -> Burst:
         """n updates committed in one transaction; timed from the commit."""
-        delete_checkpointed(self.kafka.client_kwargs(), self.topic, self.group_id)
+        delete_checkpointed(self.admin, self.topic, self.group_id)
         self.backlog_producer.begin_transaction()
         ids = []
         for update_id, value in self._values(n):
@@ -204,7 +205,7 @@ class JobSession:
     def paced(self, n: int, rate: float) -> Burst:
         """n updates sent at `rate` per second (open loop); timed from the first send."""
         sent: dict[str, float] = {}
-        delete_checkpointed(self.kafka.client_kwargs(), self.topic, self.group_id)
+        delete_checkpointed(self.admin, self.topic, self.group_id)
         values = self._values(n)
         before, start, wall = self.cpu(), time.perf_counter(), time.time()
         for i, (update_id, value) in enumerate(values):
@@ -279,25 +280,21 @@ class JobSession:
         return sum(f.stat().st_size for f in checkpoints[-1].rglob("*") if f.is_file())
 
 
-def delete_checkpointed(client: dict[str, Any], topic: str, group_id: str) -> int:
+def delete_checkpointed(admin: KafkaAdminClient, topic: str, group_id: str) -> int:
     """Delete the records of partition 0 of `topic` below the offset `group_id` committed
     (a Flink Kafka source commits with each completed checkpoint, so nothing the job could
     still need goes); the new start offset (0: nothing committed yet). A 60 s run writes
     10-16 GB of updates, and five rounds of them are more than a VM's disk holds; Kafka
     frees the segments below the start offset in the background."""
-    admin = KafkaAdminClient(**client)
+    partition = TopicPartition(topic, 0)
     try:
-        partition = TopicPartition(topic, 0)
-        try:
-            committed = admin.list_group_offsets({group_id: [partition]}).get(group_id, {})
-        except CoordinatorNotAvailableError:  # no group has committed on this broker yet
-            return 0
-        offset = committed[partition].offset if partition in committed else -1
-        if offset > 0:
-            admin.delete_records({partition: offset})
-        return max(offset, 0)
-    finally:
-        admin.close()
+        committed = admin.list_group_offsets({group_id: [partition]}).get(group_id, {})
+    except CoordinatorNotAvailableError:  # no group has committed on this broker yet
+        return 0
+    offset = committed[partition].offset if partition in committed else -1
+    if offset > 0:
+        admin.delete_records({partition: offset})
+    return max(offset, 0)
 
 
 def _overrides(
@@ -405,12 +402,14 @@ def job_session(
         **client, transactional_id=f"bench-backlog-{suffix}", transaction_timeout_ms=900_000
     )
     watcher = ReleaseWatcher(kafka, config.topics.models)
+    admin = KafkaAdminClient(**kafka.client_kwargs())
     session = JobSession(
         kafka,
         job,
         watcher,
         producer,
         backlog,
+        admin,
         # a job that takes unsigned updates (a legacy fleet's) is sent unsigned ones
         BenchFleet(signed=not config.trust.allow_unsigned_updates),
         config.topics.updates,
@@ -432,4 +431,5 @@ def job_session(
         job.kill()
         producer.close()
         backlog.close()
+        admin.close()
         shutil.rmtree(checkpoints, ignore_errors=True)  # the job's log stays

@@ -133,14 +133,14 @@ def _one_run(kafka: Any, variant: Variant, args: argparse.Namespace, size: dict[
     """Submit `variant`, warm it up, drain one backlog; the job is cancelled after."""
     from bench.cluster_job import ClusterJob
     from bench.job_session import job_session, log
-    from bench.throughput import run_size, warm_up
+    from bench.throughput import job_overrides, run_size, warm_up
 
     def start(overrides: dict[str, str], work: Path, _profile: Path | None) -> ClusterJob:
         job = ClusterJob(overrides, work / "submit.log", dict(os.environ))
         job.start()
         return job
 
-    extra = dict(pair.split("=", 1) for pair in args.job_set)
+    extra = job_overrides(args.job_set)
     extra |= variant.overrides() | {"checkpoint.interval_ms": str(args.checkpoint_interval_ms)}
     with job_session(
         kafka, args.params, args.window, extra, start=start, window_seconds=args.window_seconds

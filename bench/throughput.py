@@ -54,7 +54,7 @@ from bench.kafka_stack import broker
 from bench.plain_aggregator import PlainRun, plain_run
 from bench.throughput_stats import jit_settled, percentile, spread
 
-__all__ = ["REPO", "exit_on_sigterm", "log", "machine", "main"]
+__all__ = ["REPO", "exit_on_sigterm", "job_overrides", "log", "machine", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,7 @@ def alternate(session: JobSession, out: Measured, runs: int, count: int) -> None
 
 def measure(args: argparse.Namespace) -> Measured:
     """The whole method on a fresh broker: warm-up, alternating runs, latency."""
-    extra = dict(pair.split("=", 1) for pair in args.job_set)
+    extra = job_overrides(args.job_set)
     extra["checkpoint.interval_ms"] = str(args.checkpoint_interval_ms)
     root = args.checkpoint_dir
     with (
@@ -430,13 +430,18 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def job_overrides(pairs: list[str]) -> dict[str, str]:
+    """`--job-set KEY=VALUE` pairs as job config overrides (the last of a key wins)."""
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
 def _job_set_problem(pairs: list[str], window_seconds: float | None) -> str | None:
     """Why `--job-set` pairs cannot run, or None. A sharded job's count window may close
     with more than K updates (the shards' partials arrive whole), so a burst cannot tell
     how many of its updates stay open: without a time bound it would wait for them forever."""
     if bad := [pair for pair in pairs if "=" not in pair]:
         return f"--job-set takes KEY=VALUE, not {bad[0]!r}"
-    shards = dict(pair.split("=", 1) for pair in pairs).get("runtime.model_shards", "1")
+    shards = job_overrides(pairs).get("runtime.model_shards", "1")
     if shards.strip() != "1" and window_seconds is None:
         return f"runtime.model_shards={shards} needs --window-seconds (the window's time bound)"
     return None

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata
 
 from bench.job_session import delete_checkpointed
@@ -31,12 +32,13 @@ def test_only_records_below_the_committed_offset_are_deleted(
     with_producer.flush()
     with_producer.close()
 
-    assert delete_checkpointed(client, topic, group) == 0  # nothing committed: nothing goes
+    admin = KafkaAdminClient(**client)
     consumer = KafkaConsumer(**client, group_id=group, enable_auto_commit=False)
     try:
+        assert delete_checkpointed(admin, topic, group) == 0  # nothing committed: nothing goes
         assert consumer.beginning_offsets([partition])[partition] == 0
         consumer.commit({partition: OffsetAndMetadata(6, "", -1)})
-        assert delete_checkpointed(client, topic, group) == 6
+        assert delete_checkpointed(admin, topic, group) == 6
         assert consumer.beginning_offsets([partition])[partition] == 6
         consumer.assign([partition])
         consumer.seek_to_beginning(partition)
@@ -44,3 +46,4 @@ def test_only_records_below_the_committed_offset_are_deleted(
         assert values == [f"r{i}".encode() for i in range(6, 10)]
     finally:
         consumer.close()
+        admin.close()
